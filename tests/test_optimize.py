@@ -16,18 +16,9 @@ from pathlib import Path
 import pytest
 
 from llm_server import FakeLLMServer, Reply, last_user_message
+from scripted import TASK, FUSED, BROKEN, SLOW, fenced
 
-HERE = Path(__file__).parent
-TASK = HERE / "tasks" / "ln_mlp.py"
-FUSED = (HERE / "candidates" / "ln_fused.py").read_text()
-BROKEN = FUSED.replace("torch.addmm(self.fc2.bias, h", "torch.addmm(self.fc2.bias, undefined_name")
-# Correct but slower: computes the block twice.
-SLOW = FUSED.replace("        h = torch.addmm(self.fc1.bias", "        _ = self.fc2(torch.relu(self.norm(self.fc1(x))))\n        h = torch.addmm(self.fc1.bias")
 IDEAS = "1. Fuse the bias add into the matmul with addmm.\n2. Use F.layer_norm directly.\n3. Apply ReLU in place."
-
-
-def fenced(code: str) -> str:
-    return f"Here is the optimised model.\n\n```python\n{code}\n```\n"
 
 
 class Script:

@@ -19,19 +19,12 @@ from pathlib import Path
 import pytest
 
 from llm_server import FakeLLMServer, Reply, last_user_message
+from scripted import TASK, FUSED, BROKEN, SLOW, fenced
 from pike.config import PRESETS, apply_overrides, load
 from pike.search.library import Grid, backend, complexity, distance
 from pike.search.pike_o import REFERENCE, Library, PikeO
 
 HERE = Path(__file__).parent
-TASK = HERE / "tasks" / "ln_mlp.py"
-FUSED = (HERE / "candidates" / "ln_fused.py").read_text()
-BROKEN = FUSED.replace("torch.addmm(self.fc2.bias, h", "torch.addmm(self.fc2.bias, undefined_name")
-SLOW = FUSED.replace("        h = torch.addmm(self.fc1.bias", "        _ = self.fc2(torch.relu(self.norm(self.fc1(x))))\n        h = torch.addmm(self.fc1.bias")
-
-
-def fenced(code: str) -> str:
-    return f"Here is the optimised model.\n\n```python\n{code}\n```\n"
 
 
 def library(islands=1, population=25, archive=12) -> Library:

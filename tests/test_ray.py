@@ -11,14 +11,11 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from llm_server import FakeLLMServer, Reply, last_user_message  # noqa: E402
+from scripted import TASK, FUSED, BROKEN  # noqa: E402
 from pike import config as cfgmod  # noqa: E402
 from pike.search.engine import Engine  # noqa: E402
 from pike.task import load_task  # noqa: E402
 
-HERE = Path(__file__).parent
-TASK = HERE / "tasks" / "ln_mlp.py"
-FUSED = (HERE / "candidates" / "ln_fused.py").read_text()
-BROKEN = FUSED.replace("torch.addmm(self.fc2.bias, h", "torch.addmm(self.fc2.bias, undefined_name")
 IDEAS = "1. Fuse the bias add into the matmul.\n2. Use F.layer_norm directly.\n3. Apply ReLU in place."
 
 

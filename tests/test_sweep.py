@@ -16,12 +16,9 @@ from pathlib import Path
 import pytest
 
 from llm_server import FakeLLMServer, Reply, last_user_message
+from scripted import TASK, FUSED, BROKEN
 from pike.search.sweep import Sweep, load_experiment, plan
 
-HERE = Path(__file__).parent
-TASK = HERE / "tasks" / "ln_mlp.py"
-FUSED = (HERE / "candidates" / "ln_fused.py").read_text()
-BROKEN = FUSED.replace("torch.addmm(self.fc2.bias, h", "torch.addmm(self.fc2.bias, undefined_name")
 
 
 def sweep_command() -> list[str]:

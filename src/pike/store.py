@@ -162,9 +162,6 @@ class Store:
                 (result.status, result.runtime_ms, result.speedup_vs_eager, json.dumps(result.tags), solution_id),
             )
 
-    def set_solution_status(self, solution_id: int, status: str) -> None:
-        self._x("UPDATE solutions SET status = ? WHERE id = ?", (status, solution_id))
-
     def _solution(self, row: sqlite3.Row) -> Solution:
         return Solution(
             id=row["id"], task_id=row["task_id"], parent_id=row["parent_id"], origin=row["origin"], idea=row["idea"],
@@ -185,13 +182,6 @@ class Store:
             "SELECT result FROM evaluations WHERE solution_id = ? AND kind = ? ORDER BY id DESC LIMIT 1", (solution_id, kind)
         ).fetchone()
         return EvalResult.from_json(json.loads(row["result"])) if row else None
-
-    def evaluations(self, task_id: int | None = None) -> list[sqlite3.Row]:
-        if task_id is None:
-            return self._x("SELECT * FROM evaluations ORDER BY id").fetchall()
-        return self._x(
-            "SELECT e.* FROM evaluations e JOIN solutions s ON s.id = e.solution_id WHERE s.task_id = ? ORDER BY e.id", (task_id,)
-        ).fetchall()
 
     # ------------------------------------------------------------ LLM exchanges
 

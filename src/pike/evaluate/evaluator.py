@@ -177,6 +177,10 @@ class Evaluator:
             return self.config.cuda_arch_list
         return self.device_info().get("capability")
 
+    def _extension_env(self, main_src: str, tags: list[str]) -> dict[str, str]:
+        """The extension cache of an already-built source (run stage, re-timing, profiling)."""
+        return self.builder.env(main_src) if needs_extension_build(tags) else {}
+
     @property
     def builder(self) -> Builder:
         if self._builder is None:
@@ -248,7 +252,7 @@ class Evaluator:
         if not report.ok and not trusted:
             return EvalResult("rejected", "static check: " + "; ".join(report.violations[:5]), "\n".join(report.violations), tags=tags, device=c.device, stage="static")
         main_src = apply_overrides(source, task.overrides)
-        needs_build = "cpp_ext" in tags or "cuda" in tags
+        needs_build = needs_extension_build(tags)
         return Prepared(task, source, main_src, tags, needs_build)
 
     def references(self, task: Task) -> tuple[Reference, Reference | None]:
@@ -390,7 +394,7 @@ class Evaluator:
             f = d / f"entry_{i}.py"
             f.write_text(main_src)
             tags = check_source(src).tags
-            env = self.builder.env(main_src) if ("cpp_ext" in tags or "cuda" in tags) else {}
+            env = self._extension_env(main_src, tags)
             items.append({"name": name, "code": str(f), "env": env})
         sets = list(range(min(c.timing_sets, ref.meta["pool"])))
         job = {
@@ -414,7 +418,7 @@ class Evaluator:
         f = d / "solution.py"
         f.write_text(main_src)
         tags = check_source(source).tags
-        env = self.builder.env(main_src) if ("cpp_ext" in tags or "cuda" in tags) else {}
+        env = self._extension_env(main_src, tags)
         job = {"kind": "profile", "device": self.job_device, "module_name": f"pike_profile_{task.name}",
                "code": str(f), "ref": str(ref.dir), "init_seed": ref.meta["init_seed"], "rows": rows}
         out = self.sandbox.run(job, d, timeout=self.config.timeout_s, env={**self.child_env, **env})
@@ -459,6 +463,10 @@ class Evaluator:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def needs_extension_build(tags: list[str]) -> bool:
+    return "cpp_ext" in tags or "cuda" in tags
 
 
 def _scratch_root() -> str | None:

@@ -94,9 +94,6 @@ class EvalPool:
     def size(self) -> int:
         return len(self._slots)
 
-    def evaluator(self, i: int = 0) -> Evaluator:
-        return self._slots[i]
-
     async def _thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 

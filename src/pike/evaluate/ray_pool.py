@@ -42,12 +42,6 @@ class _Worker:
 
         self.ev = Evaluator(EvalConfig(**config, timing=TimingConfig(**timing)))
 
-    def ping(self) -> str:
-        import os
-        import socket
-
-        return f"{socket.gethostname()}:{os.getpid()}"
-
     def evaluate(self, task: dict, source: str, trusted: bool, eager_ms, time_it, timeout_s) -> dict:
         try:
             r = self.ev.evaluate(_task(task), source, trusted=trusted, eager_ms=eager_ms, time_it=time_it, timeout_s=timeout_s)

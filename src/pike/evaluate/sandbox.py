@@ -48,10 +48,6 @@ class JobOutcome:
     log_tail: str
     wall_s: float
 
-    @property
-    def crashed(self) -> bool:
-        return self.result is None and not self.timed_out
-
     def describe_exit(self) -> str:
         if self.timed_out:
             return "timed out"

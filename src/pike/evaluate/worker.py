@@ -113,6 +113,20 @@ def run_candidate(job: dict, job_dir: Path) -> dict:
     return result
 
 
+def _before_each_run(buffers: dict, call_seed: int):
+    """What runs before each timed forward, outside the timed region."""
+
+    def prepare(sid):
+        seed_all(call_seed + sid)  # random tasks stay checkable
+        # Bump each buffer's version counter (a self-copy moves no data): a cache keyed by pointer and
+        # version would otherwise tell the repeats of the timing loop apart from new data for free.
+        for t in buffers[sid]:
+            if isinstance(t, torch.Tensor):
+                t.copy_(t)
+
+    return prepare
+
+
 def _time(model, ref: RefData, tj: dict, device, call_seed: int):
     cfg = timing_mod.TimingConfig(**tj["config"])
     rng = random.Random(tj["seed"])
@@ -123,13 +137,7 @@ def _time(model, ref: RefData, tj: dict, device, call_seed: int):
     def call(sid):
         return model(*buffers[sid])
 
-    def prepare(sid):
-        seed_all(call_seed + sid)  # random tasks stay checkable
-        # Bump each buffer's version counter (a self-copy moves no data): a cache keyed by pointer and
-        # version would otherwise tell the repeats of the timing loop apart from new data for free.
-        for t in buffers[sid]:
-            if isinstance(t, torch.Tensor):
-                t.copy_(t)
+    prepare = _before_each_run(buffers, call_seed)
 
     try:
         with torch.inference_mode():
@@ -172,12 +180,7 @@ def run_retime(job: dict, job_dir: Path) -> dict:
     sets = job["sets"]
     buffers = {sid: to_device(ref.inputs(sid), device) for sid in sets}
 
-    def prepare(sid):
-        seed_all(call_seed + sid)
-        for t in buffers[sid]:
-            if isinstance(t, torch.Tensor):
-                t.copy_(t)
-
+    prepare = _before_each_run(buffers, call_seed)
     calls = {name: (lambda m: (lambda sid: m(*buffers[sid])))(m) for name, m in models.items()}
     cfg = timing_mod.TimingConfig(**job["config"])
     with torch.inference_mode():

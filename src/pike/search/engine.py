@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from pike import config as config_mod
@@ -25,6 +24,8 @@ from pike.search.strategies import make_strategy
 from pike.search.taskrun import TaskRun
 from pike.store import Store
 from pike.task import Task, TaskError
+
+POOL_RECORD_S = 30.0  # how often a running search writes the pool's utilisation to the store
 
 
 def eval_config(cfg: RunConfig) -> EvalConfig:
@@ -108,11 +109,20 @@ class Engine:
                 bandwidth_gbs=round(info["bandwidth_gbs"]) if info.get("bandwidth_gbs") else None,
             )
             device_text = f"{info.get('device_name')} (torch {info.get('torch')}, CUDA {info.get('cuda')}, Triton {info.get('triton')})"
-            await asyncio.gather(*(self._run_task(pool, t, hardware, device_text) for t in tasks))
-            self.store.set_meta("pool", pool_record(pool, devices, time.monotonic() - t0))
-        for c in set(map(id, self.clients.values())):
-            client = next(v for v in self.clients.values() if id(v) == c)
+            # Recorded every POOL_RECORD_S as well as at the end, so a killed run keeps its utilisation.
+            recorder = asyncio.ensure_future(self._record_pool(pool, devices, t0))
+            try:
+                await asyncio.gather(*(self._run_task(pool, t, hardware, device_text) for t in tasks))
+            finally:
+                recorder.cancel()
+                self.store.set_meta("pool", pool_record(pool, devices, time.monotonic() - t0))
+        for client in {id(c): c for c in self.clients.values()}.values():  # roles may share a client
             await client.aclose()
+
+    async def _record_pool(self, pool, devices: list[str], t0: float) -> None:
+        while True:
+            await asyncio.sleep(POOL_RECORD_S)
+            self.store.set_meta("pool", pool_record(pool, devices, time.monotonic() - t0))
 
     async def _run_task(self, pool: EvalPool, task: Task, hardware: Hardware, device_text: str) -> None:
         tid = self.store.add_task(task.name, str(task.path), task.size, task.source, task.key)
@@ -177,7 +187,3 @@ def resume_config(run_dir: Path) -> RunConfig:
     if d is None:
         raise FileNotFoundError(f"{run_dir}: no run to resume (run.db has no config)")
     return RunConfig.from_dict(d)
-
-
-def with_eval_device(cfg: RunConfig, device: str) -> RunConfig:
-    return replace(cfg, eval=replace(cfg.eval, device=device))

@@ -108,10 +108,6 @@ class TaskRun:
         self.notify("evaluated", solution=sid, result=result)
         return result
 
-    async def add_and_evaluate(self, code: str, origin: str, *, trusted: bool = False, **kw) -> tuple[int, EvalResult]:
-        sid = self.store.add_solution(self.task_id, code, origin, **kw)
-        return sid, await self.evaluate(sid, trusted=trusted)
-
     async def retime(self, sols: list[Solution]) -> dict[int, float]:
         """Interleaved re-timing of candidates (ranking by one noisy search timing favours lucky ones)."""
         if len(sols) < 2:
