@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The GPU benchmarks, grouped into calls of under ten minutes each (a lent GPU machine's limit):
+#   bash benchmarks/gpu_session.sh evaluator   # repeatability, do_bench agreement, baselines
+#   bash benchmarks/gpu_session.sh variants    # CUDA variant tests, pool throughput with CUDA builds
+#   bash benchmarks/gpu_session.sh offline     # offline optimizer on the suite (resumable)
+#   bash benchmarks/gpu_session.sh scaling     # busy fraction on 1 GPU, then 1 -> 2 GPUs (2-GPU machine)
+# Results go to $OUT (default ./gpu-results). Every step has its own time limit so one slow step
+# cannot take the rest of the call with it.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-results}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+export PIKE_CACHE_DIR=${PIKE_CACHE_DIR:-/tmp/pike-gpu-cache}
+PY=${PY:-python3}
+T0=$(date +%s)
+step() {  # step NAME SECONDS CMD...: run with a limit, log to $OUT/session.log
+    local name=$1 limit=$2; shift 2
+    echo "=== $name (limit ${limit}s, at $(( $(date +%s) - T0 ))s) ===" | tee -a "$OUT/session.log"
+    timeout -s INT -k 30 "$limit" "$@" 2>&1 | tee -a "$OUT/session.log" | tail -40
+    echo "=== $name rc=${PIPESTATUS[0]} after $(( $(date +%s) - T0 ))s ===" | tee -a "$OUT/session.log"
+}
+tasks_dir() {  # tasks_dir DIR NAME...: a directory holding copies of built-in tasks
+    local d=$1; shift; mkdir -p "$d"
+    for n in "$@"; do cp "src/pike/suites/builtin/$n.py" "$d/"; done
+}
+
+case "${1:-}" in
+evaluator)
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/session.log"
+    $PY -c 'import torch, triton, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda, triton.__version__)' | tee -a "$OUT/session.log"
+    step repeat_dobench 260 $PY benchmarks/gpu_evaluator.py --parts repeat,dobench --out "$OUT/evaluator.json" --cache /tmp/pike-bench-1
+    tasks_dir /tmp/missing moe_topk relu_attention resnet_bottleneck_block rmsnorm_swiglu_mlp rotary_attention rwkv_time_mix s4_long_conv unet_resblock_attention
+    step eager_missing 120 $PY -m pike baseline /tmp/missing --modes eager --device cuda --out "$OUT/eager_missing.json"
+    tasks_dir /tmp/modes gpt2_block convnext_block mlp_shallow_wide
+    step compile_modes 170 $PY -m pike baseline /tmp/modes --device cuda --out "$OUT/compile_modes.json"
+    ;;
+variants)
+    step cuda_variant_tests 330 $PY -m pytest -p no:cacheprovider -q -rA tests/test_variants.py -k cuda_variants_pass
+    step pool_builds 230 $PY benchmarks/gpu_evaluator.py --parts pool --out "$OUT/pool.json" --cache /tmp/pike-bench-2
+    ;;
+offline)
+    # ${DEADLINE:-420}: no new task starts after this many seconds; the run directory survives
+    # between calls on one machine, and --out's lines make the next call skip finished tasks.
+    # $OUT is emptied before every call: the log lives in /tmp, seeded from the copy kept in the
+    # repository (benchmarks/results/) on a fresh machine, and is copied out at the end.
+    [ -f /tmp/offline.jsonl ] || cp benchmarks/results/offline_suite.jsonl /tmp/offline.jsonl 2>/dev/null
+    step offline 560 $PY benchmarks/offline_suite.py --device cuda --out /tmp/offline.jsonl --deadline "${DEADLINE:-420}" --runs /tmp/pike-offline-runs
+    cp /tmp/offline.jsonl "$OUT/offline_suite.jsonl"
+    ;;
+scaling)
+    step busy_1gpu "${SECS:-270}" $PY benchmarks/pool_busy.py --gpus 0 --seconds $(( ${SECS:-270} - 40 )) --run-dir /tmp/busy1 --out "$OUT/busy_1gpu.json"
+    step busy_2gpu "${SECS:-270}" $PY benchmarks/pool_busy.py --gpus 0,1 --seconds $(( ${SECS:-270} - 40 )) --run-dir /tmp/busy2 --out "$OUT/busy_2gpu.json"
+    ;;
+*)
+    echo "usage: $0 evaluator|variants|offline|scaling" >&2; exit 2 ;;
+esac
