@@ -5,7 +5,8 @@
 Parts: repeat (same candidate timed twice), dobench (agreement with triton.testing.do_bench),
 overhead (evaluator cost beyond build and measured runs), iam (illegal memory access contained),
 stream (side-stream candidates), build (killed CUDA extension build), pool (throughput with ~30 s
-load_inline builds). Each part writes its numbers into one JSON document; the summary is printed last.
+load_inline builds), costs (where
+the time of a reference and of an evaluation goes, cold cache). Each part writes its numbers into one JSON document; the summary is printed last.
 """
 
 from __future__ import annotations
@@ -81,6 +82,28 @@ def part_dobench(ev: Evaluator) -> dict:
             rows.append({"task": name, "error": f"{r.status}: {r.message}"})
             continue
         rows.append({"task": name, "pike_ms": r.runtime_ms, "do_bench_ms": db, "diff_pct": 100 * (r.runtime_ms - db) / db})
+    return {"rows": rows}
+
+
+COST_TASKS = ["rmsnorm_swiglu_mlp", "moe_topk", "mlp_shallow_wide", "kv_cache_decode", "rotary_attention"]
+
+
+def part_costs(ev: Evaluator) -> dict:
+    """Where an evaluation's wall time goes on a cold cache: the reference job's phases, then an eager
+    candidate's phases (child: import/init, checks, timing; orchestrator: the rest)."""
+    rows = []
+    for name in COST_TASKS:
+        t = task(name)
+        t0 = time.monotonic()
+        ref = ev.reference(t)
+        ref_s = time.monotonic() - t0
+        r = ev.evaluate(t, t.source, trusted=True)
+        row = {"task": name, "reference_wall_s": ref_s, "reference_phases_s": ref.meta.get("durations_s"),
+               "pool": ref.meta.get("pool"), "output_mb": ref.meta.get("output_bytes", 0) / 2**20,
+               "params_m": ref.meta.get("params", 0) / 1e6, "status": r.status, "runtime_ms": r.runtime_ms,
+               "candidate_s": r.durations_s}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
     return {"rows": rows}
 
 
@@ -211,22 +234,28 @@ def part_build(cache: Path) -> dict:
                 "rebuild": {"status": r.status, "message": r.message[:300], "build_s": r.durations_s.get("build_s")}}
 
 
-def part_pool(cache: Path, n: int = 6) -> dict:
-    t = task("layernorm_gelu_chain")
-    srcs = [CUDA_EXT.replace("{variant}", f"v{i}").replace("{task_source}", t.source) for i in range(n)]
+def part_pool(cache: Path, n: int = 4) -> dict:
+    """One CUDA-extension candidate alone, then ``n`` at once: builds overlap on the CPU pool while the
+    GPU evaluates finished ones. A task with small outputs, so that evaluation is not what is measured."""
+    t = task("mlp_shallow_wide")
+    srcs = [CUDA_EXT.replace("{variant}", f"v{i}").replace("{task_source}", t.source) for i in range(n + 1)]
 
-    async def run(builders: int, sources: list[str]) -> dict:
-        with EvalPool(EvalConfig(device="cuda", cache_dir=cache), devices=["cuda:0"], build_workers=builders) as pool:
+    async def run(sources: list[str]) -> dict:
+        with EvalPool(EvalConfig(device="cuda", cache_dir=cache), devices=["cuda:0"]) as pool:
             await pool.evaluate(t, t.source, trusted=True)  # references and context warm
             t0 = time.monotonic()
-            rs = await asyncio.gather(*(pool.evaluate(t, s) for s in sources))
+            done = []
+            for fut in asyncio.as_completed([pool.evaluate(t, s) for s in sources]):
+                r = await fut
+                done.append({"at_s": time.monotonic() - t0, "status": r.status, "build_s": r.durations_s.get("build_s"),
+                             "total_s": r.durations_s.get("total_s")})
+                print(json.dumps(done[-1]), flush=True)
             wall = time.monotonic() - t0
-            return {"candidates": len(sources), "builders": builders, "wall_s": wall, "per_minute": 60 * len(sources) / wall,
-                    "statuses": [r.status for r in rs], "build_s": [r.durations_s.get("build_s") for r in rs],
-                    "gpu_held_s": pool.stats.slots[0].held_s}
+            return {"candidates": len(sources), "wall_s": wall, "per_minute": 60 * len(sources) / wall, "done": done,
+                    "gpu_held_s": pool.stats.slots[0].held_s, "build_workers": pool._n_build}
 
-    # One build alone takes as long as the "build" part's rebuild: n of them in series, n times that.
-    return {"parallel": asyncio.run(run(n, srcs))}
+    alone = asyncio.run(run(srcs[:1]))
+    return {"alone": alone, "parallel": asyncio.run(run(srcs[1:]))}
 
 
 def main() -> None:
@@ -235,7 +264,7 @@ def main() -> None:
     ap.add_argument("--out", default="gpu_evaluator.json")
     ap.add_argument("--cache", default=None)
     args = ap.parse_args()
-    parts = ["repeat", "dobench", "overhead", "iam", "stream", "build", "pool"] if args.parts == "all" else args.parts.split(",")
+    parts = ["repeat", "dobench", "costs", "overhead", "iam", "stream", "build", "pool"] if args.parts == "all" else args.parts.split(",")
     cache = Path(args.cache or tempfile.mkdtemp(prefix="pike-bench-"))
     doc: dict = {"parts": {}}
     with Evaluator(EvalConfig(device="cuda", cache_dir=cache)) as ev:

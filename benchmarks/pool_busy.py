@@ -80,6 +80,18 @@ def main() -> None:
     evaluated = db.execute("select status, count(*) n from evaluations where kind='search' group by status").fetchall()
     n_eval = sum(r["n"] for r in evaluated)
     gpus = len(pool["devices"])
+    # The second half of the run: start-up (references, baselines of every task) is behind it.
+    hist = pool.get("history") or []
+    window = None
+    mid = [h for h in hist if h[0] >= pool["wall_s"] / 2]
+    if len(hist) >= 2 and mid and mid[0] is not hist[-1]:
+        h0, h1 = mid[0], hist[-1]
+        dt = h1[0] - h0[0]
+        since = pool["started_at"] + h0[0]
+        n_win = db.execute("select count(*) from evaluations where kind='search' and created >= ?", (since,)).fetchone()[0]
+        window = {"from_s": h0[0], "to_s": h1[0], "held_fraction": [(y - x) / dt for x, y in zip(h0[1], h1[1])],
+                  "timing_fraction": [(y - x) / dt for x, y in zip(h0[2], h1[2])], "evaluated": n_win,
+                  "per_minute": 60 * n_win / dt, "per_gpu_hour": 3600 * n_win / dt / gpus}
     doc = {
         "command": cmd, "rc": proc.returncode, "wall_s": wall, "tasks": names, "budget_per_task": a.budget,
         "concurrency": a.concurrency, "strategy": a.strategy, "latency_s": [a.min, a.max], "pool": pool,
@@ -94,6 +106,10 @@ def main() -> None:
     print(f"rc={proc.returncode} gpus={pool['devices']} wall={pool['wall_s']:.0f}s evaluated={n_eval} "
           f"({doc['per_minute']:.2f}/min, {doc['per_gpu_hour']:.0f}/GPU-hour) held=[{held}] timing=[{timing}] "
           f"builds={pool['builds']} statuses={doc['evaluations']}")
+    if window:
+        print(f"second half ({window['from_s']:.0f}-{window['to_s']:.0f} s): evaluated={window['evaluated']} "
+              f"({window['per_minute']:.2f}/min) held=[{', '.join(f'{x:.0%}' for x in window['held_fraction'])}] "
+              f"timing=[{', '.join(f'{x:.0%}' for x in window['timing_fraction'])}]")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,11 @@ def test_pike_b_parents_fixes_budget_and_costs(tmp_path, prices):
     assert {s["idea"] for s in sols if s["phase"] == 0 and s["origin"] == "coa"} <= set(IDEAS_LIST)
     row = doc["rows"][0]
     assert row["speedup_eager"] and row["fix_attempts"] == len(efa) and row["chains_fixed"] >= 1
+    # The pool's utilisation is in the store: every evaluation took the one slot, held for part of the run.
+    pool = json.loads(con.execute("SELECT value FROM meta WHERE key = 'pool'").fetchone()[0])
+    assert pool["devices"] == ["cpu"] and pool["jobs"][0] >= len(sols)
+    assert 0 < pool["held_fraction"][0] <= 1 and 0 < pool["timing_fraction"][0] < pool["held_fraction"][0]
+    assert pool["history"][-1][0] == round(pool["wall_s"], 2) and pool["history"][-1][3] == pool["jobs"]
     best = (out / "best" / "ln_mlp.py").read_text()
     if row["fallback"]:
         # On a CPU at this tiny size a rewrite may not beat eager when re-timed side by side: the file

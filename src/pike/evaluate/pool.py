@@ -31,6 +31,20 @@ class SlotStats:
     held_s: float = 0.0  # slot held by a candidate (checks + timing)
     timed_s: float = 0.0  # of which spent in the timing loop
     replaced: int = 0
+    busy_since: float | None = None  # monotonic time the candidate now on it took it
+
+    def take(self) -> None:
+        self.busy_since = time.monotonic()
+
+    def give_back(self) -> None:
+        if self.busy_since is not None:
+            self.jobs += 1
+            self.held_s += time.monotonic() - self.busy_since
+            self.busy_since = None
+
+    def held(self) -> float:
+        """Seconds held so far, the job now on it included (a long job would otherwise show as idle)."""
+        return self.held_s + (time.monotonic() - self.busy_since if self.busy_since is not None else 0.0)
 
 
 @dataclass
@@ -44,7 +58,7 @@ class PoolStats:
 
     def utilisation(self) -> list[float]:
         wall = max(time.monotonic() - self.started, 1e-9)
-        return [s.held_s / wall for s in self.slots]
+        return [s.held() / wall for s in self.slots]
 
 
 def split_cores(devices: list[str]) -> tuple[list[tuple[int, ...]] | None, tuple[int, ...] | None]:
@@ -106,13 +120,11 @@ class EvalPool:
         self.stats.waiting += 1
         i = await self._free.get()
         self.stats.waiting -= 1
-        t0 = time.monotonic()
+        self.stats.slots[i].take()
         try:
             yield i
         finally:
-            st = self.stats.slots[i]
-            st.jobs += 1
-            st.held_s += time.monotonic() - t0
+            self.stats.slots[i].give_back()
             self._free.put_nowait(i)
 
     def _replace(self, i: int) -> None:

@@ -14,7 +14,6 @@ Same interface as :class:`pike.evaluate.pool.EvalPool`.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import asdict, replace
 
 from pike.evaluate.evaluator import EvalConfig, Evaluator
@@ -115,7 +114,7 @@ class RayPool:
             self.stats.waiting += 1
             i = await self._free.get()
             self.stats.waiting -= 1
-            t0 = time.monotonic()
+            self.stats.slots[i].take()
             try:
                 value = await getattr(self.actors[i], method).remote(*args)
                 if method == "evaluate" and isinstance(value, dict):
@@ -129,8 +128,7 @@ class RayPool:
                 if lost > retries:
                     raise _LostEverywhere(lost) from None
             finally:
-                self.stats.slots[i].jobs += 1
-                self.stats.slots[i].held_s += time.monotonic() - t0
+                self.stats.slots[i].give_back()
                 self._free.put_nowait(i)
 
     async def evaluate(self, task: Task, source: str, *, trusted: bool = False, eager_ms: float | None = None,

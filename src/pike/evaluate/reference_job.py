@@ -8,6 +8,7 @@ re-randomised weights with their outputs.
 from __future__ import annotations
 
 from pathlib import Path
+from time import perf_counter
 
 import torch
 
@@ -34,6 +35,15 @@ def run_reference(job: dict, job_dir: Path) -> dict:
     for sub in ("inputs", "outputs", "random"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     strict_fp32()
+    t0 = perf_counter()
+    spent: dict[str, float] = {}
+
+    def lap(name: str) -> None:  # where a reference's time goes, kept in meta.json
+        nonlocal t0
+        now = perf_counter()
+        spent[name] = spent.get(name, 0.0) + now - t0
+        t0 = now
+
     try:
         mod = import_file(Path(job["task"]), job["module_name"])
     except Exception as e:  # noqa: BLE001
@@ -48,6 +58,7 @@ def run_reference(job: dict, job_dir: Path) -> dict:
         model = Model(*init_inputs).to(device).eval()
     except Exception as e:  # noqa: BLE001
         raise TaskFailure(f"Model(*get_init_inputs()) raised {type(e).__name__}: {e}\n{tb(3000)}") from None
+    lap("import_init_s")
     call_seed = job["call_seed"]
     keep = max(1, job["random_count"])  # sets kept in memory for the probes below
     kept: list[list] = []
@@ -56,7 +67,9 @@ def run_reference(job: dict, job_dir: Path) -> dict:
         p = 0
         while p < n_pool:
             seed_all(job["input_seed"] + p)
+            lap("save_s")
             inputs = to_cpu(task_call(mod.get_inputs, "get_inputs"))
+            lap("inputs_s")
             if p == 0 and not any(isinstance(t, torch.Tensor) for t in inputs):
                 raise TaskFailure("get_inputs() returned no tensors")
             x = to_device(inputs, device)
@@ -70,7 +83,9 @@ def run_reference(job: dict, job_dir: Path) -> dict:
                 raise TaskFailure("Model.forward returned no tensor")
             mutates |= any(b is not None and not same(t, b) for t, b in zip(x, before))
             devices = output_devices(out)  # where the task leaves its outputs (before the copy)
+            lap("forward_s")
             out = to_cpu(out)
+            lap("copy_out_s")
             if p == 0:
                 first_out = out
                 # Bound the pool's disk and memory: big sets get fewer held-out copies.
@@ -82,6 +97,7 @@ def run_reference(job: dict, job_dir: Path) -> dict:
                 kept.append(inputs)
             del x, before, out
             p += 1
+        lap("save_s")
         # Determinism: same inputs, same RNG seed -> same output, unless the model keeps state.
         x0 = to_device(kept[0], device)
         seed_all(call_seed)
@@ -95,6 +111,7 @@ def run_reference(job: dict, job_dir: Path) -> dict:
         if mutates:
             flags.append("mutates_inputs")
         del again, other_rng
+    lap("probes_s")
     # Another seed's weights on the same inputs: the tolerance must tell them apart.
     seed_all(job["init_seed"] + 1)
     other = Model(*init_inputs).to(device).eval()
@@ -102,6 +119,7 @@ def run_reference(job: dict, job_dir: Path) -> dict:
         seed_all(call_seed)
         save(to_cpu(other(*x0)), out_dir / "other_seed.pt")
     del other
+    lap("other_seed_s")
     # Re-randomised weights, loaded into the reference; the candidate gets the same state_dict.
     spec = weights_mod.state_dict_spec(model)
     n_random = min(job["random_count"], n_pool, len(kept)) if spec else 0
@@ -114,6 +132,7 @@ def run_reference(job: dict, job_dir: Path) -> dict:
                 save(to_cpu(model(*to_device(kept[p], device))), out_dir / "random" / f"{p}.pt")
         save(to_cpu(sd), out_dir / "random_sd.pt")
     save(init_inputs, out_dir / "init_inputs.pt")
+    lap("random_weights_s")
     meta = {
         "pool": n_pool,
         "flags": flags,
@@ -126,6 +145,7 @@ def run_reference(job: dict, job_dir: Path) -> dict:
         "input_shapes": [list(t.shape) if isinstance(t, torch.Tensor) else repr(t) for t in kept[0]],
         "init_seed": job["init_seed"],
         "call_seed": call_seed,
+        "durations_s": spent,
     }
     write_json(out_dir / "meta.json", meta)
     return {"status": "ok", "meta": meta}

@@ -49,6 +49,7 @@ class Engine:
         self.errors: dict[str, str] = {}
         self.strategy_for = None  # optional: task -> strategy (replay uses it)
         self.pool = None
+        self.pool_history: list = []  # cumulative slot seconds at each pool record
         if not resume:
             self.store.set_meta("config", cfg.to_dict())
             (self.run_dir / "config.toml").write_text(config_mod.dumps(cfg))
@@ -115,14 +116,14 @@ class Engine:
                 await asyncio.gather(*(self._run_task(pool, t, hardware, device_text) for t in tasks))
             finally:
                 recorder.cancel()
-                self.store.set_meta("pool", pool_record(pool, devices, time.monotonic() - t0))
+                self.store.set_meta("pool", pool_record(pool, devices, time.monotonic() - t0, self.pool_history))
         for client in {id(c): c for c in self.clients.values()}.values():  # roles may share a client
             await client.aclose()
 
     async def _record_pool(self, pool, devices: list[str], t0: float) -> None:
         while True:
             await asyncio.sleep(POOL_RECORD_S)
-            self.store.set_meta("pool", pool_record(pool, devices, time.monotonic() - t0))
+            self.store.set_meta("pool", pool_record(pool, devices, time.monotonic() - t0, self.pool_history))
 
     async def _run_task(self, pool: EvalPool, task: Task, hardware: Hardware, device_text: str) -> None:
         tid = self.store.add_task(task.name, str(task.path), task.size, task.source, task.key)
@@ -165,13 +166,17 @@ class Engine:
         self.store.close()
 
 
-def pool_record(pool, devices: list[str], wall_s: float) -> dict:
+def pool_record(pool, devices: list[str], wall_s: float, history: list | None = None) -> dict:
     """Utilisation of each evaluation slot over the run: held (a candidate on it) and timing (in the
-    timing loop, the GPU's kernels running back to back)."""
+    timing loop, the GPU's kernels running back to back). ``history`` holds the cumulative seconds at
+    each record, so any stretch of the run (the search after start-up, say) can be read off."""
     st = pool.stats
+    history = [] if history is None else history
+    history.append([round(wall_s, 2), [round(s.held(), 2) for s in st.slots], [round(s.timed_s, 2) for s in st.slots],
+                    [s.jobs for s in st.slots]])
     return {
-        "devices": devices, "wall_s": wall_s,
-        "held_fraction": [s.held_s / wall_s for s in st.slots] if wall_s else [],
+        "devices": devices, "wall_s": wall_s, "started_at": time.time() - wall_s, "history": history,
+        "held_fraction": [s.held() / wall_s for s in st.slots] if wall_s else [],
         "timing_fraction": [s.timed_s / wall_s for s in st.slots] if wall_s else [],
         "jobs": [s.jobs for s in st.slots], "replaced": [s.replaced for s in st.slots],
         "builds": st.builds, "build_s": st.build_s, "lost_workers": getattr(pool, "lost_workers", 0),

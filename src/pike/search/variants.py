@@ -349,6 +349,11 @@ def render(task: Task, knobs: tuple[str, ...], device_type: str) -> str:
         arg = "" if mode == "default" else f", mode={mode!r}"
         init += ["        # A compiled bound method, not a wrapped module: the state_dict keeps Model's keys.",
                  f"        self._pike_compiled = _pike_torch.compile(super().forward{arg})"]
+        if amp:
+            # Autocast inside the compiled function, so that it is part of the traced graph: around
+            # it, the graph is the same for fp16 and bf16, and Inductor's on-disk cache was seen to
+            # hand the bf16 graph to an fp16 variant (torch 2.11, H100).
+            init.append(f"        self._pike_compiled_amp = _pike_torch.compile(self._pike_amp_forward{arg})")
     if amp:
         init.append("        self._pike_narrow_params = None  # filled at the first call")
     if graph:
@@ -358,7 +363,12 @@ def render(task: Task, knobs: tuple[str, ...], device_type: str) -> str:
     run = []
     if channels_last:
         run += ["        args, kwargs = _pike_map(_pike_channels_last, args), _pike_map(_pike_channels_last, kwargs)"]
-    if amp:
+    if amp and mode:
+        run += ["        if self._pike_autocast_off(args, kwargs):",
+                f"            out = {call}",
+                "        else:",
+                "            out = _pike_map(_pike_widen, self._pike_compiled_amp(*args, **kwargs))"]
+    elif amp:
         run += ["        if self._pike_autocast_off(args, kwargs):",
                 f"            out = {call}",
                 "        else:",
@@ -374,6 +384,10 @@ def render(task: Task, knobs: tuple[str, ...], device_type: str) -> str:
         run[-2:] = [f"        return {call}"]
 
     methods = []
+    if amp and mode:
+        methods += ["    def _pike_amp_forward(self, *args, **kwargs):",
+                    f"        with _pike_torch.autocast({device_type!r}, dtype=_pike_torch.{amp}):",
+                    "            return super().forward(*args, **kwargs)", ""]
     if amp:
         methods += ["    def _pike_autocast_off(self, args, kwargs):",
                     "        # A model that already computes in fp16/bf16 keeps its own precision.",

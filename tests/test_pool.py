@@ -1,0 +1,53 @@
+"""Slot accounting of the evaluation pool (what utilisation in the progress display and the store is made of)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pike.evaluate.evaluator import EvalConfig
+from pike.evaluate.pool import EvalPool, SlotStats
+from pike.search.engine import pool_record
+from scripted import FUSED, TASK
+from pike.task import load_task
+
+
+def test_a_job_in_progress_counts_as_held():
+    st = SlotStats("cuda:0")
+    st.take()
+    time.sleep(0.05)
+    assert st.held() >= 0.05 and st.held_s == 0 and st.jobs == 0  # not yet released, already held
+    st.give_back()
+    held = st.held()
+    assert held >= 0.05 and st.jobs == 1 and st.busy_since is None
+    time.sleep(0.02)
+    assert st.held() == held  # idle time is not held
+    st.give_back()  # a second release without a take changes nothing
+    assert st.jobs == 1 and st.held() == held
+
+
+def test_pool_stats_and_record_follow_the_evaluations(tmp_path):
+    task = load_task(TASK)
+
+    async def run():
+        with EvalPool(EvalConfig(device="cpu", cache_dir=tmp_path), devices=["cpu", "cpu"]) as pool:
+            t0 = time.monotonic()
+            history: list = []
+            rs = await asyncio.gather(*(pool.evaluate(task, FUSED) for _ in range(3)))
+            first = pool_record(pool, ["cpu", "cpu"], time.monotonic() - t0, history)
+            await pool.evaluate(task, FUSED)
+            second = pool_record(pool, ["cpu", "cpu"], time.monotonic() - t0, history)
+            return rs, first, second, pool.stats
+
+    rs, first, second, stats = asyncio.run(run())
+    assert all(r.status == "ok" for r in rs)
+    # References once, then one job per evaluation, spread over both slots.
+    assert sum(first["jobs"]) >= 4 and all(j >= 1 for j in first["jobs"])
+    assert sum(second["jobs"]) == sum(first["jobs"]) + 1
+    assert all(0 < f <= 1 for f in second["held_fraction"])
+    assert all(t <= h for t, h in zip(second["timing_fraction"], second["held_fraction"]))
+    # The history is shared by the records: cumulative seconds never go down.
+    assert second["history"] is first["history"] and len(second["history"]) == 2
+    (w0, held0, _, _), (w1, held1, _, jobs1) = second["history"]
+    assert w1 >= w0 and all(b >= a for a, b in zip(held0, held1)) and jobs1 == second["jobs"]
+    assert stats.waiting == 0 and stats.building == 0
