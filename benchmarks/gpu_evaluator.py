@@ -85,7 +85,7 @@ def part_dobench(ev: Evaluator) -> dict:
     return {"rows": rows}
 
 
-COST_TASKS = ["rmsnorm_swiglu_mlp", "moe_topk", "mlp_shallow_wide", "kv_cache_decode", "rotary_attention"]
+COST_TASKS = ["gpt2_block", "llama_decoder_block", "rmsnorm_swiglu_mlp"]
 
 
 def part_costs(ev: Evaluator) -> dict:
