@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pike.evaluate.compare import Tolerance, compare, weak_tolerance
+from pike.evaluate.build import Builder
 from pike.evaluate.evaluator import EvalConfig, Evaluator
 from pike.evaluate.timing import TimingConfig
 from pike.evaluate.weights import compatible, rerandomised_state_dict
@@ -297,9 +298,26 @@ def test_killed_extension_build_does_not_block_the_next_build(tmp_path):
         r = e.evaluate(task, CPP_CANDIDATE)
         assert r.status == "ok", (r.message, r.feedback[-2000:])
         assert "cpp_ext" in r.tags and r.durations_s["build_s"] < 240
+        # The run stage imported the build; it did not build again (torch re-runs ninja at import).
+        [so] = (tmp_path / "extensions").glob("*/pike_test_relu_mm/*.so")
+        built_at = so.stat().st_mtime_ns
         # A second candidate with the same source reuses the build.
         again = e.evaluate(task, CPP_CANDIDATE)
         assert again.status == "ok" and again.durations_s["build_s"] < 1
+        assert so.stat().st_mtime_ns == built_at
+
+
+def test_run_stage_sees_the_build_flags(tmp_path):
+    """Everything that goes into torch's ninja file must be the same at build and at import: a run
+    stage that picked the CUDA arch from its GPU instead rebuilt every extension in the GPU slot."""
+    b = Builder(tmp_path, arch_list="9.0")
+    try:
+        env = b.env(CPP_CANDIDATE)
+        assert env["TORCH_CUDA_ARCH_LIST"] == "9.0" and b.sandbox.env["CUDA_VISIBLE_DEVICES"] == ""
+        assert env["TORCH_EXTENSIONS_DIR"].startswith(str(tmp_path))
+        assert "TORCH_CUDA_ARCH_LIST" not in Builder(tmp_path).env(CPP_CANDIDATE)  # CPU: nothing to pin
+    finally:
+        b.close()
 
 
 def test_over_ten_times_faster_triggers_extra_trials(ev):

@@ -68,15 +68,20 @@ class Builder:
         self.root = Path(cache_dir) / "extensions"
         self.root.mkdir(parents=True, exist_ok=True)
         env = {"CUDA_VISIBLE_DEVICES": ""}  # builds never hold a GPU
-        if arch_list:
-            env["TORCH_CUDA_ARCH_LIST"] = arch_list
+        self.arch_list = arch_list
         env["MAX_JOBS"] = str(max_jobs or max(1, min(8, (os.cpu_count() or 2) // 2)))
         if cpu_affinity:
             env["PIKE_CPU_AFFINITY"] = ",".join(map(str, cpu_affinity))
         self.sandbox = Sandbox(start_method, env=env)
 
     def env(self, source: str) -> dict[str, str]:
-        return extension_env(self.root, source)
+        """For the build and for every later process that imports the candidate. The arch list must
+        be in both: torch re-runs ninja at import, and a run stage that detected the arch from its GPU
+        wrote different flags and rebuilt from scratch in the GPU slot (~70 s per candidate on H100)."""
+        env = extension_env(self.root, source)
+        if self.arch_list:
+            env["TORCH_CUDA_ARCH_LIST"] = self.arch_list
+        return env
 
     def is_built(self, source: str) -> bool:
         return (self.root / source_hash(source) / ".built").exists()
