@@ -98,7 +98,7 @@ def main() -> None:
         "evaluations": {r["status"]: r["n"] for r in evaluated}, "evaluated": n_eval,
         "per_gpu_hour": n_eval / (gpus * pool["wall_s"] / 3600) if pool["wall_s"] else None,
         "per_minute": 60 * n_eval / pool["wall_s"] if pool["wall_s"] else None,
-        "log_tail": log_text[-3000:], "stopped_after_s": a.seconds,
+        "log_tail": log_text[-3000:], "stopped_after_s": a.seconds, "second_half": window,
     }
     Path(a.out).write_text(json.dumps(doc, indent=1))
     held = ", ".join(f"{x:.0%}" for x in pool["held_fraction"])
