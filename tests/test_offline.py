@@ -11,6 +11,9 @@ from pathlib import Path
 
 from llm_server import FakeLLMServer, Reply, last_user_message
 
+from pike.search.variants import promising, variants
+from pike.task import load_task
+
 HERE = Path(__file__).parent
 TASK = HERE / "tasks" / "ln_mlp.py"
 
@@ -38,6 +41,16 @@ def test_offline_optimize_writes_best_and_table(tmp_path):
     state = json.loads(con.execute("SELECT state FROM tasks").fetchone()[0])
     # Variants that do not apply on the CPU are skipped with the reason recorded.
     assert "cuda_graph" in state["skipped"] and "CUDA" in state["skipped"]["cuda_graph"]
+    # Combinations come second, and only those whose knobs each helped on their own are evaluated.
+    rows = {r[0]: (r[1] == "ok", r[2]) for r in con.execute("SELECT idea, status, runtime_ms FROM solutions WHERE origin = 'offline'")}
+    alone = {k: v for k, v in rows.items() if "+" not in k}
+    combos = [v for v in variants(load_task(TASK), "cpu") if len(v.knobs) > 1 and v.applies]
+    assert combos
+    for v in combos:
+        why = promising(v.knobs, alone, alone["eager"][1])
+        assert (v.name in rows) == (why == ""), (v.name, why)
+        if why:
+            assert state["skipped"][v.name] == f"not tried: {why}"
     assert (out / "config.toml").read_text().count('strategy = "offline"') == 1
 
 

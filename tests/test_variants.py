@@ -378,3 +378,22 @@ def test_cuda_variants_pass_the_evaluator(tasks, ev, key, name):
     print(f"\n{key} {name}: {r.status} {r.runtime_ms} ms, max abs err {r.max_abs_err}, tags {r.tags}")
     assert r.status == "ok", (name, r.message, r.feedback[-3000:])
     assert r.state_dict_compatible, r
+
+
+# ---------------------------------------------------------------- which combinations are worth trying
+
+def test_promising_combines_only_knobs_that_helped_alone():
+    from pike.search.variants import promising
+
+    alone = {"compile:default": (True, 0.8), "compile:max-autotune-no-cudagraphs": (True, 0.7),
+             "compile:reduce-overhead": (False, None), "tf32": (True, 0.9), "bf16_autocast": (False, 0.5),
+             "channels_last": (True, 1.2), "cudnn_benchmark": (True, 1.04)}
+    eager = 1.0
+    assert promising(("tf32", "compile:max-autotune-no-cudagraphs"), alone, eager) == ""
+    assert "fastest compile mode" in promising(("tf32", "compile:default"), alone, eager)
+    assert "failed on its own" in promising(("bf16_autocast", "compile:max-autotune-no-cudagraphs"), alone, eager)
+    assert "1.20x eager" in promising(("channels_last", "cudnn_benchmark"), alone, eager)
+    assert promising(("cudnn_benchmark", "tf32"), alone, eager) == ""  # within 5% of eager alone: kept
+    assert "not tried on its own" in promising(("fp16_autocast", "cuda_graph"), alone, eager)
+    # No eager time (eager itself failed): only failures and the compile-mode rule apply.
+    assert promising(("channels_last", "cudnn_benchmark"), alone, None) == ""

@@ -54,6 +54,9 @@ class SearchConfig:
     grid_features: str = "complexity,diversity"  # comma list of complexity, diversity, backend
     # Offline
     with_max_autotune: bool = False  # torch.compile(mode="max-autotune") in the offline portfolio
+    # "promising": combinations only of knobs that passed alone and were not slower than eager, with
+    # the best single compile mode only (each compile costs tens of seconds on a GPU); "all": every one
+    offline_combos: str = "promising"
     seed_offline: bool = False  # LLM strategies: start from the offline winner instead of the reference
     # Prompt feedback beyond the paper (all off = the paper's prompts)
     gpu_facts: bool = False

@@ -92,33 +92,56 @@ class PikeB:
 
 
 class Offline:
-    """No LLM: a portfolio of compiler, graph, precision and layout variants; eager is one of them."""
+    """No LLM: a portfolio of compiler, graph, precision and layout variants; eager is one of them.
+
+    Two stages: eager and every single knob, then the combinations (with ``offline_combos =
+    "promising"``, only those whose knobs each helped on their own; see ``variants.promising``)."""
 
     def __init__(self, cfg):
+        if cfg.search.offline_combos not in ("promising", "all"):
+            raise ValueError(f"search.offline_combos must be 'promising' or 'all', not {cfg.search.offline_combos!r}")
         self.cfg = cfg
 
     async def run(self, run: TaskRun) -> None:
-        from pike.search.variants import variants
+        from pike.search.variants import promising, variants
 
         device_type = "cuda" if self.cfg.eval.device.startswith("cuda") else "cpu"
-        done = {s.idea: s for s in run.solutions if s.origin == "offline"}
         skipped = run.state().get("skipped", {})
-        todo = []
+        portfolio = []
         for v in variants(run.task, device_type, with_max_autotune=self.cfg.search.with_max_autotune):
             if v.source is None:
                 skipped[v.name] = v.skipped
-                continue
-            if v.name in done and done[v.name].status != "pending":
-                continue
-            todo.append(v)
+            else:
+                portfolio.append(v)
         run.save_state(skipped=skipped)
+        await self._evaluate(run, [v for v in portfolio if len(v.knobs) <= 1])
+
+        combos = [v for v in portfolio if len(v.knobs) > 1]
+        if self.cfg.search.offline_combos != "all":
+            done = {s.idea: s for s in run.solutions if s.origin == "offline"}
+            alone = {s.idea: (s.status == "ok", s.runtime_ms) for s in done.values() if "+" not in (s.idea or "")}
+            eager = done.get("eager")
+            eager_ms = eager.runtime_ms if eager is not None and eager.status == "ok" else run.eager_ms
+            keep = []
+            for v in combos:
+                why = promising(v.knobs, alone, eager_ms)
+                if why and v.name not in done:
+                    skipped[v.name] = f"not tried: {why}"
+                else:
+                    keep.append(v)
+            combos = keep
+            run.save_state(skipped=skipped)
+        await self._evaluate(run, combos)
+
+    @staticmethod
+    async def _evaluate(run: TaskRun, todo) -> None:
+        done = {s.idea: s for s in run.solutions if s.origin == "offline"}
 
         async def one(v):
             sol = done.get(v.name)
-            if sol is None:
-                sid = run.store.add_solution(run.task_id, v.source, "offline", idea=v.name)
-            else:
-                sid = sol.id
+            if sol is not None and sol.status != "pending":
+                return  # evaluated before a resume
+            sid = sol.id if sol is not None else run.store.add_solution(run.task_id, v.source, "offline", idea=v.name)
             await run.evaluate(sid, trusted=True)
 
         await asyncio.gather(*(one(v) for v in todo))

@@ -157,6 +157,28 @@ def variants(task: Task, device_type: str, *, with_max_autotune: bool = False, c
     return out
 
 
+SLOWER_ALONE = 1.05  # a knob more than 5% slower than eager on its own is not combined
+
+
+def promising(knobs: tuple[str, ...], alone: dict[str, tuple[bool, float | None]], eager_ms: float | None) -> str:
+    """Why a combination is not worth its evaluation, given how each knob did on its own
+    (``alone[name] = (passed, runtime_ms)``); "" when it is. A knob that failed or slowed the task
+    alone is left out, and of the compile modes only the fastest single one is combined."""
+    compiled = {k: ms for k, (ok, ms) in alone.items() if k.startswith("compile:") and ok and ms}
+    best_mode = min(compiled, key=compiled.get) if compiled else None
+    for knob in knobs:
+        if knob not in alone:
+            return f"{knob} was not tried on its own"
+        ok, ms = alone[knob]
+        if not ok:
+            return f"{knob} failed on its own"
+        if knob.startswith("compile:") and knob != best_mode:
+            return f"{knob} was not the fastest compile mode on its own ({best_mode} was)"
+        if eager_ms and ms and ms > SLOWER_ALONE * eager_ms:
+            return f"{knob} was {ms / eager_ms:.2f}x eager's time on its own"
+    return ""
+
+
 # ------------------------------------------------------------------------------------------------------
 # Rendering: the task source, then one appended section. Helpers go in only where a knob needs them,
 # so that a file's static precision tags are those of its knobs.
