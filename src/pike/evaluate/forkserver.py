@@ -34,8 +34,11 @@ def _child(req: dict) -> None:
             os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
         except (OSError, ValueError):
             pass
-    os.chdir(req["cwd"])
-    log = os.open(os.path.join(req["job_dir"], "log.txt"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.chdir(req["cwd"])
+        log = os.open(os.path.join(req["job_dir"], "log.txt"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:  # the job's directory is gone (the orchestrator is shutting down): nothing to run
+        os._exit(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(log, 1)
