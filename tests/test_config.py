@@ -44,3 +44,29 @@ def test_cores_split_between_timing_and_builds(monkeypatch):
     assert pool_mod.split_cores(["cpu", "cpu"]) == (None, None)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     assert pool_mod.split_cores(["cuda:0"]) == (None, None)
+
+
+def test_llm_concurrency_follows_the_pool(tmp_path, monkeypatch):
+    from pike.search import engine
+
+    def cfg(*sets):
+        return cfgmod.apply_overrides(cfgmod.load(strategy="pike-b"), list(sets))
+
+    assert cfg().llm.concurrency == 0  # auto by default
+    assert engine.auto_concurrency(cfg("eval.device=cpu")) == 6
+    assert engine.auto_concurrency(cfg("eval.device=cpu", "eval.workers=3")) == 18
+    assert engine.auto_concurrency(cfg("eval.device=cuda", "eval.gpus=0,1,2,3")) == 24
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert engine.auto_concurrency(cfg("eval.device=cuda")) == 12  # every visible GPU
+    assert engine.auto_concurrency(cfg("eval.executor=ray", "eval.ray_workers=8")) == 48
+    # The engine resolves auto for its clients and strategies; the stored config keeps it for a resume.
+    e = engine.Engine(cfg("eval.device=cpu", "eval.workers=2"), tmp_path / "a")
+    try:
+        assert e.cfg.llm.concurrency == 12 and e.store.get_meta("config")["llm"]["concurrency"] == 0
+    finally:
+        e.close()
+    e = engine.Engine(cfg("eval.device=cpu", "llm.concurrency=3"), tmp_path / "b")
+    try:
+        assert e.cfg.llm.concurrency == 3  # a value set by the user is kept
+    finally:
+        e.close()

@@ -20,7 +20,10 @@ class LLMConfig:
     iba_model: str | None = None  # IBA model; None: the main model
     temperature: float = 0.8  # the paper's
     max_tokens: int = 16384
-    concurrency: int = 4  # requests in flight at once, over all tasks
+    # Requests in flight at once, over all tasks. 0 = auto: 6 per evaluation slot (GPU or CPU worker;
+    # search.engine.LLM_PER_SLOT), at least 4. A reply takes tens of seconds and an evaluation a few,
+    # so fewer would leave GPUs idle waiting for code.
+    concurrency: int = 0
     timeout_s: float = 600.0
     max_retries: int = 4
     prices_file: str | None = None  # CSV overriding the packaged price table

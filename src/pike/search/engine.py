@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from pike import config as config_mod
@@ -26,6 +27,18 @@ from pike.store import Store
 from pike.task import Task, TaskError
 
 POOL_RECORD_S = 30.0  # how often a running search writes the pool's utilisation to the store
+
+
+LLM_PER_SLOT = 6  # auto LLM concurrency: requests in flight per evaluation slot
+
+
+def auto_concurrency(cfg: RunConfig) -> int:
+    e = cfg.eval
+    if e.executor == "ray":
+        slots = e.ray_workers or 4  # a cluster's size is known only once it is joined
+    else:
+        slots = len(default_devices(eval_config(cfg), gpus=e.gpus or None, cpu_workers=e.workers))
+    return max(4, LLM_PER_SLOT * slots)
 
 
 def eval_config(cfg: RunConfig) -> EvalConfig:
@@ -53,6 +66,8 @@ class Engine:
         if not resume:
             self.store.set_meta("config", cfg.to_dict())
             (self.run_dir / "config.toml").write_text(config_mod.dumps(cfg))
+        if cfg.llm.concurrency <= 0:  # the saved config keeps "auto": a resume elsewhere re-sizes it
+            self.cfg = cfg = replace(cfg, llm=replace(cfg.llm, concurrency=auto_concurrency(cfg)))
         self._setup_llm()
 
     # ------------------------------------------------------------ set-up
