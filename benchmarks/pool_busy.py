@@ -80,12 +80,13 @@ def main() -> None:
     evaluated = db.execute("select status, count(*) n from evaluations where kind='search' group by status").fetchall()
     n_eval = sum(r["n"] for r in evaluated)
     gpus = len(pool["devices"])
-    # The second half of the run: start-up (references, baselines of every task) is behind it.
+    # The search proper: from the first record at which every task was past its start-up
+    # (references, eager and compile baselines) to the end of the run.
     hist = pool.get("history") or []
     window = None
-    mid = [h for h in hist if h[0] >= pool["wall_s"] / 2]
-    if len(hist) >= 2 and mid and mid[0] is not hist[-1]:
-        h0, h1 = mid[0], hist[-1]
+    searching = [h for h in hist if len(h) > 4 and h[4] >= len(names)]
+    if searching and searching[0] is not hist[-1]:
+        h0, h1 = searching[0], hist[-1]
         dt = h1[0] - h0[0]
         since = pool["started_at"] + h0[0]
         n_win = db.execute("select count(*) from evaluations where kind='search' and created >= ?", (since,)).fetchone()[0]
@@ -98,7 +99,7 @@ def main() -> None:
         "evaluations": {r["status"]: r["n"] for r in evaluated}, "evaluated": n_eval,
         "per_gpu_hour": n_eval / (gpus * pool["wall_s"] / 3600) if pool["wall_s"] else None,
         "per_minute": 60 * n_eval / pool["wall_s"] if pool["wall_s"] else None,
-        "log_tail": log_text[-3000:], "stopped_after_s": a.seconds, "second_half": window,
+        "log_tail": log_text[-3000:], "stopped_after_s": a.seconds, "searching": window,
     }
     Path(a.out).write_text(json.dumps(doc, indent=1))
     held = ", ".join(f"{x:.0%}" for x in pool["held_fraction"])
@@ -106,8 +107,10 @@ def main() -> None:
     print(f"rc={proc.returncode} gpus={pool['devices']} wall={pool['wall_s']:.0f}s evaluated={n_eval} "
           f"({doc['per_minute']:.2f}/min, {doc['per_gpu_hour']:.0f}/GPU-hour) held=[{held}] timing=[{timing}] "
           f"builds={pool['builds']} statuses={doc['evaluations']}")
-    if window:
-        print(f"second half ({window['from_s']:.0f}-{window['to_s']:.0f} s): evaluated={window['evaluated']} "
+    if window is None:
+        print("start-up did not finish for every task before the run stopped: no search window to report")
+    else:
+        print(f"search window ({window['from_s']:.0f}-{window['to_s']:.0f} s): evaluated={window['evaluated']} "
               f"({window['per_minute']:.2f}/min) held=[{', '.join(f'{x:.0%}' for x in window['held_fraction'])}] "
               f"timing=[{', '.join(f'{x:.0%}' for x in window['timing_fraction'])}]")
 

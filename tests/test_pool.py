@@ -48,6 +48,6 @@ def test_pool_stats_and_record_follow_the_evaluations(tmp_path):
     assert all(t <= h for t, h in zip(second["timing_fraction"], second["held_fraction"]))
     # The history is shared by the records: cumulative seconds never go down.
     assert second["history"] is first["history"] and len(second["history"]) == 2
-    (w0, held0, _, _), (w1, held1, _, jobs1) = second["history"]
-    assert w1 >= w0 and all(b >= a for a, b in zip(held0, held1)) and jobs1 == second["jobs"]
+    (w0, held0, _, _, _), (w1, held1, _, jobs1, searching) = second["history"]
+    assert w1 >= w0 and all(b >= a for a, b in zip(held0, held1)) and jobs1 == second["jobs"] and searching == 0
     assert stats.waiting == 0 and stats.building == 0

@@ -63,6 +63,7 @@ class Engine:
         self.strategy_for = None  # optional: task -> strategy (replay uses it)
         self.pool = None
         self.pool_history: list = []  # cumulative slot seconds at each pool record
+        self.searching = 0  # tasks past their start-up (references and baselines)
         if not resume:
             self.store.set_meta("config", cfg.to_dict())
             (self.run_dir / "config.toml").write_text(config_mod.dumps(cfg))
@@ -131,14 +132,14 @@ class Engine:
                 await asyncio.gather(*(self._run_task(pool, t, hardware, device_text) for t in tasks))
             finally:
                 recorder.cancel()
-                self.store.set_meta("pool", pool_record(pool, devices, time.monotonic() - t0, self.pool_history))
+                self.store.set_meta("pool", pool_record(pool, devices, time.monotonic() - t0, self.pool_history, self.searching))
         for client in {id(c): c for c in self.clients.values()}.values():  # roles may share a client
             await client.aclose()
 
     async def _record_pool(self, pool, devices: list[str], t0: float) -> None:
         while True:
             await asyncio.sleep(POOL_RECORD_S)
-            self.store.set_meta("pool", pool_record(pool, devices, time.monotonic() - t0, self.pool_history))
+            self.store.set_meta("pool", pool_record(pool, devices, time.monotonic() - t0, self.pool_history, self.searching))
 
     async def _run_task(self, pool: EvalPool, task: Task, hardware: Hardware, device_text: str) -> None:
         tid = self.store.add_task(task.name, str(task.path), task.size, task.source, task.key)
@@ -159,6 +160,7 @@ class Engine:
                 run.compile_ms = comp.runtime_ms if comp.ok else None
             self.store.set_task(tid, baselines={"eager": eager.to_json()})
             run.notify("started")
+            self.searching += 1
             strategy = self.strategy_for(task) if self.strategy_for else make_strategy(self.cfg)
             await strategy.run(run)
             await finalize_task(run, self.run_dir, modes=compile_modes(self.cfg.eval.device.split(":")[0], self.cfg.search.with_max_autotune),
@@ -181,14 +183,15 @@ class Engine:
         self.store.close()
 
 
-def pool_record(pool, devices: list[str], wall_s: float, history: list | None = None) -> dict:
+def pool_record(pool, devices: list[str], wall_s: float, history: list | None = None, searching: int = 0) -> dict:
     """Utilisation of each evaluation slot over the run: held (a candidate on it) and timing (in the
-    timing loop, the GPU's kernels running back to back). ``history`` holds the cumulative seconds at
-    each record, so any stretch of the run (the search after start-up, say) can be read off."""
+    timing loop, the GPU's kernels running back to back). ``history`` holds, at each record, the
+    cumulative seconds and jobs per slot and how many tasks were past start-up, so any stretch of
+    the run (the search once every task is searching, say) can be read off."""
     st = pool.stats
     history = [] if history is None else history
     history.append([round(wall_s, 2), [round(s.held(), 2) for s in st.slots], [round(s.timed_s, 2) for s in st.slots],
-                    [s.jobs for s in st.slots]])
+                    [s.jobs for s in st.slots], searching])
     return {
         "devices": devices, "wall_s": wall_s, "started_at": time.time() - wall_s, "history": history,
         "held_fraction": [s.held() / wall_s for s in st.slots] if wall_s else [],
