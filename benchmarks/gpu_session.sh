@@ -37,8 +37,8 @@ evaluator)
     step compile_modes 170 $PY -m pike baseline /tmp/modes --device cuda --out "$OUT/compile_modes.json"
     ;;
 variants)
-    step cuda_variant_tests 330 $PY -m pytest -p no:cacheprovider -q -rA tests/test_variants.py -k cuda_variants_pass
-    step pool_builds 230 $PY benchmarks/gpu_evaluator.py --parts pool --out "$OUT/pool.json" --cache /tmp/pike-bench-2
+    step pool_builds 280 $PY benchmarks/gpu_evaluator.py --parts pool --out "$OUT/pool.json" --cache /tmp/pike-bench-2
+    step cuda_variant_tests 290 $PY -m pytest -p no:cacheprovider -q -rA tests/test_variants.py -k cuda_variants_pass
     ;;
 offline)
     # ${DEADLINE:-420}: no new task starts after this many seconds; the run directory survives
