@@ -64,12 +64,11 @@ scaling)
     step busy_2gpu 270 $PY benchmarks/pool_busy.py $BUSY --gpus 0,1 --seconds 225 --run-dir /tmp/busy2 --out "$OUT/busy_2gpu.json"
     ;;
 costs)
-    # Where evaluation time goes (cold cache), the suite's remaining eager times, pool builds.
+    # Where evaluation time goes (cold cache); eager against every compile mode on one task.
     free -g | tee "$OUT/session.log"; df -h /dev/shm /tmp | tee -a "$OUT/session.log"; nproc | tee -a "$OUT/session.log"
     step costs 200 $PY benchmarks/gpu_evaluator.py --parts costs --out "$OUT/costs.json" --cache "$PIKE_CACHE_DIR"
-    tasks_dir /tmp/missing rmsnorm_swiglu_mlp rotary_attention rwkv_time_mix s4_long_conv unet_resblock_attention
-    step eager_missing 200 $PY -m pike baseline /tmp/missing --modes eager --device cuda --out "$OUT/eager_missing.json"
-    step pool_builds 150 $PY benchmarks/gpu_evaluator.py --parts pool --out "$OUT/pool.json" --cache /tmp/pike-bench-2
+    tasks_dir /tmp/modes gpt2_block
+    step compile_modes 330 $PY -m pike baseline /tmp/modes --device cuda --out "$OUT/compile_modes.json"
     ;;
 *)
     echo "usage: $0 evaluator|variants|offline|scaling|costs" >&2; exit 2 ;;
