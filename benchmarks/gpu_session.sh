@@ -3,8 +3,8 @@
 #   bash benchmarks/gpu_session.sh evaluator   # repeatability, do_bench agreement, baselines
 #   bash benchmarks/gpu_session.sh variants    # CUDA variant tests, pool throughput with CUDA builds
 #   bash benchmarks/gpu_session.sh offline     # offline optimizer on the suite (resumable)
-#   bash benchmarks/gpu_session.sh scaling     # busy fraction on 1 GPU, then 1 -> 2 GPUs (2-GPU machine),
-#                                              # eager vs each compile mode on the second GPU meanwhile
+#   bash benchmarks/gpu_session.sh scaling     # busy fraction on 1 GPU, then 1 -> 2 GPUs (2-GPU machine)
+#   bash benchmarks/gpu_session.sh costs       # where evaluation time goes; one task's compile modes
 # Results go to $OUT (default ./gpu-results). Every step has its own time limit so one slow step
 # cannot take the rest of the call with it.
 set -u
@@ -50,18 +50,14 @@ offline)
     cp /tmp/offline.jsonl "$OUT/offline_suite.jsonl"
     ;;
 scaling)
-    # A 2-GPU machine. Each run has its own cache, so the second cannot reuse the first's compiles.
-    # While the 1-GPU run holds cuda:0, cuda:1 times eager against each compile mode on two tasks.
-    tasks_dir /tmp/modes gpt2_block convnext_block
-    PIKE_CACHE_DIR=/tmp/cache-modes timeout -s INT 280 $PY -m pike baseline /tmp/modes --device cuda:1 \
-        --out "$OUT/compile_modes.json" > "$OUT/compile_modes.log" 2>&1 &
-    BUSY="--tasks gpt2_block,llama_decoder_block,convnext_block,dit_block --budget 40 --concurrency 24"
+    # A 2-GPU machine and nothing else on it. Each run has its own cache, so the second cannot reuse
+    # the first's compiles; tasks with a short start-up, so that the 1-GPU run reaches the window in
+    # which every task is searching (pool_busy reports that window).
+    BUSY="--tasks gpt2_block,convnext_block,gated_rmsnorm,causal_self_attention --budget 60 --concurrency 24"
     export PIKE_CACHE_DIR=/tmp/cache-busy1
-    step busy_1gpu 300 $PY benchmarks/pool_busy.py $BUSY --gpus 0 --seconds 250 --run-dir /tmp/busy1 --out "$OUT/busy_1gpu.json"
-    wait
-    tail -5 "$OUT/compile_modes.log"
+    step busy_1gpu 330 $PY benchmarks/pool_busy.py $BUSY --gpus 0 --seconds 290 --run-dir /tmp/busy1 --out "$OUT/busy_1gpu.json"
     export PIKE_CACHE_DIR=/tmp/cache-busy2
-    step busy_2gpu 270 $PY benchmarks/pool_busy.py $BUSY --gpus 0,1 --seconds 225 --run-dir /tmp/busy2 --out "$OUT/busy_2gpu.json"
+    step busy_2gpu 250 $PY benchmarks/pool_busy.py $BUSY --gpus 0,1 --seconds 210 --run-dir /tmp/busy2 --out "$OUT/busy_2gpu.json"
     ;;
 costs)
     # Where evaluation time goes (cold cache); eager against every compile mode on one task.
