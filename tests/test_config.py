@@ -70,3 +70,20 @@ def test_llm_concurrency_follows_the_pool(tmp_path, monkeypatch):
         assert e.cfg.llm.concurrency == 3  # a value set by the user is kept
     finally:
         e.close()
+
+
+def test_final_table_compile_modes():
+    from pike.search.engine import final_compile_modes
+
+    def cfg(*sets):
+        return cfgmod.apply_overrides(cfgmod.load(strategy="pike-b"), list(sets))
+
+    gpu = ("default", "max-autotune-no-cudagraphs", "reduce-overhead")
+    assert final_compile_modes(cfg("eval.device=cuda")) == gpu
+    assert final_compile_modes(cfg("eval.device=cuda:1", "search.with_max_autotune=true")) == gpu + ("max-autotune",)
+    assert final_compile_modes(cfg("eval.device=cpu")) == ("default",)
+    # A chosen list keeps "default" (the table's "vs compile" column) and drops duplicates.
+    assert final_compile_modes(cfg("eval.device=cuda", "search.final_compile_modes=reduce-overhead")) == ("default", "reduce-overhead")
+    assert final_compile_modes(cfg("eval.device=cuda", "search.final_compile_modes=compile:max-autotune,default")) == ("default", "max-autotune")
+    with pytest.raises(ValueError, match="not a compile mode on cpu"):
+        final_compile_modes(cfg("eval.device=cpu", "search.final_compile_modes=reduce-overhead"))

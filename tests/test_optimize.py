@@ -206,6 +206,17 @@ def test_missing_key_is_an_error_before_any_work(tmp_path):
     assert not (tmp_path / "r" / "best").exists()
 
 
+@pytest.mark.parametrize("setting,message", [
+    ("search.final_compile_modes=max-autotune-with-typo", "not a compile mode on cpu (known: default)"),
+    ("search.offline_combos=some", "must be 'promising' or 'all'"),
+])
+def test_bad_setting_is_an_error_before_any_work(tmp_path, setting, message):
+    p = subprocess.run([sys.executable, "-m", "pike", "optimize", str(TASK), "--set", setting, "--out", str(tmp_path / "r")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and message in p.stderr, p.stderr[-2000:]
+    assert not (tmp_path / "r").exists()  # no run directory to get in the way of the corrected command
+
+
 def test_improved_preset_feedback_then_replay(tmp_path, prices):
     """pike-b-plus puts measured feedback in the prompts (speedups, profile, best history), re-times
     parents interleaved; `pike replay` re-evaluates the stored candidates and prints the same table."""

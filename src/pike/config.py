@@ -60,6 +60,9 @@ class SearchConfig:
     # "promising": combinations only of knobs that passed alone and were not slower than eager, with
     # the best single compile mode only (each compile costs tens of seconds on a GPU); "all": every one
     offline_combos: str = "promising"
+    # torch.compile modes of each task's final table, comma-separated ("" = every mode of the device;
+    # "default" is always in). On a GPU each mode compiles for minutes on big tasks.
+    final_compile_modes: str = ""
     seed_offline: bool = False  # LLM strategies: start from the offline winner instead of the reference
     # Prompt feedback beyond the paper (all off = the paper's prompts)
     gpu_facts: bool = False

@@ -53,7 +53,7 @@ def optimize_cmd(
     """Search for a faster, verified ModelNew for each task; writes RUN_DIR/best/<task>.py."""
     from pike import config as cfgmod
     from pike.llm.base import ConfigError
-    from pike.search.engine import Engine, resume_config
+    from pike.search.engine import Engine, check_config, resume_config
     from pike.search.output import summary
     from pike.search.progress import RunProgress
     from pike.store import Store
@@ -98,6 +98,10 @@ def optimize_cmd(
             if strategy or (config and "strategy" in config.read_text()):
                 fail(f"strategy {cfg.search.strategy!r} needs an LLM: pass --llm MODEL (or use --strategy offline)")
             cfg = replace(cfg, search=replace(cfg.search, **cfgmod.preset("offline"), strategy="offline"))
+        try:
+            check_config(cfg)
+        except ValueError as e:
+            fail(str(e))
         target = target or str(EXAMPLE)
         found = load_tasks(target, resolve_size(cfg.eval.size, cfg.eval.device))
         for item in found:

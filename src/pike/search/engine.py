@@ -41,6 +41,29 @@ def auto_concurrency(cfg: RunConfig) -> int:
     return max(4, LLM_PER_SLOT * slots)
 
 
+def check_config(cfg: RunConfig) -> None:
+    """Settings that would otherwise fail only after the search (ValueError, with what is allowed)."""
+    final_compile_modes(cfg)
+    if cfg.search.offline_combos not in ("promising", "all"):
+        raise ValueError(f"search.offline_combos must be 'promising' or 'all', not {cfg.search.offline_combos!r}")
+
+
+def final_compile_modes(cfg: RunConfig) -> tuple[str, ...]:
+    """The compile modes of the final table: every mode of the device, or the configured ones (with
+    "default", the table's "vs compile" column)."""
+    device_type = cfg.eval.device.split(":")[0]
+    every = compile_modes(device_type, cfg.search.with_max_autotune)
+    if not cfg.search.final_compile_modes.strip():
+        return every
+    chosen = [m.strip().removeprefix("compile:") for m in cfg.search.final_compile_modes.split(",") if m.strip()]
+    known = compile_modes(device_type, with_max_autotune=True)
+    unknown = [m for m in chosen if m not in known]
+    if unknown:
+        raise ValueError(f"search.final_compile_modes: {', '.join(unknown)} not a compile mode on {device_type} "
+                         f"(known: {', '.join(known)})")
+    return tuple(dict.fromkeys(["default", *chosen]))
+
+
 def eval_config(cfg: RunConfig) -> EvalConfig:
     e = cfg.eval
     return EvalConfig(
@@ -67,6 +90,7 @@ class Engine:
         if not resume:
             self.store.set_meta("config", cfg.to_dict())
             (self.run_dir / "config.toml").write_text(config_mod.dumps(cfg))
+        check_config(cfg)
         if cfg.llm.concurrency <= 0:  # the saved config keeps "auto": a resume elsewhere re-sizes it
             self.cfg = cfg = replace(cfg, llm=replace(cfg.llm, concurrency=auto_concurrency(cfg)))
         self._setup_llm()
@@ -163,7 +187,7 @@ class Engine:
             self.searching += 1
             strategy = self.strategy_for(task) if self.strategy_for else make_strategy(self.cfg)
             await strategy.run(run)
-            await finalize_task(run, self.run_dir, modes=compile_modes(self.cfg.eval.device.split(":")[0], self.cfg.search.with_max_autotune),
+            await finalize_task(run, self.run_dir, modes=final_compile_modes(self.cfg),
                                 retime=self.cfg.eval.retime_final)
             self.store.set_task(tid, status="done")
             run.notify("done")

@@ -98,8 +98,6 @@ class Offline:
     "promising"``, only those whose knobs each helped on their own; see ``variants.promising``)."""
 
     def __init__(self, cfg):
-        if cfg.search.offline_combos not in ("promising", "all"):
-            raise ValueError(f"search.offline_combos must be 'promising' or 'all', not {cfg.search.offline_combos!r}")
         self.cfg = cfg
 
     async def run(self, run: TaskRun) -> None:
