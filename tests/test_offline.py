@@ -79,3 +79,25 @@ def test_offline_winner_seeds_the_llm_search(tmp_path):
     expected = None if offline[0][1] == task_source else offline[0][0]
     assert coa_parents == {expected}
     assert json.loads(p.stdout)["queries"] == 2
+
+
+def test_time_limit_stops_the_portfolio_and_a_resume_finishes_it(tmp_path):
+    out = tmp_path / "run"
+    # The limit is over before the portfolio starts (the eager baseline comes first): nothing is
+    # tried, yet the run ends properly, with its table and a valid best file.
+    p = run(tmp_path, str(TASK), "--out", str(out), "--time-limit", "0.0001", "--json")
+    row = json.loads(p.stdout)["rows"][0]
+    assert row["status"] == "stopped" and row["evaluated"] == 0 and row["fallback"]
+    best = (out / "best" / "ln_mlp.py").read_text()
+    assert "time limit came before any candidate" in best and "class Model(" in best
+    con = sqlite3.connect(out / "run.db")
+    state = json.loads(con.execute("SELECT state FROM tasks").fetchone()[0])
+    assert state["stopped"] == "time limit" and state["skipped"]["eager"] == "not tried: time limit"
+    con.close()
+    # The task was stopped, not done: a resume (with a longer limit) tries what the limit left out.
+    p = run(tmp_path, "--resume", str(out), "--time-limit", "30", "--json")
+    row = json.loads(p.stdout)["rows"][0]
+    assert row["status"] == "done" and row["evaluated"] >= 2 and row["valid"] >= 1
+    con = sqlite3.connect(out / "run.db")
+    state = json.loads(con.execute("SELECT state FROM tasks").fetchone()[0])
+    assert "not tried: time limit" not in state["skipped"].values() and state["stopped"] is None

@@ -206,9 +206,20 @@ def test_missing_key_is_an_error_before_any_work(tmp_path):
     assert not (tmp_path / "r" / "best").exists()
 
 
+@pytest.mark.parametrize("strategy", ["pike-b", "pike-o"])
+def test_time_limit_stops_the_llm_search(tmp_path, prices, strategy):
+    with FakeLLMServer(Script([fenced(FUSED)])) as server:
+        out, doc = optimize(tmp_path, server, prices, "--strategy", strategy, "--budget", "50", "--time-limit", "0.0001")
+    row = doc["rows"][0]
+    # Over before the search began: no query was sent, and the run still ends with its table.
+    assert doc["queries"] == 0 and row["status"] == "stopped" and row["eager_ms"] > 0
+    assert db(out).execute("SELECT COUNT(*) FROM exchanges").fetchone()[0] == 0
+
+
 @pytest.mark.parametrize("setting,message", [
     ("search.final_compile_modes=max-autotune-with-typo", "not a compile mode on cpu (known: default)"),
     ("search.offline_combos=some", "must be 'promising' or 'all'"),
+    ("search.time_limit_min=0", "must be positive"),
 ])
 def test_bad_setting_is_an_error_before_any_work(tmp_path, setting, message):
     p = subprocess.run([sys.executable, "-m", "pike", "optimize", str(TASK), "--set", setting, "--out", str(tmp_path / "r")],

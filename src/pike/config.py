@@ -34,6 +34,9 @@ class SearchConfig:
     strategy: str = "pike-b-plus"
     budget: int = 300  # LLM queries per task (COA and EFA; IBA is not charged, as in the paper's code)
     max_usd: float | None = None  # for the whole run
+    # Wall-clock minutes for one invocation of `pike optimize` (a resume gets its own): at the limit
+    # no new query or evaluation starts, those in flight finish, and the final tables are made.
+    time_limit_min: float | None = None
     # PIKE-B
     num_branches: int = 10  # candidates per phase
     top_k: int = 4  # parents per phase

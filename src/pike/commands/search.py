@@ -38,6 +38,7 @@ def optimize_cmd(
     fix_model: Optional[str] = typer.Option(None, help="A different (cheaper) model for the error-fixing agent."),
     budget: Optional[int] = typer.Option(None, help="LLM queries per task (fixes count)."),
     max_usd: Optional[float] = typer.Option(None, help="USD budget for the whole run."),
+    time_limit: Optional[float] = typer.Option(None, help="Minutes for this invocation: then nothing new starts, what is in flight finishes and the final tables are made."),
     config: Optional[Path] = typer.Option(None, help="TOML config file."),
     set_: list[str] = typer.Option([], "--set", help="Override any knob: section.key=value (repeatable)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<target>-<time>)."),
@@ -63,6 +64,12 @@ def optimize_cmd(
         if not (resume / "run.db").exists():
             fail(f"{resume}: not a run directory (no run.db)")
         cfg = resume_config(resume)
+        if time_limit is not None:  # this invocation's own limit (the stored one applies otherwise)
+            cfg = replace(cfg, search=replace(cfg.search, time_limit_min=time_limit))
+            try:
+                check_config(cfg)
+            except ValueError as e:
+                fail(str(e))
         run_dir = resume
         store = Store(run_dir / "run.db")
         tasks = _stored_tasks(store)
@@ -79,6 +86,8 @@ def optimize_cmd(
                 overrides.append(f"search.budget={budget}")
             if max_usd is not None:
                 overrides.append(f"search.max_usd={max_usd}")
+            if time_limit is not None:
+                overrides.append(f"search.time_limit_min={time_limit}")
             if device:
                 overrides.append(f"eval.device={device}")
             if size:

@@ -44,6 +44,8 @@ def auto_concurrency(cfg: RunConfig) -> int:
 def check_config(cfg: RunConfig) -> None:
     """Settings that would otherwise fail only after the search (ValueError, with what is allowed)."""
     final_compile_modes(cfg)
+    if cfg.search.time_limit_min is not None and cfg.search.time_limit_min <= 0:
+        raise ValueError(f"search.time_limit_min must be positive (minutes), not {cfg.search.time_limit_min}")
     if cfg.search.offline_combos not in ("promising", "all"):
         raise ValueError(f"search.offline_combos must be 'promising' or 'all', not {cfg.search.offline_combos!r}")
 
@@ -87,6 +89,7 @@ class Engine:
         self.pool = None
         self.pool_history: list = []  # cumulative slot seconds at each pool record
         self.searching = 0  # tasks past their start-up (references and baselines)
+        self.deadline: float | None = None  # set when the run starts (search.time_limit_min)
         if not resume:
             self.store.set_meta("config", cfg.to_dict())
             (self.run_dir / "config.toml").write_text(config_mod.dumps(cfg))
@@ -130,6 +133,8 @@ class Engine:
         e = self.cfg.eval
         ecfg = eval_config(self.cfg)
         t0 = time.monotonic()
+        limit = self.cfg.search.time_limit_min
+        self.deadline = t0 + 60 * limit if limit is not None else None
         if e.executor == "ray":
             from pike.evaluate.ray_pool import RayPool
 
@@ -172,7 +177,8 @@ class Engine:
             return
         self.store.set_task(tid, status="running")
         run = TaskRun(task, tid, self.cfg, self.store, pool, clients=self.clients, usd_budget=self.usd_budget,
-                      hardware=hardware if self.cfg.search.gpu_facts else None, device_text=device_text, events=self.events)
+                      hardware=hardware if self.cfg.search.gpu_facts else None, device_text=device_text, events=self.events,
+                      deadline=self.deadline)
         self.runs[task.name] = run
         try:
             eager = await pool.baseline(task, "eager", fresh=True)  # this run's own measurement
@@ -187,9 +193,14 @@ class Engine:
             self.searching += 1
             strategy = self.strategy_for(task) if self.strategy_for else make_strategy(self.cfg)
             await strategy.run(run)
+            stopped = run.out_of_time and not run.budget.exhausted
+            run.save_state(stopped="time limit" if stopped else None)
+            if stopped:
+                run.notify("time_limit")
             await finalize_task(run, self.run_dir, modes=final_compile_modes(self.cfg),
                                 retime=self.cfg.eval.retime_final)
-            self.store.set_task(tid, status="done")
+            # Cut short by the time limit: final tables made, but a resume goes on with the search.
+            self.store.set_task(tid, status="stopped" if stopped else "done")
             run.notify("done")
         except TaskError as e:
             self.errors[task.name] = e.problem

@@ -70,8 +70,12 @@ def write_best(run, best, final: dict, run_dir: Path, ref_meta: dict) -> Path:
     out = run_dir / "best" / f"{run.task.name}.py"
     out.parent.mkdir(parents=True, exist_ok=True)
     if best is None:
-        why = ("the best correct candidate was not faster than eager when re-timed side by side" if final.get("retimed_slower")
-               else "no candidate passed the evaluator")
+        if final.get("retimed_slower"):
+            why = "the best correct candidate was not faster than eager when re-timed side by side"
+        elif run.state().get("stopped") == "time limit" and not run.ok_solutions():
+            why = "the time limit came before any candidate passed the evaluator"
+        else:
+            why = "no candidate passed the evaluator"
         out.write_text(f'"""PIKE: no solution beat eager PyTorch for task {run.task.name!r} on {info.get("device_name")} ({why}).\n'
                        f'This is the task itself (Model); eager {final["eager_ms"]:.4f} ms."""\n\n' + run.task.source)
         return out

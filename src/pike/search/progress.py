@@ -32,6 +32,8 @@ class RunProgress:
             row["status"] = event if event != "started" else "searching"
             if event == "error":
                 row["last"] = info.get("error", "")[:60]
+        elif event == "time_limit":
+            row["status"], row["last"] = "finishing", "time limit reached"
         elif event == "llm_error":
             row["last"] = f"{info.get('role')}: {info.get('error', '')[:50]}"
         elif event == "phase":
@@ -41,7 +43,7 @@ class RunProgress:
         row["usd"] = run.store.spent(run.task_id)[1]
         if self.live is not None:
             self.live.update(self.table())
-        elif event in ("evaluated", "done", "error", "stalled"):
+        elif event in ("evaluated", "done", "error", "stalled", "time_limit"):
             self.console.print(f"{run.task.label}: {event} {row['last']} (queries {row['queries']}, best {row['best'] or 0:.2f}x)", highlight=False)
 
     def table(self) -> Table:

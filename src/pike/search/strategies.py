@@ -104,7 +104,8 @@ class Offline:
         from pike.search.variants import promising, variants
 
         device_type = "cuda" if self.cfg.eval.device.startswith("cuda") else "cpu"
-        skipped = run.state().get("skipped", {})
+        # A resume tries again what an earlier invocation's time limit left out.
+        skipped = {k: v for k, v in run.state().get("skipped", {}).items() if v != "not tried: time limit"}
         portfolio = []
         for v in variants(run.task, device_type, with_max_autotune=self.cfg.search.with_max_autotune):
             if v.source is None:
@@ -115,6 +116,7 @@ class Offline:
         await self._evaluate(run, [v for v in portfolio if len(v.knobs) <= 1])
 
         combos = [v for v in portfolio if len(v.knobs) > 1]
+        skipped = run.state().get("skipped", {})
         if self.cfg.search.offline_combos != "all":
             done = {s.idea: s for s in run.solutions if s.origin == "offline"}
             alone = {s.idea: (s.status == "ok", s.runtime_ms) for s in done.values() if "+" not in (s.idea or "")}
@@ -134,15 +136,25 @@ class Offline:
     @staticmethod
     async def _evaluate(run: TaskRun, todo) -> None:
         done = {s.idea: s for s in run.solutions if s.origin == "offline"}
+        # No more in flight than the pool has slots, so that the time limit is checked when a
+        # variant is about to start, not when it was queued.
+        bound = asyncio.Semaphore(max(1, getattr(run.pool, "size", 1)))
+        late: list[str] = []
 
         async def one(v):
             sol = done.get(v.name)
             if sol is not None and sol.status != "pending":
                 return  # evaluated before a resume
-            sid = sol.id if sol is not None else run.store.add_solution(run.task_id, v.source, "offline", idea=v.name)
-            await run.evaluate(sid, trusted=True)
+            async with bound:
+                if run.out_of_time:
+                    late.append(v.name)
+                    return
+                sid = sol.id if sol is not None else run.store.add_solution(run.task_id, v.source, "offline", idea=v.name)
+                await run.evaluate(sid, trusted=True)
 
         await asyncio.gather(*(one(v) for v in todo))
+        if late:  # a resume tries them
+            run.save_state(skipped={**run.state().get("skipped", {}), **{n: "not tried: time limit" for n in late}})
 
 
 def make_strategy(cfg):

@@ -9,6 +9,7 @@ it happens, and each primitive first looks in the store, so a resumed run picks 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field, replace
 
 from pike.agents import Hardware, HistoryEntry, ParentInfo, PromptFlags, TaskContext, brainstorm, fix, optimise
@@ -45,6 +46,7 @@ class TaskRun:
     eager_ms: float | None = None
     compile_ms: float | None = None
     events: list = field(default_factory=list)  # callbacks(event: str, **info) for progress displays
+    deadline: float | None = None  # time.monotonic() after which nothing new starts (search.time_limit_min)
 
     def __post_init__(self):
         spent, _ = self.store.spent(self.task_id, roles=("coa", "efa"))
@@ -68,8 +70,13 @@ class TaskRun:
         return self.store.solutions(self.task_id)
 
     @property
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    @property
     def exhausted(self) -> bool:
-        return self.budget.exhausted or (self.usd_budget is not None and self.usd_budget.exhausted)
+        return (self.budget.exhausted or (self.usd_budget is not None and self.usd_budget.exhausted)
+                or self.out_of_time)
 
     def _budgets(self, role: str) -> BudgetGroup:
         # IBA is not charged to the task's query budget (as in the paper's code); dollars always count.
