@@ -41,12 +41,15 @@ variants)
     step cuda_variant_tests 290 $PY -m pytest -p no:cacheprovider -q -rA tests/test_variants.py -k cuda_variants_pass
     ;;
 offline)
-    # ${DEADLINE:-420}: no new task starts after this many seconds; the run directory survives
+    # ${DEADLINE:-240}: no new task starts after this many seconds; the run directory survives
     # between calls on one machine, and --out's lines make the next call skip finished tasks.
     # $OUT is emptied before every call: the log lives in /tmp, seeded from the copy kept in the
     # repository (benchmarks/results/) on a fresh machine, and is copied out at the end.
     [ -f /tmp/offline.jsonl ] || cp benchmarks/results/offline_suite.jsonl /tmp/offline.jsonl 2>/dev/null
-    step offline 560 $PY benchmarks/offline_suite.py --device cuda --out /tmp/offline.jsonl --deadline "${DEADLINE:-420}" --runs /tmp/pike-offline-runs
+    # Each task gets 5 minutes of search (then its final table, which compiles every compile mode);
+    # a task cut short is resumed by the next call.
+    step offline 560 $PY benchmarks/offline_suite.py --device cuda --out /tmp/offline.jsonl --deadline "${DEADLINE:-240}" \
+        --task-minutes "${TASK_MINUTES:-5}" --runs /tmp/pike-offline-runs
     cp /tmp/offline.jsonl "$OUT/offline_suite.jsonl"
     ;;
 scaling)

@@ -3,10 +3,11 @@
     PYTHONPATH=src python3 benchmarks/offline_suite.py --device cuda --out offline.jsonl [--tasks a,b]
 
 Runs the real CLI (`pike optimize TASK`, no LLM: the offline portfolio) on each task in turn and
-appends one JSON line per finished task: the final table's row (eager, best compile mode and the
+appends one JSON line per task run (the last one counts): the final table's row (eager, best compile mode and the
 winner, re-timed side by side), every variant's status and time from the run's store, and how long
-the task took. Resumable: tasks already in --out are skipped, so a run cut short by a time limit
-continues where it stopped. The summary (geomean vs eager and vs the best single compile mode) is
+the task took. Resumable: tasks done in --out are skipped, and a task stopped by --task-minutes
+(or killed) is resumed from its run directory, so a run cut into several calls continues where it
+stopped. The summary (geomean vs eager and vs the best single compile mode) is
 printed from the whole file.
 """
 
@@ -46,8 +47,19 @@ def variant_rows(db_path: Path) -> list[dict]:
     return out
 
 
+def latest(path: Path) -> dict[str, dict]:
+    """The last record of each task (a task cut by --task-minutes has several)."""
+    out: dict[str, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                out[r["task"]] = r
+    return out
+
+
 def summary(path: Path) -> str:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = list(latest(path).values())
     done = [r for r in rows if r.get("row") and r["row"].get("speedup_eager")]
     if not done:
         return "no finished task"
@@ -60,6 +72,9 @@ def summary(path: Path) -> str:
     ge = math.exp(sum(math.log(r["row"]["speedup_eager"]) for r in done) / len(done))
     bc = [r["row"]["speedup_best_compile"] for r in done if r["row"].get("speedup_best_compile")]
     gc = math.exp(sum(math.log(x) for x in bc) / len(bc)) if bc else float("nan")
+    stopped = [r["task"] for r in done if r["row"].get("status") == "stopped"]
+    if stopped:
+        lines.append(f"cut by the time limit (partial portfolio, resumed by the next call): {', '.join(stopped)}")
     lines.append(f"{len(done)} tasks: geomean {ge:.3f}x vs eager, {gc:.3f}x vs the best single compile mode; "
                  f"below 1.0x vs eager: {sum(r['row']['speedup_eager'] < 1.0 for r in done)}")
     return "\n".join(lines)
@@ -72,11 +87,11 @@ def main() -> None:
     ap.add_argument("--out", default="offline_suite.jsonl")
     ap.add_argument("--runs", default="/tmp/pike-offline-runs")
     ap.add_argument("--deadline", type=float, default=None, help="start no task after this many seconds")
+    ap.add_argument("--task-minutes", type=float, default=None,
+                    help="pike optimize --time-limit for each task (a stopped task is resumed by the next call)")
     a = ap.parse_args()
     out = Path(a.out)
-    done = set()
-    if out.exists():
-        done = {json.loads(line)["task"] for line in out.read_text().splitlines() if line.strip()}
+    done = {name for name, r in latest(out).items() if r.get("row", {}).get("status") == "done"}
     t_start = time.monotonic()
     for name in (a.tasks.split(",") if a.tasks else suite_order()):
         if name in done:
@@ -86,6 +101,8 @@ def main() -> None:
         run_dir = Path(a.runs) / name
         cmd = [sys.executable, "-m", "pike", "optimize", name, "--device", a.device, "--json"]
         cmd += ["--resume", str(run_dir)] if (run_dir / "run.db").exists() else ["--out", str(run_dir)]
+        if a.task_minutes:
+            cmd += ["--time-limit", str(a.task_minutes)]
         t0 = time.monotonic()
         p = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.monotonic() - t0
