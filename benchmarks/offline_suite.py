@@ -54,6 +54,7 @@ def latest(path: Path) -> dict[str, dict]:
         for line in path.read_text().splitlines():
             if line.strip():
                 r = json.loads(line)
+                r["total_wall_s"] = out.get(r["task"], {}).get("total_wall_s", 0.0) + r["wall_s"]
                 out[r["task"]] = r
     return out
 
@@ -68,7 +69,7 @@ def summary(path: Path) -> str:
         t = r["row"]
         lines.append(f"{t['task']:28} {t['eager_ms']:9.4f} {str(t.get('best_compile_mode')):>18} {t.get('best_compile_ms') or float('nan'):9.4f} "
                      f"{t['best_ms']:9.4f} {t['speedup_eager']:8.2f} {t.get('speedup_best_compile') or float('nan'):9.2f} "
-                     f"{r['wall_s'] / 60:5.1f}  {r.get('winner')}")
+                     f"{r['total_wall_s'] / 60:5.1f}  {r.get('winner')}")
     ge = math.exp(sum(math.log(r["row"]["speedup_eager"]) for r in done) / len(done))
     bc = [r["row"]["speedup_best_compile"] for r in done if r["row"].get("speedup_best_compile")]
     gc = math.exp(sum(math.log(x) for x in bc) / len(bc)) if bc else float("nan")
