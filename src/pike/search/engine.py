@@ -27,8 +27,6 @@ from pike.store import Store
 from pike.task import Task, TaskError
 
 POOL_RECORD_S = 30.0  # how often a running search writes the pool's utilisation to the store
-
-
 LLM_PER_SLOT = 6  # auto LLM concurrency: requests in flight per evaluation slot
 
 
