@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
+
+import pytest
 
 from pike.evaluate.evaluator import EvalConfig
 from pike.evaluate.pool import EvalPool, SlotStats
@@ -51,3 +56,38 @@ def test_pool_stats_and_record_follow_the_evaluations(tmp_path):
     (w0, held0, _, _, _), (w1, held1, _, jobs1, searching) = second["history"]
     assert w1 >= w0 and all(b >= a for a, b in zip(held0, held1)) and jobs1 == second["jobs"] and searching == 0
     assert stats.waiting == 0 and stats.building == 0
+
+
+def test_gpu_slots_compile_wide_and_time_on_their_own_cores(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    with EvalPool(EvalConfig(device="cuda", cache_dir=tmp_path), devices=["cuda:0", "cuda:1"]) as pool:
+        envs = [ev.child_env for ev in pool._slots]
+    builds = ",".join(map(str, range(4, 16)))
+    assert envs[0]["PIKE_TIMING_CPUS"] == "0,1" and envs[0]["PIKE_CPU_AFFINITY"] == f"0,1,{builds}"
+    assert envs[1]["PIKE_TIMING_CPUS"] == "2,3" and envs[1]["PIKE_CPU_AFFINITY"] == f"2,3,{builds}"
+    # Never another slot's timing cores, not even while compiling.
+    assert not {"2", "3"} & set(envs[0]["PIKE_CPU_AFFINITY"].split(","))
+
+
+PIN_SCRIPT = """
+import os, threading, time, torch
+from pike.evaluate.harness import pin_for_timing
+os.sched_setaffinity(0, {0, 1})
+stop = threading.Event()
+t = threading.Thread(target=stop.wait)
+t.start()
+pin_for_timing()
+tids = [int(x) for x in os.listdir("/proc/self/task")]
+print(sorted({tuple(sorted(os.sched_getaffinity(tid))) for tid in tids}), torch.get_num_threads(), len(tids) > 1)
+stop.set()
+"""
+
+
+def test_pin_for_timing_moves_every_thread(tmp_path):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores")
+    env = {**os.environ, "PIKE_TIMING_CPUS": "1"}
+    p = subprocess.run([sys.executable, "-c", PIN_SCRIPT], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    # A thread started before the call was moved too (sched_setaffinity(0) alone would move one).
+    assert p.stdout.split() == ["[(1,)]", "1", "True"]

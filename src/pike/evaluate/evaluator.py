@@ -61,7 +61,8 @@ class EvalConfig:
     cache_dir: Path | None = None
     keep_jobs: bool = False  # keep job directories (candidate files, logs) for debugging
     cuda_arch_list: str | None = None
-    cpu_affinity: tuple[int, ...] | None = None  # cores for this slot's candidate processes
+    cpu_affinity: tuple[int, ...] | None = None  # cores for this slot's timing loop
+    prep_affinity: tuple[int, ...] | None = None  # cores before it (import, compile, checks); None: cpu_affinity
     seed: int = 0
 
     @property
@@ -133,7 +134,9 @@ class Evaluator:
             "TORCHINDUCTOR_CACHE_DIR": str(self.cache / "inductor"),
         }
         if c.cpu_affinity:
-            env["PIKE_CPU_AFFINITY"] = ",".join(map(str, c.cpu_affinity))
+            # The child starts on the wider set and narrows to the timing cores for the timed runs.
+            env["PIKE_CPU_AFFINITY"] = ",".join(map(str, c.prep_affinity or c.cpu_affinity))
+            env["PIKE_TIMING_CPUS"] = ",".join(map(str, c.cpu_affinity))
         dev = torch.device(c.device)
         if dev.type == "cuda":
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -70,6 +70,22 @@ class Integrity:
         return out
 
 
+def pin_for_timing() -> None:
+    """Move every thread of this process onto the slot's timing cores (``PIKE_TIMING_CPUS``) before
+    the timed runs. Import, compilation (Inductor and Triton compile in parallel) and the checks ran
+    on those cores and the build cores; only the timing loop must keep clear of compilers."""
+    cpus = os.environ.get("PIKE_TIMING_CPUS")
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = {int(c) for c in cpus.split(",")}
+    for tid in os.listdir("/proc/self/task"):  # sched_setaffinity(0) would move this thread alone
+        try:
+            os.sched_setaffinity(int(tid), cores)
+        except OSError:  # a thread that just ended
+            pass
+    torch.set_num_threads(len(cores))
+
+
 def tb(limit: int = 8000) -> str:
     text = traceback.format_exc()
     return text[-limit:]

@@ -62,8 +62,8 @@ class PoolStats:
 
 
 def split_cores(devices: list[str]) -> tuple[list[tuple[int, ...]] | None, tuple[int, ...] | None]:
-    """GPU slots get two cores each for their candidate processes; builds get the rest, so that a
-    compiler never competes with a process being timed. CPU workers and small machines: no pinning."""
+    """GPU slots get two cores each for their timing loops; builds get the rest, so that a compiler
+    never competes with a process being timed. CPU workers and small machines: no pinning."""
     try:
         cores = sorted(os.sched_getaffinity(0))
     except AttributeError:
@@ -92,7 +92,11 @@ class EvalPool:
         devices = devices or [config.device]
         timing_cores, build_cores = split_cores(devices)
         self._build_cores = build_cores
-        self._slot_configs = [replace(config, device=d, cpu_affinity=timing_cores[i] if timing_cores else None) for i, d in enumerate(devices)]
+        # Each slot times on its own cores; before that (import, compile, checks) it may also use the
+        # build cores, never another slot's timing cores.
+        self._slot_configs = [replace(config, device=d, cpu_affinity=timing_cores[i] if timing_cores else None,
+                                      prep_affinity=timing_cores[i] + build_cores if timing_cores else None)
+                              for i, d in enumerate(devices)]
         self._slots: list[Evaluator] = [Evaluator(c) for c in self._slot_configs]
         self.stats = PoolStats(slots=[SlotStats(d) for d in devices])
         n_build = build_workers or max(1, min(8, (os.cpu_count() or 2) // 2))

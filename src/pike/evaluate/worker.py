@@ -29,7 +29,7 @@ from pike.evaluate import weights as weights_mod
 from pike.evaluate.build import extension_lock
 from pike.evaluate.harness import (
     Failure, Integrity, RefData, TaskFailure, build_model, check_output_types, guarded_call,
-    import_file, ask, perf_counter, run_trials, save_atomic, seed_all, tb, to_cpu, to_device, write_json,
+    import_file, ask, perf_counter, pin_for_timing, run_trials, save_atomic, seed_all, tb, to_cpu, to_device, write_json,
 )
 from pike.evaluate.reference_job import run_reference
 
@@ -102,6 +102,7 @@ def run_candidate(job: dict, job_dir: Path) -> dict:
     result = {"status": "ok", "state_dict_compatible": compat, "state_dict_note": why, "durations": durations}
     if not verdict.get("time") or not job.get("timing"):
         return result
+    pin_for_timing()
     t1 = perf_counter()
     stats, spot, refill = _time(model, ref, job["timing"], device, call_seed)
     save_atomic({"spot": spot, "refill": refill}, job_dir / "timing.pt")
@@ -184,6 +185,10 @@ def run_retime(job: dict, job_dir: Path) -> dict:
     calls = {name: (lambda m: (lambda sid: m(*buffers[sid])))(m) for name, m in models.items()}
     cfg = timing_mod.TimingConfig(**job["config"])
     with torch.inference_mode():
+        for call in calls.values():  # compile (torch.compile, Triton) before the cores are narrowed
+            prepare(sets[0])
+            call(sets[0])
+        pin_for_timing()
         stats = timing_mod.interleaved(calls, sets, device, cfg, prepare, max_time_s=job["max_time_s"])
     if integrity.changed():
         raise Failure("rejected", "retime", f"a model replaced {', '.join(integrity.changed())}")
