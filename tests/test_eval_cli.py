@@ -45,6 +45,17 @@ def test_output_cached_by_call_count(cache):
     assert r["stage"] == "timing"  # right while checked, wrong while timed
 
 
+def test_output_cached_by_input_content(cache):
+    # Right on every check (new inputs miss its cache, and the weights are in its key), so only
+    # timing on inputs it has never seen, against the repeated timing inputs, shows it.
+    r = pike_eval(cache, "wide_mlp.py", "wide_content_cache.py")
+    assert r["status"] == "suspect", r
+    assert "inputs it had not seen" in r["message"] and "cached by input content" in r["message"]
+    # An honest rewrite of the same task takes as long on new inputs: it passes.
+    r = pike_eval(cache, "wide_mlp.py", "wide_addmm.py")
+    assert r["status"] == "ok", r
+
+
 def test_lazy_tensor_subclass(cache):
     r = pike_eval(cache, "ln_mlp.py", "ln_lazy_subclass.py")
     assert r["status"] == "rejected", r

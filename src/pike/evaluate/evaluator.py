@@ -57,6 +57,7 @@ class EvalConfig:
     pool_max_bytes: int = 512 * 2**20  # bound on the reference pool (inputs + outputs of all sets)
     floor_fraction: float = 0.8  # faster than I/O at this fraction of bandwidth is "suspect" (GPU)
     extra_check_speedup: float = 10.0  # over this vs eager: extra trials on new inputs
+    fresh_ratio: float = 2.0  # this much slower on never-seen inputs than on repeated ones: "suspect" (0: off)
     start_method: str = "forkserver"
     cache_dir: Path | None = None
     keep_jobs: bool = False  # keep job directories (candidate files, logs) for debugging

@@ -178,6 +178,36 @@ def time_forward(
     return stats, spot
 
 
+def fresh_content_probe(
+    call: Callable[[int], object],
+    repeat_sid: int,
+    fresh_sid: int,
+    freshen: Callable[[int], None],
+    device: torch.device,
+    cfg: TimingConfig,
+    prepare: Callable[[int], None] = lambda sid: None,
+    pairs: int = 8,
+    max_time_s: float = 0.5,
+) -> dict:
+    """Runs on inputs seen many times against runs on inputs never seen, A B A B ... (``freshen(sid)``
+    gives set ``fresh_sid`` new content in place before each B run). An honest forward takes as long
+    on both; one that caches outputs by input content is fast only on A. Host time on both sides, so
+    that work outside the current stream counts too."""
+    clock = _Clock(device, cfg.flush_l2)
+    a, b = [], []
+    t0 = _perf_counter()
+    for k in range(pairs):
+        prepare(repeat_sid)
+        a.append(clock.run(lambda: call(repeat_sid))[2])
+        freshen(fresh_sid)
+        prepare(fresh_sid)
+        b.append(clock.run(lambda: call(fresh_sid))[2])
+        if k >= 3 and _perf_counter() - t0 > max_time_s:
+            break
+    rep, fresh = statistics.median(a), statistics.median(b)
+    return {"pairs": len(a), "repeat_ms": rep, "fresh_ms": fresh, "ratio": fresh / rep if rep > 0 else 1.0}
+
+
 def interleaved(
     calls: dict[str, Callable[[int], object]],
     set_ids: list[int],

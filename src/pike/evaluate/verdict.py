@@ -92,7 +92,24 @@ def assemble_result(c, out: JobOutcome, d: Path, verdict: dict, ref, tags: list[
         result.message = "correct; host time far above CUDA event time (work outside the current stream): host time used"
         result.tags = sorted(set(result.tags) | {"out_of_stream"})
     apply_floor(c, result, ref, bandwidth_gbs)
+    apply_fresh_probe(c, result, ts.get("fresh_probe"))
     return result
+
+
+def apply_fresh_probe(c, result: EvalResult, probe: dict | None) -> None:
+    """Fast on inputs it has seen, slow on new ones: outputs cached by input content (a cache keyed by
+    pointer or call count already failed the refill check)."""
+    if not probe or not c.fresh_ratio or result.status != "ok":
+        return
+    min_gap_ms = 0.02 if c.device_type == "cuda" else 0.2  # below this, timer noise on a busy CPU
+    if probe["ratio"] > c.fresh_ratio and probe["fresh_ms"] - probe["repeat_ms"] > min_gap_ms:
+        result.status = "suspect"
+        result.message = (
+            f"{probe['ratio']:.1f}x slower on inputs it had not seen ({probe['fresh_ms']:.4f} ms) than on the "
+            f"repeated timing inputs ({probe['repeat_ms']:.4f} ms), A B A B over {probe['pairs']} pairs: "
+            "outputs cached by input content?"
+        )
+        result.feedback = result.message + "\nEvery forward must compute its outputs from its inputs; the timing reuses input sets."
 
 def apply_floor(c, result: EvalResult, ref, bw: float | None) -> None:
     """Step 9 (GPU): faster than reading the inputs and writing the outputs once is impossible."""

@@ -161,7 +161,32 @@ def _time(model, ref: RefData, tj: dict, device, call_seed: int):
     except Exception as e:  # noqa: BLE001
         raise Failure("runtime_error", "timing", f"forward raised {type(e).__name__} while being timed: {e}"[:2000], tb()) from None
     spot = [(i, sid, to_cpu(o)) for i, sid, o in spot]
+    stats["fresh_probe"] = _fresh_probe(call, buffers, sets, device, cfg, prepare)
     return stats, spot, refill
+
+
+def _fresh_probe(call, buffers: dict, sets: list[int], device, cfg, prepare) -> dict | None:
+    """Timing on never-seen inputs against the repeated timing inputs (see timing.fresh_content_probe).
+    New content: each floating input moved a little towards its own mean, a different amount each
+    run, so every value stays within its tensor's range (a probability stays a probability)."""
+    repeat_sid = sets[0]
+    fresh_sid = sets[-1] if len(sets) > 1 else -1
+    if fresh_sid == -1:
+        buffers[-1] = [t.clone() if isinstance(t, torch.Tensor) else t for t in buffers[repeat_sid]]
+    step = [0]
+
+    def freshen(sid):
+        step[0] += 1
+        eps = step[0] * 2.0 ** -10
+        for t in buffers[sid]:
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
+                t.mul_(1 - eps).add_(t.mean() * eps)
+
+    try:
+        with torch.inference_mode():
+            return timing_mod.fresh_content_probe(call, repeat_sid, fresh_sid, freshen, device, cfg, prepare)
+    except Exception:  # noqa: BLE001 - the probe decides nothing when the forward rejects changed inputs
+        return None
 
 
 # ---------------------------------------------------------------- interleaved re-timing
