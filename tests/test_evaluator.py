@@ -334,3 +334,13 @@ def test_over_ten_times_faster_triggers_extra_trials(ev):
     # reported speedup is that one: on a loaded machine it can be lower than the search's).
     assert r.ok and "confirmed on" in r.message and r.trials >= 2 * ev.config.trials, (r.status, r.message)
     assert r.speedup_vs_eager > 5
+
+
+def test_fresh_input_probe_is_for_candidates_only(ev):
+    """PIKE's own code (baselines, offline variants) is not probed: on a busy CPU a probe of a tiny
+    eager model could only add noise. A candidate is."""
+    task = load_task(TASKS / "wide_mlp.py")
+    cheat = (HERE / "candidates" / "wide_content_cache.py").read_text()
+    assert ev.evaluate(task, cheat, trusted=True).status == "ok"
+    r = ev.evaluate(task, cheat)
+    assert r.status == "suspect" and "cached by input content" in r.message, (r.status, r.message)

@@ -82,6 +82,7 @@ class Prepared:
     needs_build: bool
     env: dict = field(default_factory=dict)  # extension cache of its build
     durations: dict = field(default_factory=dict)
+    trusted: bool = False  # PIKE's own code (baselines, offline variants): no cheat probes
 
 
 @dataclass
@@ -257,7 +258,7 @@ class Evaluator:
             return EvalResult("rejected", "static check: " + "; ".join(report.violations[:5]), "\n".join(report.violations), tags=tags, device=c.device, stage="static")
         main_src = apply_overrides(source, task.overrides)
         needs_build = needs_extension_build(tags)
-        return Prepared(task, source, main_src, tags, needs_build)
+        return Prepared(task, source, main_src, tags, needs_build, trusted=trusted)
 
     def references(self, task: Task) -> tuple[Reference, Reference | None]:
         """The task's reference and, where it has one, its alternate size's."""
@@ -334,7 +335,7 @@ class Evaluator:
         timeout_s = timeout_s or c.timeout_s
         rng = random.Random(hashlib.sha256(f"{prep.source}{next(self._counter)}{c.seed}".encode()).digest())
         alt_task = alt_ref.task if alt_ref is not None else None
-        job, plan = self._candidate_job(prep.task, prep.main_src, ref, alt_task, alt_ref, prep.source, rng, time_it)
+        job, plan = self._candidate_job(prep.task, prep.main_src, ref, alt_task, alt_ref, prep.source, rng, time_it, prep.trusted)
         d = self._job_dir("candidate")
         verdict: dict = {}
 
@@ -353,7 +354,7 @@ class Evaluator:
         result.durations_s = {**durations, **result.durations_s}
         return result
 
-    def _candidate_job(self, task, main_src, ref, alt_task, alt_ref, source, rng, time_it):
+    def _candidate_job(self, task, main_src, ref, alt_task, alt_ref, source, rng, time_it, trusted=False):
         c = self.config
         d = self.workdir / "code"
         d.mkdir(exist_ok=True)
@@ -375,7 +376,8 @@ class Evaluator:
             "init_seed": ref.meta["init_seed"],
             "main": {"code": str(main_file), "ref": str(ref.dir), "trials": trials, "random_trials": random_trials},
             "alt": None,
-            "timing": {"config": c.timing.to_json(), "sets": timing_sets, "refill": refill[: len(timing_sets)], "seed": rng.randrange(2**31)} if do_time else None,
+            "timing": {"config": c.timing.to_json(), "sets": timing_sets, "refill": refill[: len(timing_sets)], "seed": rng.randrange(2**31),
+                       "fresh_probe": bool(c.fresh_ratio) and not trusted} if do_time else None,
         }
         if alt_task is not None:
             alt_src = apply_overrides(source, alt_task.overrides)

@@ -101,7 +101,7 @@ def apply_fresh_probe(c, result: EvalResult, probe: dict | None) -> None:
     pointer or call count already failed the refill check)."""
     if not probe or not c.fresh_ratio or result.status != "ok":
         return
-    min_gap_ms = 0.02 if c.device_type == "cuda" else 0.2  # below this, timer noise on a busy CPU
+    min_gap_ms = 0.02 if c.device_type == "cuda" else 1.0  # below this, timer noise on a busy CPU
     if probe["ratio"] > c.fresh_ratio and probe["fresh_ms"] - probe["repeat_ms"] > min_gap_ms:
         result.status = "suspect"
         result.message = (
