@@ -66,10 +66,6 @@ def optimize_cmd(
         cfg = resume_config(resume)
         if time_limit is not None:  # this invocation's own limit (the stored one applies otherwise)
             cfg = replace(cfg, search=replace(cfg.search, time_limit_min=time_limit))
-            try:
-                check_config(cfg)
-            except ValueError as e:
-                fail(str(e))
         run_dir = resume
         store = Store(run_dir / "run.db")
         tasks = _stored_tasks(store)
@@ -107,10 +103,6 @@ def optimize_cmd(
             if strategy or (config and "strategy" in config.read_text()):
                 fail(f"strategy {cfg.search.strategy!r} needs an LLM: pass --llm MODEL (or use --strategy offline)")
             cfg = replace(cfg, search=replace(cfg.search, **cfgmod.preset("offline"), strategy="offline"))
-        try:
-            check_config(cfg)
-        except ValueError as e:
-            fail(str(e))
         target = target or str(EXAMPLE)
         found = load_tasks(target, resolve_size(cfg.eval.size, cfg.eval.device))
         for item in found:
@@ -123,6 +115,10 @@ def optimize_cmd(
         run_dir = out or Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         if (run_dir / "run.db").exists():
             fail(f"{run_dir} already holds a run: use --resume {run_dir} or another --out")
+    try:
+        check_config(cfg)  # before the Engine makes the run directory
+    except ValueError as e:
+        fail(str(e))
     try:
         engine = Engine(cfg, run_dir, resume=resume is not None)
     except ConfigError as e:

@@ -208,9 +208,6 @@ class EvalPool:
         async with self._slot() as i:
             return await self._thread(lambda: self._slots[i].baseline(task, mode, fresh=fresh))
 
-    async def eager(self, task: Task) -> EvalResult:
-        return await self.baseline(task, "eager")
-
     async def retime(self, task: Task, entries: dict[str, str], max_time_s: float = 3.0) -> dict[str, Timing]:
         await self._ensure_references(task)
         async with self._slot() as i:

@@ -148,9 +148,6 @@ class RayPool:
             raise TaskError(task.path, d["task_error"])
         return EvalResult.from_json(d)
 
-    async def eager(self, task: Task) -> EvalResult:
-        return await self.baseline(task, "eager")
-
     async def retime(self, task: Task, entries: dict[str, str], max_time_s: float = 3.0) -> dict[str, Timing]:
         d = await self._call("retime", _task_dict(task), entries, max_time_s)
         return {k: Timing(**v) for k, v in d.items()}

@@ -33,6 +33,7 @@ def check_outputs(checks: dict, ref, alt_ref) -> dict:
                 return {"ok": False, "group": name, "message": f"trial on input set {idx}{what}: {d.reason}", "diff": total, "trials": n}
     return {"ok": True, "diff": total, "trials": n, "random_checked": "random" in checks}
 
+
 def assemble_result(c, out: JobOutcome, d: Path, verdict: dict, ref, tags: list[str], plan: dict, eager_ms: float | None, timeout_s: float, bandwidth_gbs: float | None) -> EvalResult:
     base = dict(tags=tags, device=c.device, task_flags=ref.flags)
     if out.timed_out:
@@ -110,6 +111,7 @@ def apply_fresh_probe(c, result: EvalResult, probe: dict | None) -> None:
             "outputs cached by input content?"
         )
         result.feedback = result.message + "\nEvery forward must compute its outputs from its inputs; the timing reuses input sets."
+
 
 def apply_floor(c, result: EvalResult, ref, bw: float | None) -> None:
     """Step 9 (GPU): faster than reading the inputs and writing the outputs once is impossible."""

@@ -74,6 +74,7 @@ def eval_config(cfg: RunConfig) -> EvalConfig:
 
 class Engine:
     def __init__(self, cfg: RunConfig, run_dir: Path, *, events=None, resume: bool = False):
+        check_config(cfg)  # before anything is written
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -91,7 +92,6 @@ class Engine:
         if not resume:
             self.store.set_meta("config", cfg.to_dict())
             (self.run_dir / "config.toml").write_text(config_mod.dumps(cfg))
-        check_config(cfg)
         if cfg.llm.concurrency <= 0:  # the saved config keeps "auto": a resume elsewhere re-sizes it
             self.cfg = cfg = replace(cfg, llm=replace(cfg.llm, concurrency=auto_concurrency(cfg)))
         self._setup_llm()
@@ -222,12 +222,13 @@ def pool_record(pool, devices: list[str], wall_s: float, history: list | None = 
     cumulative seconds and jobs per slot and how many tasks were past start-up, so any stretch of
     the run (the search once every task is searching, say) can be read off."""
     st = pool.stats
+    held = [s.held() for s in st.slots]  # once, so the history and the fractions agree
     history = [] if history is None else history
-    history.append([round(wall_s, 2), [round(s.held(), 2) for s in st.slots], [round(s.timed_s, 2) for s in st.slots],
+    history.append([round(wall_s, 2), [round(h, 2) for h in held], [round(s.timed_s, 2) for s in st.slots],
                     [s.jobs for s in st.slots], searching])
     return {
         "devices": devices, "wall_s": wall_s, "started_at": time.time() - wall_s, "history": history,
-        "held_fraction": [s.held() / wall_s for s in st.slots] if wall_s else [],
+        "held_fraction": [h / wall_s for h in held] if wall_s else [],
         "timing_fraction": [s.timed_s / wall_s for s in st.slots] if wall_s else [],
         "jobs": [s.jobs for s in st.slots], "replaced": [s.replaced for s in st.slots],
         "builds": st.builds, "build_s": st.build_s, "lost_workers": getattr(pool, "lost_workers", 0),
