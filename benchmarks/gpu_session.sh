@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu_session.sh variants    # CUDA variant tests, pool throughput with CUDA builds
 #   bash benchmarks/gpu_session.sh offline     # offline optimizer on the suite (resumable)
 #   bash benchmarks/gpu_session.sh scaling     # busy fraction on 1 GPU, then 1 -> 2 GPUs (2-GPU machine)
+#   bash benchmarks/gpu_session.sh scaling4    # 1 GPU against 2 GPUs, side by side (4-GPU machine, 64 cores)
 #   bash benchmarks/gpu_session.sh costs       # where evaluation time goes; one task's compile modes
 # Results go to $OUT (default ./gpu-results). Every step has its own time limit so one slow step
 # cannot take the rest of the call with it.
@@ -62,6 +63,31 @@ scaling)
     export PIKE_CACHE_DIR=/tmp/cache-busy2
     step busy_2gpu 250 $PY benchmarks/pool_busy.py $BUSY --gpus 0,1 --seconds 210 --run-dir /tmp/busy2 --out "$OUT/busy_2gpu.json"
     ;;
+scaling4)
+    # A 4-GPU machine with 64 cores, both runs of `scaling` at the same time: the 1-GPU run on GPU 0
+    # and cores 0-31, the 2-GPU run on GPUs 1,2 and cores 32-63, so each sees what a 2-GPU machine's
+    # 32 cores would give it, and both get the same start-up and wall time in one call (GPU 3 idle).
+    # Each has its own cache and run directory; pool_busy samples its GPUs with nvidia-smi and maps
+    # --gpus to nvidia-smi's indices (CUDA_DEVICE_ORDER=PCI_BUS_ID). Each run stops itself after
+    # ${SECONDS_RUN:-500} s and gets 40 s for its final pool record; `timeout` is only the backstop
+    # (SECONDS_RUN + 55 s, then KILL 10 s later): at the default, under 570 s in all.
+    BUSY="--tasks gpt2_block,convnext_block,gated_rmsnorm,causal_self_attention --budget 60 --concurrency 24"
+    S=${SECONDS_RUN:-500}
+    busy() {  # busy NAME CACHE RUNDIR ARGS...: one pool_busy run; its lines, then its optimizer's log, tagged in session.log
+        local name=$1 cache=$2 dir=$3; shift 3
+        rm -rf "$dir" "$cache"
+        echo "=== $name (limit $((S + 55))s, at $(( $(date +%s) - T0 ))s) ===" | tee -a "$OUT/session.log"
+        PIKE_CACHE_DIR=$cache timeout -s INT -k 10 $((S + 55)) $PY benchmarks/pool_busy.py $BUSY \
+            --seconds "$S" --grace 40 --run-dir "$dir" "$@" 2>&1 | sed -u "s/^/[$name] /" >> "$OUT/session.log"
+        local rc=${PIPESTATUS[0]}
+        [ -f "$dir/optimize.log" ] && sed "s/^/[$name optimize] /" "$dir/optimize.log" >> "$OUT/session.log"
+        echo "=== $name rc=$rc after $(( $(date +%s) - T0 ))s ===" | tee -a "$OUT/session.log"
+    }
+    busy busy_1gpu /tmp/cache-busy4-1 /tmp/busy4-1 --gpus 0 --cpus 0-31 --out "$OUT/busy_1gpu.json" &
+    busy busy_2gpu /tmp/cache-busy4-2 /tmp/busy4-2 --gpus 1,2 --cpus 32-63 --out "$OUT/busy_2gpu.json" &
+    wait
+    grep -E '^\[busy_[12]gpu\] ' "$OUT/session.log" | tail -20
+    ;;
 costs)
     # Where evaluation time goes (cold cache); eager against every compile mode on one task.
     free -g | tee "$OUT/session.log"; df -h /dev/shm /tmp | tee -a "$OUT/session.log"; nproc | tee -a "$OUT/session.log"
@@ -70,5 +96,5 @@ costs)
     step compile_modes 330 $PY -m pike baseline /tmp/modes --device cuda --out "$OUT/compile_modes.json"
     ;;
 *)
-    echo "usage: $0 evaluator|variants|offline|scaling|costs" >&2; exit 2 ;;
+    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs" >&2; exit 2 ;;
 esac

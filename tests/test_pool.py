@@ -69,6 +69,23 @@ def test_gpu_slots_compile_wide_and_time_on_their_own_cores(tmp_path, monkeypatc
     assert not {"2", "3"} & set(envs[0]["PIKE_CPU_AFFINITY"].split(","))
 
 
+def test_pools_are_sized_by_the_cpu_affinity_not_the_machine(tmp_path, monkeypatch):
+    # Under taskset or a container's cpuset the machine's count would oversubscribe the cores we have.
+    from pike.evaluate.build import Builder
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 128)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {32, 33, 34, 35})
+    with EvalPool(EvalConfig(device="cpu", cache_dir=tmp_path), devices=["cpu"]) as pool:
+        assert pool._n_build == 2
+    assert Builder(tmp_path).sandbox.env["MAX_JOBS"] == "2"
+    assert Builder(tmp_path, cpu_affinity=(34, 35)).sandbox.env["MAX_JOBS"] == "1"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32, 48)))
+    with EvalPool(EvalConfig(device="cuda", cache_dir=tmp_path), devices=["cuda:0", "cuda:1"]) as pool:
+        # Builds get the 12 cores left after two slots' timing cores; nothing outside the affinity.
+        assert pool._n_build == 6 and pool._build_cores == tuple(range(36, 48))
+        assert pool._slots[0].child_env["PIKE_TIMING_CPUS"] == "32,33"
+
+
 PIN_SCRIPT = """
 import os, threading, time, torch
 from pike.evaluate.harness import pin_for_timing

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pike.evaluate.devices import usable_cpus
 from pike.evaluate.sandbox import Sandbox
 
 
@@ -69,7 +70,9 @@ class Builder:
         self.root.mkdir(parents=True, exist_ok=True)
         env = {"CUDA_VISIBLE_DEVICES": ""}  # builds never hold a GPU
         self.arch_list = arch_list
-        env["MAX_JOBS"] = str(max_jobs or max(1, min(8, (os.cpu_count() or 2) // 2)))
+        # Half the cores the build may use: its own (pinned) or this process's affinity.
+        cores = len(cpu_affinity) if cpu_affinity else usable_cpus()
+        env["MAX_JOBS"] = str(max_jobs or max(1, min(8, cores // 2)))
         if cpu_affinity:
             env["PIKE_CPU_AFFINITY"] = ",".join(map(str, cpu_affinity))
         self.sandbox = Sandbox(start_method, env=env)

@@ -17,6 +17,15 @@ def _nvidia_smi(*args: str) -> str | None:
         return None
 
 
+def usable_cpus() -> int:
+    """Cores this process may run on: its affinity (taskset, a container's cpuset), not the machine's
+    count, so pools sized from it neither oversubscribe the cores it has nor assume ones it lacks."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def visible_gpu_count() -> int:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:

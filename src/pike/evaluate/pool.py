@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
 from pike.evaluate.build import Builder
+from pike.evaluate.devices import usable_cpus
 from pike.evaluate.evaluator import EvalConfig, Evaluator
 from pike.evaluate.result import EvalResult, Timing
 from pike.task import Task
@@ -99,7 +100,9 @@ class EvalPool:
                               for i, d in enumerate(devices)]
         self._slots: list[Evaluator] = [Evaluator(c) for c in self._slot_configs]
         self.stats = PoolStats(slots=[SlotStats(d) for d in devices])
-        n_build = build_workers or max(1, min(8, (os.cpu_count() or 2) // 2))
+        # Sized from the cores builds may use (the build cores, else this process's affinity), never
+        # the machine's count: under taskset or a container's cpuset that would oversubscribe.
+        n_build = build_workers or max(1, min(8, (len(build_cores) if build_cores else usable_cpus()) // 2))
         self._n_build = n_build
         self._builders: queue.Queue[Builder] | None = None  # made at the first build (needs the device's arch)
         self._executor = ThreadPoolExecutor(max_workers=len(devices) + n_build + 2, thread_name_prefix="pike-eval")

@@ -70,7 +70,7 @@ def run_probe(job: dict, job_dir: Path) -> dict:
     else:
         import platform
 
-        info.update(device_name=platform.processor() or platform.machine(), cpus=os.cpu_count(), threads=torch.get_num_threads())
+        info.update(device_name=platform.processor() or platform.machine(), cpus=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(), threads=torch.get_num_threads())
     return {"status": "ok", "info": info}
 
 
