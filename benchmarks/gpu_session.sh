@@ -6,11 +6,15 @@
 #   bash benchmarks/gpu_session.sh scaling     # busy fraction on 1 GPU, then 1 -> 2 GPUs (2-GPU machine)
 #   bash benchmarks/gpu_session.sh scaling4    # 1 GPU against 2 GPUs, side by side (4-GPU machine, 64 cores)
 #   bash benchmarks/gpu_session.sh costs       # where evaluation time goes; one task's compile modes
+#   bash benchmarks/gpu_session.sh x8a         # 8-GPU machine: scaling4 + variants + offline side by side
+#   bash benchmarks/gpu_session.sh x8b         # 8-GPU machine: costs + offline on 7 GPUs
+# On a machine of several GPUs the x8 steps run parts side by side, each on its own GPUs and cores
+# (device time counts the machine, not its GPUs), each part logging to $OUT/<part>.log.
 # Results go to $OUT (default ./gpu-results). Every step has its own time limit so one slow step
 # cannot take the rest of the call with it.
 set -u
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/gpu-results}
+export OUT=${OUT:-$PWD/gpu-results}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 export PIKE_CACHE_DIR=${PIKE_CACHE_DIR:-/tmp/pike-gpu-cache}
@@ -25,6 +29,35 @@ step() {  # step NAME SECONDS CMD...: run with a limit, log to $OUT/session.log
 tasks_dir() {  # tasks_dir DIR NAME...: a directory holding copies of built-in tasks
     local d=$1; shift; mkdir -p "$d"
     for n in "$@"; do cp "src/pike/suites/builtin/$n.py" "$d/"; done
+}
+
+on() {  # on GPUS CPUS NAME CMD...: one part on its own GPUs (renumbered from 0) and cores, own log;
+    # only in the background (`on ... &`): it pins and exports in its own subshell
+    local gpus=$1 cpus=$2 name=$3; shift 3
+    echo "=== $name on GPUs $gpus, cores $cpus (at $(( $(date +%s) - T0 ))s) ===" >> "$OUT/session.log"
+    taskset -cp "$cpus" $BASHPID > /dev/null
+    export CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=$gpus
+    "$@" > "$OUT/$name.log" 2>&1
+    echo "=== $name rc=$? after $(( $(date +%s) - T0 ))s ===" >> "$OUT/session.log"
+}
+offline_parallel() {  # offline_parallel GPUS CPUS STOP_AT: one task per GPU (offline_suite.py --gpus)
+    [ -f /tmp/offline.jsonl ] || cp benchmarks/results/offline_suite.jsonl /tmp/offline.jsonl 2>/dev/null
+    CUDA_DEVICE_ORDER=PCI_BUS_ID timeout -s INT -k 20 "$(( $3 + 15 ))" $PY benchmarks/offline_suite.py --device cuda \
+        --out /tmp/offline.jsonl --runs /tmp/pike-offline-runs --gpus "$1" --cpus "$2" --stop-at "$3" \
+        --task-minutes "${TASK_MINUTES:-5}" > "$OUT/offline.log" 2>&1
+    echo "=== offline rc=$? after $(( $(date +%s) - T0 ))s ===" >> "$OUT/session.log"
+    cp /tmp/offline.jsonl "$OUT/offline_suite.jsonl"
+}
+variants_part() {  # the `variants` step's two parts, one after the other, on the visible GPU
+    $PY benchmarks/gpu_evaluator.py --parts pool --out "$OUT/pool.json" --cache /tmp/pike-bench-2
+    echo "--- cuda variant tests"
+    timeout -s INT 280 $PY -m pytest -p no:cacheprovider -q -rA tests/test_variants.py -k cuda_variants_pass
+}
+costs_part() {
+    $PY benchmarks/gpu_evaluator.py --parts costs --out "$OUT/costs.json" --cache /tmp/pike-costs-cache
+    tasks_dir /tmp/modes gpt2_block
+    echo "--- compile modes"
+    timeout -s INT 300 $PY -m pike baseline /tmp/modes --device cuda --out "$OUT/compile_modes.json"
 }
 
 case "${1:-}" in
@@ -95,6 +128,21 @@ costs)
     tasks_dir /tmp/modes gpt2_block
     step compile_modes 330 $PY -m pike baseline /tmp/modes --device cuda --out "$OUT/compile_modes.json"
     ;;
+x8a)
+    nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv > "$OUT/gpus.csv"; nproc >> "$OUT/session.log"
+    bash "$0" scaling4 > /dev/null &   # GPUs 0 | 1,2 on cores 0-31 | 32-63
+    on 3 64-79 variants variants_part &
+    offline_parallel 4,5,6,7 80-127 "${STOP_AT:-555}" &
+    wait
+    grep -E '^\[busy_[12]gpu\] (rc=|search)' "$OUT/session.log"
+    tail -n 25 "$OUT/offline.log"; grep -E "passed|failed|per minute" "$OUT/variants.log" | tail -8
+    ;;
+x8b)
+    on 0 0-15 costs costs_part &
+    offline_parallel 1,2,3,4,5,6,7 16-127 "${STOP_AT:-555}" &
+    wait
+    tail -n 40 "$OUT/offline.log"; tail -n 15 "$OUT/costs.log"
+    ;;
 *)
-    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs" >&2; exit 2 ;;
+    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|x8a|x8b" >&2; exit 2 ;;
 esac

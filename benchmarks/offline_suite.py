@@ -9,6 +9,12 @@ the task took. Resumable: tasks done in --out are skipped, and a task stopped by
 (or killed) is resumed from its run directory, so a run cut into several calls continues where it
 stopped. The summary (geomean vs eager and vs the best single compile mode) is
 printed from the whole file.
+
+On a machine of several GPUs, `--gpus 4,5,6,7 --cpus 80-127` runs one task per GPU at a time, each
+`pike optimize` seeing only its GPU (CUDA_VISIBLE_DEVICES) and an equal share of the listed cores,
+so tasks never share a GPU or a timing core. `--stop-at S` fits the whole call into S seconds: no
+task starts after S minus --reserve, and each task's time limit ends its search --reserve seconds
+before S (the reserve is for its final table, which compiles the compile modes).
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import queue
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -81,6 +90,51 @@ def summary(path: Path) -> str:
     return "\n".join(lines)
 
 
+def cpu_list(spec: str) -> list[int]:
+    """taskset syntax: 0-31,64,66-70."""
+    out: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def run_task(name: str, a, gpu: str | None, cpus: list[int] | None, t_start: float, out: Path, lock: threading.Lock) -> None:
+    run_dir = Path(a.runs) / name
+    cmd = [sys.executable, "-m", "pike", "optimize", name, "--device", a.device, "--json"]
+    cmd += ["--resume", str(run_dir)] if (run_dir / "run.db").exists() else ["--out", str(run_dir)]
+    minutes = a.task_minutes
+    if a.stop_at is not None:
+        left = (a.stop_at - a.reserve - (time.monotonic() - t_start)) / 60
+        minutes = min(minutes, left) if minutes else left
+    if minutes:
+        cmd += ["--time-limit", f"{max(minutes, 0.5):.2f}"]
+    env = dict(os.environ)
+    if gpu is not None:
+        env.update(CUDA_VISIBLE_DEVICES=gpu, CUDA_DEVICE_ORDER="PCI_BUS_ID")
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                       preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+    wall = time.monotonic() - t0
+    rec: dict = {"task": name, "rc": p.returncode, "wall_s": wall, "gpu": gpu, "cpus": len(cpus) if cpus else None}
+    try:
+        table = json.loads(p.stdout[p.stdout.index("{"):])
+        rec["row"] = table["rows"][0]
+    except (ValueError, KeyError, IndexError):
+        rec["error"] = (p.stdout[-1500:] + p.stderr[-1500:])
+    if (run_dir / "run.db").exists():
+        rec["variants"] = variant_rows(run_dir / "run.db")
+        best = (run_dir / "best" / f"{name}.py")
+        if best.exists():
+            head = best.read_text().split("# ==== PIKE offline variant: ", 1)
+            rec["winner"] = head[1].split(" ", 1)[0] if len(head) > 1 else "eager"
+    with lock:
+        with out.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        print(f"{name}: gpu={gpu} rc={p.returncode} {wall:.0f} s winner={rec.get('winner')} "
+              f"x_eager={rec.get('row', {}).get('speedup_eager')}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", default=None, help="comma-separated (default: the whole built-in suite)")
@@ -90,39 +144,42 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=None, help="start no task after this many seconds")
     ap.add_argument("--task-minutes", type=float, default=None,
                     help="pike optimize --time-limit for each task (a stopped task is resumed by the next call)")
+    ap.add_argument("--gpus", default=None, help="one task per listed GPU at a time (default: one task at a time)")
+    ap.add_argument("--cpus", default=None, help="cores shared out among the GPUs' tasks (taskset syntax)")
+    ap.add_argument("--stop-at", type=float, default=None, help="the whole call's seconds (see --reserve)")
+    ap.add_argument("--reserve", type=float, default=180.0, help="seconds kept for a task's final table")
     a = ap.parse_args()
     out = Path(a.out)
     done = {name for name, r in latest(out).items() if r.get("row", {}).get("status") == "done"}
-    t_start = time.monotonic()
+    todo: queue.Queue[str] = queue.Queue()
     for name in (a.tasks.split(",") if a.tasks else suite_order()):
-        if name in done:
-            continue
-        if a.deadline is not None and time.monotonic() - t_start > a.deadline:
-            break
-        run_dir = Path(a.runs) / name
-        cmd = [sys.executable, "-m", "pike", "optimize", name, "--device", a.device, "--json"]
-        cmd += ["--resume", str(run_dir)] if (run_dir / "run.db").exists() else ["--out", str(run_dir)]
-        if a.task_minutes:
-            cmd += ["--time-limit", str(a.task_minutes)]
-        t0 = time.monotonic()
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.monotonic() - t0
-        rec: dict = {"task": name, "rc": p.returncode, "wall_s": wall}
-        try:
-            table = json.loads(p.stdout[p.stdout.index("{"):])
-            rec["row"] = table["rows"][0]
-        except (ValueError, KeyError, IndexError):
-            rec["error"] = (p.stdout[-1500:] + p.stderr[-1500:])
-        if (run_dir / "run.db").exists():
-            rec["variants"] = variant_rows(run_dir / "run.db")
-            best = (run_dir / "best" / f"{name}.py")
-            if best.exists():
-                head = best.read_text().split("# ==== PIKE offline variant: ", 1)
-                rec["winner"] = head[1].split(" ", 1)[0] if len(head) > 1 else "eager"
-        with out.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
-        print(f"{name}: rc={p.returncode} {wall:.0f} s winner={rec.get('winner')} "
-              f"x_eager={rec.get('row', {}).get('speedup_eager')}", flush=True)
+        if name not in done:
+            todo.put(name)
+    gpus = a.gpus.split(",") if a.gpus else [None]
+    cores = cpu_list(a.cpus) if a.cpus else None
+    share = len(cores) // len(gpus) if cores else 0
+    lock = threading.Lock()
+    t_start = time.monotonic()
+
+    def worker(i: int) -> None:
+        mine = cores[i * share:(i + 1) * share] if cores else None
+        while True:
+            elapsed = time.monotonic() - t_start
+            if a.deadline is not None and elapsed > a.deadline:
+                return
+            if a.stop_at is not None and elapsed > a.stop_at - a.reserve - 60:
+                return
+            try:
+                name = todo.get_nowait()
+            except queue.Empty:
+                return
+            run_task(name, a, gpus[i], mine, t_start, out, lock)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(gpus))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     print(summary(out))
 
 
