@@ -52,6 +52,12 @@ def test_offline_optimize_writes_best_and_table(tmp_path):
         if why:
             assert state["skipped"][v.name] == f"not tried: {why}"
     assert (out / "config.toml").read_text().count('strategy = "offline"') == 1
+    # The final table took compile:default's result from the portfolio's own evaluation of it
+    # instead of compiling it again (its start-up baseline, cached, was measured separately).
+    baselines = json.loads(con.execute("SELECT baselines FROM tasks").fetchone()[0])
+    status, ms = con.execute("SELECT status, runtime_ms FROM solutions WHERE idea = 'compile:default'").fetchone()
+    assert baselines["compile:default"]["status"] == status == "ok"
+    assert baselines["compile:default"]["runtime_ms"] == ms
 
 
 def test_offline_winner_seeds_the_llm_search(tmp_path):
@@ -101,3 +107,31 @@ def test_time_limit_stops_the_portfolio_and_a_resume_finishes_it(tmp_path):
     con = sqlite3.connect(out / "run.db")
     state = json.loads(con.execute("SELECT state FROM tasks").fetchone()[0])
     assert "not tried: time limit" not in state["skipped"].values() and state["stopped"] is None
+
+
+def test_final_table_reuses_the_portfolios_compile_results_and_respects_the_time_limit():
+    from types import SimpleNamespace
+
+    from pike.evaluate.result import EvalResult
+    from pike.search.output import compile_plan
+
+    results = {1: EvalResult(status="ok"), 2: EvalResult(status="timeout"), 3: EvalResult(status="ok")}
+    sols = [SimpleNamespace(id=1, origin="offline", idea="compile:default"),
+            SimpleNamespace(id=2, origin="offline", idea="compile:max-autotune-no-cudagraphs"),
+            SimpleNamespace(id=3, origin="offline", idea="tf32+compile:reduce-overhead"),  # a combination: not the baseline
+            SimpleNamespace(id=4, origin="coa", idea="compile:reduce-overhead")]  # an LLM's: not PIKE's own code
+    modes = ("default", "max-autotune-no-cudagraphs", "reduce-overhead")
+
+    def fake_run(stopped):
+        return SimpleNamespace(solutions=sols, store=SimpleNamespace(evaluation=results.get),
+                               state=lambda: {"stopped": stopped})
+
+    known, measure, skipped = compile_plan(fake_run(None), modes)
+    # The mode that timed out in the search is not compiled again (it would time out again).
+    assert {m: r.status for m, r in known.items()} == {"default": "ok", "max-autotune-no-cudagraphs": "timeout"}
+    assert measure == ["reduce-overhead"] and skipped == []
+    known, measure, skipped = compile_plan(fake_run("time limit"), modes)
+    assert measure == [] and skipped == ["reduce-overhead"]
+    # An LLM strategy's run has no portfolio: every mode is measured, or only default after a time limit.
+    empty = SimpleNamespace(solutions=[], store=None, state=lambda: {"stopped": "time limit"})
+    assert compile_plan(empty, modes) == ({}, ["default"], ["max-autotune-no-cudagraphs", "reduce-overhead"])
