@@ -219,6 +219,11 @@ def test_cuda_portfolio(tasks):
         assert "with_max_autotune" in _by_name(vs)["compile:max-autotune"].skipped
         singles = variants(tasks[key], "cuda", combos=False)
         assert all(len(v.knobs) <= 1 for v in singles) and len(singles) == len(KNOB_ORDER) + 1
+        # Cheapest first: a time limit cuts the compile modes, and max-autotune's long compile last.
+        order = [v.name for v in singles if v.source is not None]
+        compiled = [i for i, n in enumerate(order) if n.startswith("compile:")]
+        assert order[0] == "eager" and compiled == list(range(len(order) - len(compiled), len(order)))
+        assert order[-1] == "compile:max-autotune-no-cudagraphs" and order[compiled[0]] == "compile:default"
     conv = _by_name(variants(tasks["conv"], "cuda"))
     for name in ("channels_last+cudnn_benchmark+tf32", "bf16_autocast+cuda_graph", "fp16_autocast",
                  "tf32+compile:max-autotune-no-cudagraphs", "channels_last+cudnn_benchmark+tf32+cuda_graph"):
