@@ -255,6 +255,49 @@ def test_weak_tolerance_detected_for_tiny_outputs():
     assert not compare(ref, torch.zeros(100), Tolerance(rel_norm=0.02)).ok
 
 
+def _cancelling_bf16(n=4096, seed=0):
+    """(eager-style bf16 result, fp32 truth) of a near-cancelling sum of large terms."""
+    g = torch.Generator().manual_seed(seed)
+    big, b = torch.randn(n, generator=g) * 32, torch.randn(n, generator=g)
+    eager = ((big.bfloat16() + b.bfloat16()) - big.bfloat16()).bfloat16()
+    gold = (big + b) - big
+    return eager, gold
+
+
+def test_bf16_leaf_within_eager_error_against_fp32_passes():
+    tol = Tolerance()
+    eager, gold = _cancelling_bf16()
+    precise = gold.bfloat16()  # fp32 intermediates, rounded once
+    assert not compare(eager, precise, tol).ok  # the elementwise tolerance alone rejects it
+    d = compare(eager, precise, tol, gold)
+    assert d.ok and "eager's own error" in d.note
+    assert compare(eager, precise, tol, lambda: gold).ok  # a loader: read only when needed
+    # Impostors and wrong answers stay wrong: zeros, a small bias everywhere, a few grossly wrong values.
+    assert not compare(eager, torch.zeros_like(eager), tol, gold).ok
+    assert not compare(eager, (gold + 0.1).bfloat16(), tol, gold).ok
+    spikes = precise.clone()
+    spikes[::512] += 4
+    assert not compare(eager, spikes, tol, gold).ok
+    # Not in --strict mode, not for fp32 outputs, not with a golden of another shape.
+    assert not compare(eager, precise, Tolerance(strict=True), gold).ok
+    assert not compare(eager, precise, tol, gold[:-1]).ok
+    assert not compare(gold + 1, gold, tol, gold).ok
+
+
+def test_bf16_task_candidate_more_precise_than_eager_passes(ev):
+    task = load_task(TASKS / "bf16_cancel.py")
+    ref = ev.reference(task)
+    assert ref.meta["golden"] == "ok" and ref.golden(0) is not None and ref.golden_random(0) is not None
+    r = ev.evaluate(task, cand("bf16_cancel_fp32.py"))
+    assert r.status == "ok" and "within 2x eager's own error" in r.message, (r.status, r.message)
+    assert r.trials >= 5  # seeded and re-randomised weights, both against their fp32 outputs
+    biased = task.source + "\n\nclass ModelNew(Model):\n    def forward(self, x, b):\n        return super().forward(x, b) + 0.1\n"
+    r = ev.evaluate(task, biased)
+    assert r.status == "mismatch", r.message
+    # A full-precision task has no fp32 twin.
+    assert ev.reference(load_task(TASKS / "ln_mlp.py", size="small")).meta["golden"] is None
+
+
 def test_rerandomised_weights_move_constants_and_keep_structure():
     m = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.BatchNorm1d(4))
     m.register_buffer("mask", torch.tril(torch.ones(4, 4)))

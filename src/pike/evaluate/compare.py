@@ -33,6 +33,7 @@ class Diff:
     reason: str = ""
     max_abs: float = 0.0
     max_rel: float = 0.0
+    note: str = ""  # how a passing leaf passed, when not by the elementwise tolerance
 
     def merge(self, other: "Diff") -> "Diff":
         return Diff(
@@ -40,6 +41,7 @@ class Diff:
             reason=self.reason or other.reason,
             max_abs=max(self.max_abs, other.max_abs),
             max_rel=max(self.max_rel, other.max_rel),
+            note=self.note or other.note,
         )
 
 
@@ -67,7 +69,48 @@ def structure(obj):
     return type(obj).__name__
 
 
-def _compare_tensor(path: str, ref: torch.Tensor, out: torch.Tensor, tol: Tolerance) -> Diff:
+def _compare_tensor(path: str, ref: torch.Tensor, out: torch.Tensor, tol: Tolerance, gold=None) -> Diff:
+    d = _compare_elementwise(path, ref, out, tol)
+    if d.ok or gold is None or tol.strict or ref.dtype not in (torch.bfloat16, torch.float16) or "values outside" not in d.reason:
+        return d
+    gold = gold() if callable(gold) else gold
+    if not isinstance(gold, torch.Tensor) or gold.shape != ref.shape:
+        return d
+    g = within_eager_error(ref.detach().reshape(-1), out.detach().reshape(-1), gold.detach().reshape(-1), tol)
+    return g if g.ok else d
+
+
+# A bf16/fp16 reference carries eager's own rounding: where a sum cancels to near zero, eager and a
+# more precise candidate (fused ops with fp32 intermediates, as torch.compile makes) differ by an ulp
+# of the summands, far outside the elementwise tolerance of the small result. Both are then measured
+# against the same model run in fp32: the candidate passes if its error is at most EAGER_ERROR_FACTOR
+# times eager's, in the worst element and on average (the criterion FlashAttention's tests use).
+EAGER_ERROR_FACTOR = 2.0
+
+
+def within_eager_error(ref: torch.Tensor, out: torch.Tensor, gold: torch.Tensor, tol: Tolerance) -> Diff:
+    atol, _ = tol.for_dtype(ref.dtype)
+    n = ref.numel()
+    max_c = max_r = max_g = sum_c = sum_r = 0.0
+    for start in range(0, n, CHUNK):
+        r = ref[start : start + CHUNK].float()
+        o = out[start : start + CHUNK].float()
+        g = gold[start : start + CHUNK].float()
+        if not (bool(torch.isfinite(o).all()) and bool(torch.isfinite(g).all()) and bool(torch.isfinite(r).all())):
+            return Diff(False, "non-finite values")
+        e_c, e_r = (o - g).abs_(), (r - g).abs_()
+        max_c, max_r, max_g = max(max_c, float(e_c.max())), max(max_r, float(e_r.max())), max(max_g, float(g.abs().max()))
+        sum_c, sum_r = sum_c + float(e_c.sum()), sum_r + float(e_r.sum())
+    k = EAGER_ERROR_FACTOR
+    # Only where the bound still tells the output from zeros (an output that small says nothing).
+    discriminating = max_g > k * max_r + atol
+    if discriminating and max_c <= k * max_r and sum_c <= k * sum_r:
+        return Diff(True, "", note=(f"{ref.dtype} outputs within {k:g}x eager's own error against the model in fp32 "
+                                    f"(max {max_c:.3g} vs eager's {max_r:.3g}, mean {sum_c / n:.3g} vs {sum_r / n:.3g})"))
+    return Diff(False, "outside eager's own error against fp32")
+
+
+def _compare_elementwise(path: str, ref: torch.Tensor, out: torch.Tensor, tol: Tolerance) -> Diff:
     if type(out) is not torch.Tensor:
         return Diff(False, f"{path}: a {type(out).__name__}, not a plain torch.Tensor")
     if out.shape != ref.shape:
@@ -139,14 +182,28 @@ def _compare_values(path: str, ref: torch.Tensor, out: torch.Tensor, tol: Tolera
     return Diff(True, "", max_abs, max_rel)
 
 
-def compare(ref, out, tol: Tolerance) -> Diff:
-    """Structure first, then each leaf: exact shape and dtype, NaN/Inf pattern, atol/rtol."""
+def compare(ref, out, tol: Tolerance, golden=None) -> Diff:
+    """Structure first, then each leaf: exact shape and dtype, NaN/Inf pattern, atol/rtol; for a
+    bf16/fp16 leaf that fails only on values, ``golden`` (the model in fp32) may still pass it (see
+    ``within_eager_error``)."""
     if structure(ref) != structure(out):
         return Diff(False, f"output structure {structure(out)}, expected {structure(ref)}")
     diff = Diff(True)
-    for (path, r), (_, o) in zip(flatten(ref), flatten(out)):
+    ref_leaves = flatten(ref)
+    golds: list | None = None
+
+    def gold(j: int):  # read only when a leaf needs it (``golden`` may be a loader: big files)
+        nonlocal golds
+        if golds is None:
+            value = golden() if callable(golden) else golden
+            golds = [g for _, g in flatten(value)] if value is not None else []
+            if len(golds) != len(ref_leaves):
+                golds = []
+        return golds[j] if golds else None
+
+    for j, ((path, r), (_, o)) in enumerate(zip(ref_leaves, flatten(out))):
         if isinstance(r, torch.Tensor):
-            d = _compare_tensor(path, r, o, tol)
+            d = _compare_tensor(path, r, o, tol, (lambda j=j: gold(j)) if golden is not None else None)
         elif r == o or (isinstance(r, float) and isinstance(o, float) and abs(r - o) <= 1e-6 * max(1.0, abs(r))):
             d = Diff(True)
         else:

@@ -31,7 +31,7 @@ from pike.task import Task, TaskError, apply_overrides
 
 
 # Bumped whenever what the cache holds changes shape or meaning, so that stale entries are never read.
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 
 
 def default_cache_dir() -> Path:
@@ -109,6 +109,13 @@ class Reference:
 
     def random_output(self, i: int):
         return self._get("random", i)
+
+    def golden(self, i: int):
+        """The model in fp32 on input set ``i`` (bf16/fp16 tasks only), else None."""
+        return self._get("golden", i) if self.meta.get("golden") == "ok" else None
+
+    def golden_random(self, i: int):
+        return self._get("golden_random", i) if self.meta.get("golden") == "ok" else None
 
 
 class Evaluator:

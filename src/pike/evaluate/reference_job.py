@@ -2,11 +2,14 @@
 
 Strict fp32, a pool of input sets (each set and its output in its own file), the determinism probes
 (stateful and random tasks are flagged), another seed's output for the tolerance check, and
-re-randomised weights with their outputs.
+re-randomised weights with their outputs. A task with bf16/fp16 outputs also gets the same model
+and inputs computed in fp32 (``golden/``): eager's own rounding error against it bounds how far a
+more precise candidate may differ from eager (see ``compare``).
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from time import perf_counter
 
@@ -25,6 +28,58 @@ def task_call(fn, name: str):
     if not isinstance(value, (list, tuple)):
         raise TaskFailure(f"{name}() must return a list or tuple, got {type(value).__name__}")
     return list(value)
+
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def low_precision(out) -> bool:
+    return any(isinstance(t, torch.Tensor) and t.dtype in LOW_PRECISION for t in leaves(out))
+
+
+def upcast(x: list) -> list:
+    return [t.float() if isinstance(t, torch.Tensor) and t.dtype in LOW_PRECISION else t for t in x]
+
+
+class Golden:
+    """The model in fp32 beside the reference, for tasks with bf16/fp16 outputs. Anything that stops
+    it (an fp32 forward that raises, a different output structure, memory) leaves the task without
+    one: the elementwise tolerance alone then decides, as for every other task."""
+
+    def __init__(self, model, out_dir: Path):
+        self.out_dir = out_dir
+        self.why_not = ""
+        try:
+            with torch.inference_mode(False), torch.no_grad():  # normal tensors: weights are loaded into it later
+                self.model = copy.deepcopy(model).float()
+        except Exception as e:  # noqa: BLE001
+            self.model, self.why_not = None, f"the fp32 copy failed: {type(e).__name__}: {e}"[:300]
+
+    @property
+    def on(self) -> bool:
+        return self.model is not None
+
+    def save(self, x: list, seed: int, like, path: Path) -> None:
+        if not self.on:
+            return
+        try:
+            seed_all(seed)
+            gold = to_cpu(self.model(*upcast(x)))
+            shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else None for t in leaves(gold)]
+            if shapes != [tuple(t.shape) if isinstance(t, torch.Tensor) else None for t in leaves(like)]:
+                raise ValueError("its outputs are not shaped like the reference's")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save(gold, path)
+        except Exception as e:  # noqa: BLE001
+            self.model, self.why_not = None, f"the fp32 forward failed: {type(e).__name__}: {e}"[:300]
+
+    def load_state_dict(self, sd) -> None:
+        if self.on:
+            try:
+                with torch.no_grad():
+                    self.model.load_state_dict(sd)  # copy_ casts the bf16/fp16 values to fp32
+            except Exception as e:  # noqa: BLE001
+                self.model, self.why_not = None, f"loading re-randomised weights failed: {type(e).__name__}: {e}"[:300]
 
 
 def run_reference(job: dict, job_dir: Path) -> dict:
@@ -87,6 +142,11 @@ def run_reference(job: dict, job_dir: Path) -> dict:
             out = to_cpu(out)
             lap("copy_out_s")
             if p == 0:
+                golden = Golden(model, out_dir) if low_precision(out) else None
+            if golden is not None:
+                golden.save(x, call_seed + p, out, out_dir / "golden" / f"{p}.pt")
+                lap("golden_s")
+            if p == 0:
                 first_out = out
                 # Bound the pool's disk and memory: big sets get fewer held-out copies.
                 per_set = nbytes(inputs) + nbytes(out)
@@ -126,13 +186,22 @@ def run_reference(job: dict, job_dir: Path) -> dict:
     if n_random:
         sd = weights_mod.rerandomised_state_dict(model, job["init_seed"] + 2)
         model.load_state_dict(sd)
+        if golden is not None:
+            golden.load_state_dict(sd)
         with torch.inference_mode():
             for p in range(n_random):
                 seed_all(call_seed + p)
-                save(to_cpu(model(*to_device(kept[p], device))), out_dir / "random" / f"{p}.pt")
+                x = to_device(kept[p], device)
+                out = to_cpu(model(*x))
+                save(out, out_dir / "random" / f"{p}.pt")
+                if golden is not None:
+                    golden.save(x, call_seed + p, out, out_dir / "golden_random" / f"{p}.pt")
         save(to_cpu(sd), out_dir / "random_sd.pt")
     save(init_inputs, out_dir / "init_inputs.pt")
     lap("random_weights_s")
+    if golden is not None and golden.on:
+        golden.model = None  # free it before meta is written
+    golden_meta = None if golden is None else (golden.why_not or "ok")
     meta = {
         "pool": n_pool,
         "flags": flags,
@@ -146,6 +215,8 @@ def run_reference(job: dict, job_dir: Path) -> dict:
         "init_seed": job["init_seed"],
         "call_seed": call_seed,
         "durations_s": spent,
+        # None: full-precision outputs; "ok": golden/ (and golden_random/) hold fp32 outputs; else why not.
+        "golden": golden_meta,
     }
     write_json(out_dir / "meta.json", meta)
     return {"status": "ok", "meta": meta}

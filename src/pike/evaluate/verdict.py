@@ -19,16 +19,16 @@ def check_outputs(checks: dict, ref, alt_ref) -> dict:
     """Compare the child's correctness outputs with the references; the verdict before timing."""
     total = Diff(True)
     n = 0
-    groups = [("seeded", ref.output, ref.tolerance, "")]
+    groups = [("seeded", ref.output, ref.golden, ref.tolerance, "")]
     if "random" in checks:
-        groups.append(("random", ref.random_output, ref.tolerance, " with re-randomised weights"))
+        groups.append(("random", ref.random_output, ref.golden_random, ref.tolerance, " with re-randomised weights"))
     if alt_ref is not None and "alt" in checks:
-        groups.append(("alt", alt_ref.output, alt_ref.tolerance, f" at size {alt_ref.task.size}"))
-    for name, expected, tol, what in groups:
+        groups.append(("alt", alt_ref.output, alt_ref.golden, alt_ref.tolerance, f" at size {alt_ref.task.size}"))
+    for name, expected, golden, tol, what in groups:
         for idx, out in sorted(checks.get(name, {}).items()):
-            d = compare(expected(idx), out, tol)
+            d = compare(expected(idx), out, tol, lambda: golden(idx))
             n += 1
-            total = Diff(total.ok, total.reason, max(total.max_abs, d.max_abs), max(total.max_rel, d.max_rel))
+            total = Diff(total.ok, total.reason, max(total.max_abs, d.max_abs), max(total.max_rel, d.max_rel), total.note or d.note)
             if not d.ok:
                 return {"ok": False, "group": name, "message": f"trial on input set {idx}{what}: {d.reason}", "diff": total, "trials": n}
     return {"ok": True, "diff": total, "trials": n, "random_checked": "random" in checks}
@@ -65,19 +65,20 @@ def assemble_result(c, out: JobOutcome, d: Path, verdict: dict, ref, tags: list[
             "re-randomised weight check could not run (allow seeded-only checks to accept it)",
             note, stage="weights", durations_s=durations, **errs, **base,
         )
+    how = f"; {diff.note}" if diff.note else ""  # passed by eager's own error against fp32, not elementwise
     if not plan["time"]:
-        return EvalResult("ok", "correct (not timed)", stage="compare", durations_s=durations, eager_ms=eager_ms, **errs, **base)
+        return EvalResult("ok", "correct (not timed)" + how, stage="compare", durations_s=durations, eager_ms=eager_ms, **errs, **base)
     if "timing" not in res:
         return EvalResult("runtime_error", "the candidate finished without timing results", out.log_tail[-3000:], stage="timing", **base)
     # Spot checks of timed runs and the refill check, against held-out references.
     t = torch.load(d / "timing.pt", weights_only=False)
     for run_i, sid, o in t["spot"]:
-        dd = compare(ref.output(sid), o, ref.tolerance)
+        dd = compare(ref.output(sid), o, ref.tolerance, lambda: ref.golden(sid))
         if not dd.ok:
             msg = f"timed run {run_i} (input set {sid}) differs from the reference: {dd.reason}"
             return EvalResult("mismatch", msg, msg + "\n(a result that is right when checked but wrong while timed: outputs cached by call count, or work outside the current stream)", stage="timing", durations_s=durations, **errs, **base)
     for sid, new, o in t["refill"]:
-        dd = compare(ref.output(new), o, ref.tolerance)
+        dd = compare(ref.output(new), o, ref.tolerance, lambda: ref.golden(new))
         if not dd.ok:
             msg = f"after the timing buffers were refilled in place with new values, the output was wrong: {dd.reason}"
             return EvalResult("mismatch", msg, msg + "\n(outputs cached by input pointer or by call count fail here)", stage="timing", durations_s=durations, **errs, **base)
@@ -88,9 +89,9 @@ def assemble_result(c, out: JobOutcome, d: Path, verdict: dict, ref, tags: list[
         out_of_stream=bool(ts.get("out_of_stream")), peak_mem_bytes=ts.get("peak_mem_bytes"),
         samples_ms=ts.get("samples_ms", []),
     )
-    result = EvalResult("ok", "correct", timing=timing, eager_ms=eager_ms, stage="timing", durations_s=durations, **errs, **base)
+    result = EvalResult("ok", "correct" + how, timing=timing, eager_ms=eager_ms, stage="timing", durations_s=durations, **errs, **base)
     if timing.out_of_stream:
-        result.message = "correct; host time far above CUDA event time (work outside the current stream): host time used"
+        result.message = "correct; host time far above CUDA event time (work outside the current stream): host time used" + how
         result.tags = sorted(set(result.tags) | {"out_of_stream"})
     apply_floor(c, result, ref, bandwidth_gbs)
     apply_fresh_probe(c, result, ts.get("fresh_probe"))
