@@ -11,7 +11,7 @@ import time
 import pytest
 
 from pike.evaluate.evaluator import EvalConfig
-from pike.evaluate.pool import EvalPool, SlotStats
+from pike.evaluate.pool import CANDIDATE, STARTUP, EvalPool, SlotQueue, SlotStats
 from pike.search.engine import pool_record
 from scripted import FUSED, TASK
 from pike.task import load_task
@@ -108,3 +108,32 @@ def test_pin_for_timing_moves_every_thread(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     # A thread started before the call was moved too (sched_setaffinity(0) alone would move one).
     assert p.stdout.split() == ["[(1,)]", "1", "True"]
+
+
+def test_free_slots_go_to_start_up_work_before_queued_candidates():
+    """With every slot busy, a task's start-up (references, baselines) is served before candidates that
+    queued earlier; among equals, first come first served; a cancelled waiter never swallows a slot."""
+
+    async def scenario():
+        q = SlotQueue(1)
+        held = await q.get(CANDIDATE)
+        order = []
+
+        async def waiter(name, priority):
+            i = await q.get(priority)
+            order.append(name)
+            q.put(i)
+
+        tasks = [asyncio.create_task(waiter("cand1", CANDIDATE)), asyncio.create_task(waiter("cand2", CANDIDATE))]
+        await asyncio.sleep(0)
+        gone = asyncio.create_task(waiter("cancelled", STARTUP))
+        tasks.append(asyncio.create_task(waiter("startup", STARTUP)))
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.sleep(0)
+        q.put(held)
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        assert order == ["startup", "cand1", "cand2"]
+        assert await asyncio.wait_for(q.get(CANDIDATE), 1) == 0  # the slot came back
+
+    asyncio.run(scenario())

@@ -10,6 +10,8 @@ fresh one and the call is answered with a runtime error, so the queue never stal
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import os
 import queue
 import threading
@@ -62,6 +64,42 @@ class PoolStats:
         return [s.held() / wall for s in self.slots]
 
 
+# Who gets a free slot first: a task's start-up and final table (references, baselines, the final
+# re-timing) before candidates. With several tasks on one GPU, candidates of the tasks already
+# searching would otherwise queue ahead of the start-up of the others (FIFO): on an H200, four tasks
+# took 278 s before all were searching, and a slow task held up the others.
+STARTUP, CANDIDATE = 0, 1
+
+
+class SlotQueue:
+    """Free slot indices, handed to waiters by priority, then in arrival order."""
+
+    def __init__(self, n: int):
+        self._free = list(range(n))
+        self._waiters: list[tuple[int, int, asyncio.Future]] = []
+        self._order = itertools.count()
+
+    async def get(self, priority: int) -> int:
+        if self._free and not self._waiters:
+            return self._free.pop(0)
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._order), fut))
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.put(fut.result())  # handed over just as the waiter was cancelled: pass it on
+            raise
+
+    def put(self, i: int) -> None:
+        while self._waiters:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():  # a cancelled waiter is skipped
+                fut.set_result(i)
+                return
+        self._free.append(i)
+
+
 def split_cores(devices: list[str]) -> tuple[list[tuple[int, ...]] | None, tuple[int, ...] | None]:
     """GPU slots get two cores each for their timing loops; builds get the rest, so that a compiler
     never competes with a process being timed. CPU workers and small machines: no pinning."""
@@ -106,7 +144,7 @@ class EvalPool:
         self._n_build = n_build
         self._builders: queue.Queue[Builder] | None = None  # made at the first build (needs the device's arch)
         self._executor = ThreadPoolExecutor(max_workers=len(devices) + n_build + 2, thread_name_prefix="pike-eval")
-        self._free: asyncio.Queue[int] | None = None
+        self._free: SlotQueue | None = None
         self._ref_lock: dict[str, asyncio.Lock] = {}
         self._refs_ready: set[str] = set()
         self._lock = threading.Lock()
@@ -119,20 +157,20 @@ class EvalPool:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     @asynccontextmanager
-    async def _slot(self):
+    async def _slot(self, priority: int = STARTUP):
         if self._free is None:
-            self._free = asyncio.Queue()
-            for i in range(len(self._slots)):
-                self._free.put_nowait(i)
+            self._free = SlotQueue(len(self._slots))
         self.stats.waiting += 1
-        i = await self._free.get()
-        self.stats.waiting -= 1
+        try:
+            i = await self._free.get(priority)
+        finally:
+            self.stats.waiting -= 1
         self.stats.slots[i].take()
         try:
             yield i
         finally:
             self.stats.slots[i].give_back()
-            self._free.put_nowait(i)
+            self._free.put(i)
 
     def _replace(self, i: int) -> None:
         """A fresh evaluator for slot ``i`` (its fork server and work dir go with the old one)."""
@@ -185,7 +223,7 @@ class EvalPool:
                 self.stats.building -= 1
             if failed is not None:
                 return failed
-        async with self._slot() as i:
+        async with self._slot(CANDIDATE) as i:
             ev = self._slots[i]
 
             def work() -> EvalResult:
@@ -218,7 +256,7 @@ class EvalPool:
 
     async def profile(self, task: Task, source: str) -> str:
         await self._ensure_references(task)
-        async with self._slot() as i:
+        async with self._slot(CANDIDATE) as i:
             return await self._thread(self._slots[i].profile, task, source)
 
     async def reference_meta(self, task: Task) -> dict:

@@ -13,11 +13,10 @@ Same interface as :class:`pike.evaluate.pool.EvalPool`.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict, replace
 
 from pike.evaluate.evaluator import EvalConfig, Evaluator
-from pike.evaluate.pool import PoolStats, SlotStats
+from pike.evaluate.pool import CANDIDATE, STARTUP, PoolStats, SlotQueue, SlotStats
 from pike.evaluate.result import EvalResult, Timing
 from pike.task import Task, TaskError
 
@@ -89,7 +88,7 @@ class RayPool:
         self.actors = [self._spawn() for _ in range(workers)]
         self.stats = PoolStats(slots=[SlotStats(f"ray:{i}") for i in range(workers)])
         self.max_candidate_retries = max_candidate_retries
-        self._free: asyncio.Queue[int] | None = None
+        self._free: SlotQueue | None = None
         self.lost_workers = 0
 
     def _spawn(self):
@@ -105,15 +104,16 @@ class RayPool:
         from ray.exceptions import RayActorError
 
         if self._free is None:
-            self._free = asyncio.Queue()
-            for i in range(len(self.actors)):
-                self._free.put_nowait(i)
+            self._free = SlotQueue(len(self.actors))
         retries = self.max_candidate_retries if retries is None else retries
         lost = 0
+        priority = CANDIDATE if method in ("evaluate", "profile") else STARTUP
         while True:
             self.stats.waiting += 1
-            i = await self._free.get()
-            self.stats.waiting -= 1
+            try:
+                i = await self._free.get(priority)
+            finally:
+                self.stats.waiting -= 1
             self.stats.slots[i].take()
             try:
                 value = await getattr(self.actors[i], method).remote(*args)
@@ -129,7 +129,7 @@ class RayPool:
                     raise _LostEverywhere(lost) from None
             finally:
                 self.stats.slots[i].give_back()
-                self._free.put_nowait(i)
+                self._free.put(i)
 
     async def evaluate(self, task: Task, source: str, *, trusted: bool = False, eager_ms: float | None = None,
                        time_it: bool | None = None, timeout_s: float | None = None) -> EvalResult:
