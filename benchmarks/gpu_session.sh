@@ -8,6 +8,8 @@
 #   bash benchmarks/gpu_session.sh costs       # where evaluation time goes; one task's compile modes
 #   bash benchmarks/gpu_session.sh x8a         # 8-GPU machine: scaling4 + variants + offline side by side
 #   bash benchmarks/gpu_session.sh x8b         # 8-GPU machine: costs + offline on 7 GPUs
+#   bash benchmarks/gpu_session.sh x8c         # 8-GPU machine: scaling4 + offline on 5 GPUs
+#   bash benchmarks/gpu_session.sh x8d         # 8-GPU machine: offline on all 8 GPUs
 # On a machine of several GPUs the x8 steps run parts side by side, each on its own GPUs and cores
 # (device time counts the machine, not its GPUs), each part logging to $OUT/<part>.log.
 # Results go to $OUT (default ./gpu-results). Every step has its own time limit so one slow step
@@ -44,7 +46,7 @@ offline_parallel() {  # offline_parallel GPUS CPUS STOP_AT: one task per GPU (of
     [ -f /tmp/offline.jsonl ] || cp benchmarks/results/offline_suite.jsonl /tmp/offline.jsonl 2>/dev/null
     CUDA_DEVICE_ORDER=PCI_BUS_ID timeout -s INT -k 20 "$(( $3 + 15 ))" $PY benchmarks/offline_suite.py --device cuda \
         --out /tmp/offline.jsonl --runs /tmp/pike-offline-runs --gpus "$1" --cpus "$2" --stop-at "$3" \
-        --task-minutes "${TASK_MINUTES:-5}" > "$OUT/offline.log" 2>&1
+        --task-minutes "${TASK_MINUTES:-5}" --reserve "${RESERVE:-180}" --redo "${REDO:-}" > "$OUT/offline.log" 2>&1
     echo "=== offline rc=$? after $(( $(date +%s) - T0 ))s ===" >> "$OUT/session.log"
     cp /tmp/offline.jsonl "$OUT/offline_suite.jsonl"
 }
@@ -143,6 +145,20 @@ x8b)
     wait
     tail -n 40 "$OUT/offline.log"; tail -n 15 "$OUT/costs.log"
     ;;
+x8c)
+    # The next plan: scaling4 again (start-up now served before candidates) beside the offline suite
+    # on GPUs 3-7 (REDO=llama_decoder_block,dit_block re-runs the tasks whose compile baselines the
+    # bf16 rule now judges against fp32).
+    nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv > "$OUT/gpus.csv"
+    bash "$0" scaling4 > /dev/null &
+    offline_parallel 3,4,5,6,7 64-127 "${STOP_AT:-555}" &
+    wait
+    grep -E '^\[busy_[12]gpu\] (rc=|search)' "$OUT/session.log"; tail -n 30 "$OUT/offline.log"
+    ;;
+x8d)
+    offline_parallel 0,1,2,3,4,5,6,7 0-127 "${STOP_AT:-555}"
+    tail -n 40 "$OUT/offline.log"
+    ;;
 *)
-    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|x8a|x8b" >&2; exit 2 ;;
+    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|x8a|x8b|x8c|x8d" >&2; exit 2 ;;
 esac

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import queue
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -63,7 +64,9 @@ def latest(path: Path) -> dict[str, dict]:
         for line in path.read_text().splitlines():
             if line.strip():
                 r = json.loads(line)
-                r["total_wall_s"] = out.get(r["task"], {}).get("total_wall_s", 0.0) + r["wall_s"]
+                # A run started from scratch (no run directory to resume) starts the count again.
+                before = 0.0 if r.get("fresh") else out.get(r["task"], {}).get("total_wall_s", 0.0)
+                r["total_wall_s"] = before + r["wall_s"]
                 out[r["task"]] = r
     return out
 
@@ -101,8 +104,9 @@ def cpu_list(spec: str) -> list[int]:
 
 def run_task(name: str, a, gpu: str | None, cpus: list[int] | None, t_start: float, out: Path, lock: threading.Lock) -> None:
     run_dir = Path(a.runs) / name
+    fresh = not (run_dir / "run.db").exists()
     cmd = [sys.executable, "-m", "pike", "optimize", name, "--device", a.device, "--json"]
-    cmd += ["--resume", str(run_dir)] if (run_dir / "run.db").exists() else ["--out", str(run_dir)]
+    cmd += ["--out", str(run_dir)] if fresh else ["--resume", str(run_dir)]
     minutes = a.task_minutes
     if a.stop_at is not None:
         left = (a.stop_at - a.reserve - (time.monotonic() - t_start)) / 60
@@ -116,7 +120,7 @@ def run_task(name: str, a, gpu: str | None, cpus: list[int] | None, t_start: flo
     p = subprocess.run(cmd, capture_output=True, text=True, env=env,
                        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     wall = time.monotonic() - t0
-    rec: dict = {"task": name, "rc": p.returncode, "wall_s": wall, "gpu": gpu, "cpus": len(cpus) if cpus else None}
+    rec: dict = {"task": name, "rc": p.returncode, "wall_s": wall, "gpu": gpu, "cpus": len(cpus) if cpus else None, "fresh": fresh}
     try:
         table = json.loads(p.stdout[p.stdout.index("{"):])
         rec["row"] = table["rows"][0]
@@ -148,9 +152,13 @@ def main() -> None:
     ap.add_argument("--cpus", default=None, help="cores shared out among the GPUs' tasks (taskset syntax)")
     ap.add_argument("--stop-at", type=float, default=None, help="the whole call's seconds (see --reserve)")
     ap.add_argument("--reserve", type=float, default=180.0, help="seconds kept for a task's final table")
+    ap.add_argument("--redo", default="", help="comma-separated tasks to run again from scratch (after an evaluator change)")
     a = ap.parse_args()
     out = Path(a.out)
-    done = {name for name, r in latest(out).items() if r.get("row", {}).get("status") == "done"}
+    redo = [n for n in a.redo.split(",") if n]
+    for name in redo:  # a fresh run directory; the new line in --out supersedes the old ones
+        shutil.rmtree(Path(a.runs) / name, ignore_errors=True)
+    done = {name for name, r in latest(out).items() if r.get("row", {}).get("status") == "done" and name not in redo}
     todo: queue.Queue[str] = queue.Queue()
     for name in (a.tasks.split(",") if a.tasks else suite_order()):
         if name not in done:
