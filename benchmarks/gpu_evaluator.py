@@ -5,7 +5,7 @@
 Parts: repeat (same candidate timed twice), dobench (agreement with triton.testing.do_bench),
 overhead (evaluator cost beyond build and measured runs), iam (illegal memory access contained),
 stream (side-stream candidates), build (killed CUDA extension build), pool (throughput with ~30 s
-load_inline builds), costs (where
+load_inline builds), scaling (a fixed workload on one GPU, then two), costs (where
 the time of a reference and of an evaluation goes, cold cache). Each part writes its numbers into one JSON document; the summary is printed last.
 """
 
@@ -259,6 +259,41 @@ def part_pool(cache: Path, n: int = 4) -> dict:
     return {"parallel": asyncio.run(run(srcs[1:]))}
 
 
+SCALING_TASKS = ["gpt2_block", "convnext_block", "causal_self_attention"]
+SCALING_VARIANTS = ["eager", "cuda_graph", "tf32", "bf16_autocast", "compile:default"]
+
+
+def part_scaling(cache: Path, device: str = "cuda", size: str | None = None, n_devices: int = 2) -> dict:
+    """The same fixed workload on one device, then on ``n_devices``: PIKE's own variants of a few
+    tasks (a torch.compile among them), all submitted at once. Each run has its own cache (so the
+    second cannot reuse the first's compiles) with its references made before the clock starts. Pool
+    scaling alone, without the LLM's latency or the tasks' start-up of `pool_busy.py`."""
+    from pike.search.variants import variants
+
+    tasks = [load_task(BUILTIN_DIR / f"{n}.py", size=size) for n in SCALING_TASKS]
+    work = [(t, v.name, v.source) for t in tasks for v in variants(t, device, combos=False)
+            if v.name in SCALING_VARIANTS and v.source is not None]
+
+    async def run(devices: list[str], run_cache: Path) -> dict:
+        with EvalPool(EvalConfig(device=device, cache_dir=run_cache), devices=devices) as pool:
+            await asyncio.gather(*(pool.reference_meta(t) for t in tasks))  # references, not timed
+            held0 = [s.held() for s in pool.stats.slots]
+            t0 = time.monotonic()
+            done = []
+            for fut in asyncio.as_completed([pool.evaluate(t, src, trusted=True) for t, _, src in work]):
+                r = await fut
+                done.append({"at_s": round(time.monotonic() - t0, 2), "status": r.status, "total_s": r.durations_s.get("total_s")})
+            wall = time.monotonic() - t0
+            held = [s.held() - h for s, h in zip(pool.stats.slots, held0)]
+            return {"devices": devices, "candidates": len(work), "wall_s": wall, "per_minute": 60 * len(work) / wall,
+                    "held_fraction": [h / wall for h in held], "statuses": sorted({d["status"] for d in done}), "done": done}
+
+    one = asyncio.run(run([f"{device}:0" if device == "cuda" else device], cache / "scaling-1"))
+    many = asyncio.run(run([f"{device}:{i}" if device == "cuda" else device for i in range(n_devices)], cache / f"scaling-{n_devices}"))
+    return {"work": [f"{t.name}:{name}" for t, name, _ in work], "one": one, "many": many,
+            "scaling": one["wall_s"] / many["wall_s"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", default="all")
@@ -273,7 +308,7 @@ def main() -> None:
         for p in parts:
             t0 = time.monotonic()
             try:
-                if p in ("build", "pool"):
+                if p in ("build", "pool", "scaling"):
                     res = globals()[f"part_{p}"](cache)
                 else:
                     res = globals()[f"part_{p}"](ev)

@@ -8,7 +8,7 @@
 #   bash benchmarks/gpu_session.sh costs       # where evaluation time goes; one task's compile modes
 #   bash benchmarks/gpu_session.sh x8a         # 8-GPU machine: scaling4 + variants + offline side by side
 #   bash benchmarks/gpu_session.sh x8b         # 8-GPU machine: costs + offline on 7 GPUs
-#   bash benchmarks/gpu_session.sh x8c         # 8-GPU machine: scaling4 + offline on 5 GPUs
+#   bash benchmarks/gpu_session.sh x8c         # 8-GPU machine: scaling4 + fixed-workload scaling + offline on 3 GPUs
 #   bash benchmarks/gpu_session.sh x8d         # 8-GPU machine: offline on all 8 GPUs
 # On a machine of several GPUs the x8 steps run parts side by side, each on its own GPUs and cores
 # (device time counts the machine, not its GPUs), each part logging to $OUT/<part>.log.
@@ -146,14 +146,16 @@ x8b)
     tail -n 40 "$OUT/offline.log"; tail -n 15 "$OUT/costs.log"
     ;;
 x8c)
-    # The next plan: scaling4 again (start-up now served before candidates) beside the offline suite
-    # on GPUs 3-7 (REDO=llama_decoder_block,dit_block re-runs the tasks whose compile baselines the
-    # bf16 rule now judges against fp32).
+    # The next plan: scaling4 again (start-up now served before candidates), the fixed-workload pool
+    # scaling on GPUs 3,4 and the offline suite on GPUs 5-7 (REDO=llama_decoder_block,dit_block
+    # re-runs the tasks whose compile baselines the bf16 rule now judges against fp32).
     nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv > "$OUT/gpus.csv"
     bash "$0" scaling4 > /dev/null &
-    offline_parallel 3,4,5,6,7 64-127 "${STOP_AT:-555}" &
+    on 3,4 64-95 scaling_fixed timeout -s INT 540 $PY benchmarks/gpu_evaluator.py --parts scaling --out "$OUT/scaling_fixed.json" --cache /tmp/pike-scaling &
+    offline_parallel 5,6,7 96-127 "${STOP_AT:-555}" &
     wait
-    grep -E '^\[busy_[12]gpu\] (rc=|search)' "$OUT/session.log"; tail -n 30 "$OUT/offline.log"
+    grep -E '^\[busy_[12]gpu\] (rc=|search)' "$OUT/session.log"; grep -E '"scaling"|per_minute' "$OUT/scaling_fixed.json"
+    tail -n 30 "$OUT/offline.log"
     ;;
 x8d)
     offline_parallel 0,1,2,3,4,5,6,7 0-127 "${STOP_AT:-555}"
