@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -54,6 +55,55 @@ def test_patched_timer_caught_at_run_time_too(ev, ln_task):
 def test_background_thread_gives_wrong_output(ev, ln_task):
     r = ev.evaluate(ln_task, cand("ln_thread.py"), trusted=True)
     assert r.status != "ok"
+
+
+def test_outputs_cannot_run_code_in_the_orchestrator(ev, ln_task, tmp_path):
+    """The child's saved outputs are read by the orchestrator: a pickled object there must not run.
+    (trusted=True skips the static check, as an obfuscated call would.)"""
+    marker = tmp_path / "ran-in-orchestrator"
+    evil = ln_task.source + textwrap.dedent(f"""
+
+        import os as _os
+
+
+        class _Payload:
+            def __reduce__(self):
+                return (_os.system, ("touch {marker} && test $PPID != {os.getpid()} || touch {marker}.orchestrator",))
+
+
+        class ModelNew(Model):
+            def forward(self, *args):
+                return super().forward(*args), _Payload()
+        """)
+    r = ev.evaluate(ln_task, evil, trusted=True)
+    assert r.status != "ok"
+    assert not marker.exists() and not Path(f"{marker}.orchestrator").exists(), r.message
+
+
+def test_named_tuple_outputs_are_compared_as_tuples(ev, tmp_path):
+    # torch.return_types and named tuples are saved as plain tuples, which the orchestrator can read safely.
+    path = tmp_path / "max_task.py"
+    path.write_text(textwrap.dedent("""
+        import torch
+        import torch.nn as nn
+
+
+        class Model(nn.Module):
+            def forward(self, x):
+                return torch.max(x * 2, dim=-1)
+
+
+        def get_inputs():
+            return [torch.randn(8, 16)]
+
+
+        def get_init_inputs():
+            return []
+        """))
+    task = load_task(path)
+    assert ev.evaluate(task, task.source, trusted=True).status == "ok"
+    wrong = task.source + "\n\nclass ModelNew(Model):\n    def forward(self, x):\n        return torch.min(x * 2, dim=-1)\n"
+    assert ev.evaluate(task, wrong, trusted=True).status == "mismatch"
 
 
 SECRET_READER = """

@@ -25,7 +25,7 @@ from pike.evaluate.compare import Tolerance, weak_tolerance
 from pike.evaluate.result import EvalResult, Timing
 from pike.evaluate.sandbox import JobOutcome, Sandbox
 from pike.evaluate.static import check_source
-from pike.evaluate.verdict import assemble_result, check_outputs
+from pike.evaluate.verdict import UnsafeOutputs, assemble_result, check_outputs, load_child_file
 from pike.evaluate.timing import TimingConfig
 from pike.task import Task, TaskError, apply_overrides
 
@@ -99,7 +99,7 @@ class Reference:
         key = (sub, i)
         if key in self._cache:
             return self._cache[key]
-        value = torch.load(self.dir / sub / f"{i}.pt", weights_only=False)
+        value = load_child_file(self.dir / sub / f"{i}.pt")  # tensors and plain values only, as for candidates
         if self.meta["output_bytes"] <= 4 * 2**20:
             self._cache[key] = value
         return value
@@ -239,8 +239,11 @@ class Evaluator:
         meta = json.loads((final / "meta.json").read_text())
         tol = Tolerance(strict=c.strict)
         flags = list(meta["flags"])
-        other = torch.load(final / "other_seed.pt", weights_only=False)
-        first = torch.load(final / "outputs" / "0.pt", weights_only=False)
+        try:
+            other = load_child_file(final / "other_seed.pt")
+            first = load_child_file(final / "outputs" / "0.pt")
+        except UnsafeOutputs as e:
+            raise TaskError(task.path, f"the task's outputs must be tensors, or lists, tuples and dicts of tensors and plain values: {e}") from None
         weak = weak_tolerance(first, other, tol)
         if weak:
             # The elementwise tolerance cannot tell the reference from an impostor: add a norm check.
@@ -347,8 +350,12 @@ class Evaluator:
         verdict: dict = {}
 
         def on_ask(name: str) -> dict:
-            checks = torch.load(d / "checks.pt", weights_only=False)
-            verdict.update(check_outputs(checks, ref, alt_ref))
+            try:
+                checks = load_child_file(d / "checks.pt")
+            except UnsafeOutputs as e:
+                verdict.update({"ok": False, "group": "seeded", "message": str(e), "trials": 0})
+            else:
+                verdict.update(check_outputs(checks, ref, alt_ref))
             return {"time": verdict["ok"] and plan["time"]}
 
         t0 = time.monotonic()

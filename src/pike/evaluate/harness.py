@@ -125,10 +125,14 @@ def to_device(obj, device: torch.device):
 
 
 def to_cpu(obj):
+    """Plain containers (a named tuple or a torch.return_types becomes a tuple; comparisons look at
+    the nesting only), so that the orchestrator can read what was saved with ``weights_only``."""
     if isinstance(obj, torch.Tensor):
         return obj.detach().to("cpu")
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_cpu(o) for o in obj)
+    if isinstance(obj, tuple):
+        return tuple(to_cpu(o) for o in obj)
+    if isinstance(obj, list):
+        return [to_cpu(o) for o in obj]
     if isinstance(obj, dict):
         return {k: to_cpu(v) for k, v in obj.items()}
     return obj

@@ -15,6 +15,21 @@ from pike.evaluate.result import EvalResult, Timing
 from pike.evaluate.sandbox import JobOutcome
 
 
+class UnsafeOutputs(Exception):
+    pass
+
+
+def load_child_file(path: Path):
+    """A file the candidate's process wrote. ``weights_only``: tensors, lists, tuples, dicts and plain
+    values only; a pickled object would otherwise run its code here, in the orchestrator (which holds
+    the API keys and the store). Memory-mapped: big outputs are compared without another copy."""
+    try:
+        return torch.load(path, weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError and friends
+        raise UnsafeOutputs(f"the candidate's outputs could not be read as tensors, lists, tuples, dicts and plain values "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+
+
 def check_outputs(checks: dict, ref, alt_ref) -> dict:
     """Compare the child's correctness outputs with the references; the verdict before timing."""
     total = Diff(True)
@@ -71,7 +86,10 @@ def assemble_result(c, out: JobOutcome, d: Path, verdict: dict, ref, tags: list[
     if "timing" not in res:
         return EvalResult("runtime_error", "the candidate finished without timing results", out.log_tail[-3000:], stage="timing", **base)
     # Spot checks of timed runs and the refill check, against held-out references.
-    t = torch.load(d / "timing.pt", weights_only=False)
+    try:
+        t = load_child_file(d / "timing.pt")
+    except UnsafeOutputs as e:
+        return EvalResult("mismatch", f"timed runs: {e}", str(e), stage="timing", durations_s=durations, **errs, **base)
     for run_i, sid, o in t["spot"]:
         dd = compare(ref.output(sid), o, ref.tolerance, lambda: ref.golden(sid))
         if not dd.ok:
