@@ -135,3 +135,22 @@ def test_final_table_reuses_the_portfolios_compile_results_and_respects_the_time
     # An LLM strategy's run has no portfolio: every mode is measured, or only default after a time limit.
     empty = SimpleNamespace(solutions=[], store=None, state=lambda: {"stopped": "time limit"})
     assert compile_plan(empty, modes) == ({}, ["default"], ["max-autotune-no-cudagraphs", "reduce-overhead"])
+
+
+def test_final_retiming_gets_the_time_its_compiles_took():
+    from types import SimpleNamespace
+
+    from pike.evaluate.result import EvalResult
+    from pike.search.output import retime_timeout
+
+    def res(status, total_s):
+        return EvalResult(status=status, durations_s={"total_s": total_s})
+
+    compiles = {"default": res("ok", 30.0), "reduce-overhead": res("ok", 142.0), "max-autotune-no-cudagraphs": res("timeout", 300.0)}
+    store = SimpleNamespace(evaluation={7: res("ok", 150.0)}.get)
+    run = SimpleNamespace(store=store, cfg=SimpleNamespace(eval=SimpleNamespace(timeout_s=300.0)))
+    # Twice what the compiled entries took (a timed-out mode is not re-timed), plus a minute.
+    assert retime_timeout(run, compiles, [SimpleNamespace(id=7)]) == 60 + 2 * (30 + 142 + 150)
+    # Never below the evaluator's own timeout; nothing known: the evaluator's default.
+    assert retime_timeout(run, {"default": res("ok", 5.0)}, []) == 300.0
+    assert retime_timeout(run, {}, []) is None

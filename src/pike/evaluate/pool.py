@@ -249,10 +249,10 @@ class EvalPool:
         async with self._slot() as i:
             return await self._thread(lambda: self._slots[i].baseline(task, mode, fresh=fresh))
 
-    async def retime(self, task: Task, entries: dict[str, str], max_time_s: float = 3.0) -> dict[str, Timing]:
+    async def retime(self, task: Task, entries: dict[str, str], max_time_s: float = 3.0, timeout_s: float | None = None) -> dict[str, Timing]:
         await self._ensure_references(task)
         async with self._slot() as i:
-            return await self._thread(lambda: self._slots[i].retime(task, entries, max_time_s=max_time_s))
+            return await self._thread(lambda: self._slots[i].retime(task, entries, max_time_s=max_time_s, timeout_s=timeout_s))
 
     async def profile(self, task: Task, source: str) -> str:
         await self._ensure_references(task)

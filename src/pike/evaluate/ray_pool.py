@@ -53,8 +53,8 @@ class _Worker:
         except TaskError as e:
             return {"task_error": e.problem}
 
-    def retime(self, task: dict, entries: dict, max_time_s: float) -> dict:
-        return {k: asdict(t) for k, t in self.ev.retime(_task(task), entries, max_time_s=max_time_s).items()}
+    def retime(self, task: dict, entries: dict, max_time_s: float, timeout_s: float | None = None) -> dict:
+        return {k: asdict(t) for k, t in self.ev.retime(_task(task), entries, max_time_s=max_time_s, timeout_s=timeout_s).items()}
 
     def device_info(self) -> dict:
         return self.ev.device_info()
@@ -148,8 +148,8 @@ class RayPool:
             raise TaskError(task.path, d["task_error"])
         return EvalResult.from_json(d)
 
-    async def retime(self, task: Task, entries: dict[str, str], max_time_s: float = 3.0) -> dict[str, Timing]:
-        d = await self._call("retime", _task_dict(task), entries, max_time_s)
+    async def retime(self, task: Task, entries: dict[str, str], max_time_s: float = 3.0, timeout_s: float | None = None) -> dict[str, Timing]:
+        d = await self._call("retime", _task_dict(task), entries, max_time_s, timeout_s)
         return {k: Timing(**v) for k, v in d.items()}
 
     async def device_info(self) -> dict:

@@ -40,6 +40,18 @@ def compile_plan(run, modes: tuple[str, ...]) -> tuple[dict, list[str], list[str
     return known, rest, []
 
 
+def retime_timeout(run, compiles: dict, finalists) -> float | None:
+    """The re-timing process compiles every compiled entry again: give it what their evaluations took
+    in this run (twice, plus a minute), or the evaluator's default when that is longer. A recurrent
+    task's compile modes alone took over 5 minutes on an H200, past the default."""
+    spent = [r.durations_s.get("total_s") or 0.0 for r in compiles.values() if r.ok]
+    for s in finalists:
+        r = run.store.evaluation(s.id)
+        spent.append((r.durations_s.get("total_s") or 0.0) if r is not None else 0.0)
+    need = 60 + 2 * sum(spent)
+    return max(need, run.cfg.eval.timeout_s) if spent else None
+
+
 async def finalize_task(run, run_dir: Path, *, modes: tuple[str, ...], retime: bool = True) -> dict:
     task, store = run.task, run.store
     known, _, skipped = compile_plan(run, modes)
@@ -51,7 +63,8 @@ async def finalize_task(run, run_dir: Path, *, modes: tuple[str, ...], retime: b
     entries.update({f"solution:{s.id}": s.code for s in finalists})
     timings = {}
     if retime and len(entries) > 1:
-        timings = {k: t.median_ms for k, t in (await run.pool.retime(task, entries)).items()}
+        timeout = retime_timeout(run, compiles, finalists)
+        timings = {k: t.median_ms for k, t in (await run.pool.retime(task, entries, timeout_s=timeout)).items()}
     eager_ms = timings.get("eager") or run.eager_ms
     compile_ms = {m: timings.get(f"compile:{m}") or compiles[m].runtime_ms for m, r in compiles.items() if r.ok}
     # The best search timing of hundreds is inflated: the finalists are ranked by their re-timing.
