@@ -8,7 +8,7 @@
 #   bash benchmarks/gpu_session.sh costs       # where evaluation time goes; one task's compile modes
 #   bash benchmarks/gpu_session.sh x8a         # 8-GPU machine: scaling4 + variants + offline side by side
 #   bash benchmarks/gpu_session.sh x8b         # 8-GPU machine: costs + offline on 7 GPUs
-#   bash benchmarks/gpu_session.sh x8c         # 8-GPU machine: scaling4 + fixed-workload scaling + offline on 3 GPUs
+#   bash benchmarks/gpu_session.sh x8c         # 8-GPU machine: scaling4, one GPU with 2 lanes, fixed-workload scaling, offline on 2 GPUs
 #   bash benchmarks/gpu_session.sh x8d         # 8-GPU machine: offline on all 8 GPUs
 # On a machine of several GPUs the x8 steps run parts side by side, each on its own GPUs and cores
 # (device time counts the machine, not its GPUs), each part logging to $OUT/<part>.log.
@@ -146,15 +146,21 @@ x8b)
     tail -n 40 "$OUT/offline.log"; tail -n 15 "$OUT/costs.log"
     ;;
 x8c)
-    # The next plan: scaling4 again (start-up now served before candidates), the fixed-workload pool
-    # scaling on GPUs 3,4 and the offline suite on GPUs 5-7 (REDO=llama_decoder_block,dit_block
-    # re-runs the tasks whose compile baselines the bf16 rule now judges against fp32).
+    # The next plan: scaling4 again (start-up now served before candidates), its 1-GPU run with two
+    # lanes on GPU 3, the fixed-workload pool scaling on GPUs 4,5 and the offline suite on GPUs 6,7
+    # (REDO=llama_decoder_block,dit_block re-runs the tasks whose compile baselines the bf16 rule
+    # now judges against fp32).
     nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv > "$OUT/gpus.csv"
     bash "$0" scaling4 > /dev/null &
-    on 3,4 64-95 scaling_fixed timeout -s INT 540 $PY benchmarks/gpu_evaluator.py --parts scaling --out "$OUT/scaling_fixed.json" --cache /tmp/pike-scaling &
-    offline_parallel 5,6,7 96-127 "${STOP_AT:-555}" &
+    # scaling4's 1-GPU run (GPU 0, cores 0-31) again with two lanes per GPU, on GPU 3 and cores 64-95.
+    PIKE_CACHE_DIR=/tmp/cache-lanes2 timeout -s INT -k 10 555 $PY benchmarks/pool_busy.py --tasks gpt2_block,convnext_block,gated_rmsnorm,causal_self_attention \
+        --budget 60 --concurrency 24 --seconds "${SECONDS_RUN:-500}" --grace 40 --gpus 3 --cpus 64-95 --lanes 2 \
+        --run-dir /tmp/busy-lanes2 --out "$OUT/busy_1gpu_lanes2.json" > "$OUT/lanes2.log" 2>&1 &
+    on 4,5 96-111 scaling_fixed timeout -s INT 540 $PY benchmarks/gpu_evaluator.py --parts scaling --out "$OUT/scaling_fixed.json" --cache /tmp/pike-scaling &
+    offline_parallel 6,7 112-127 "${STOP_AT:-555}" &
     wait
-    grep -E '^\[busy_[12]gpu\] (rc=|search)' "$OUT/session.log"; grep -E '"scaling"|per_minute' "$OUT/scaling_fixed.json"
+    grep -E '^\[busy_[12]gpu\] (rc=|search)' "$OUT/session.log"; grep -E '^(rc=|search)' "$OUT/lanes2.log"
+    grep -E '"scaling"|per_minute' "$OUT/scaling_fixed.json"
     tail -n 30 "$OUT/offline.log"
     ;;
 x8d)

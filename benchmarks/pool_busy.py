@@ -185,6 +185,7 @@ def main() -> None:
                     help="stop the run (SIGINT) after this long and read the utilisation recorded so far")
     ap.add_argument("--grace", type=float, default=60.0,
                     help="after the stop signal, wait this long for the final pool record before killing the run")
+    ap.add_argument("--lanes", type=int, default=1, help="eval.lanes: evaluation processes per GPU")
     ap.add_argument("--cpus", default=None,
                     help="run the optimizer and everything it starts on these cores (taskset syntax: 0-31, 0,2,4-7)")
     ap.add_argument("--run-dir", default=None)
@@ -203,7 +204,7 @@ def main() -> None:
     llm = f"cmd:{shlex.quote(sys.executable)} {HERE / 'scripted_llm.py'} --min {a.min} --max {a.max} --device {a.device.split(':')[0]}"
     cmd = [sys.executable, "-m", "pike", "optimize", str(tasks_dir), "--llm", llm, "--strategy", a.strategy,
            "--budget", str(a.budget), "--device", a.device, "--size", a.size, "--out", str(work / "run"),
-           "--set", f"llm.concurrency={a.concurrency}", "--json"]
+           "--set", f"llm.concurrency={a.concurrency}", "--set", f"eval.lanes={a.lanes}", "--json"]
     if a.device.startswith("cuda"):
         cmd += ["--gpus", a.gpus]
     # --gpus 1,2 must be the GPUs nvidia-smi calls 1 and 2 (CUDA's default order is fastest first).

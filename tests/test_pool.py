@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from pike.evaluate.evaluator import EvalConfig
+from pike.evaluate.timing import TimingConfig
 from pike.evaluate.pool import CANDIDATE, STARTUP, EvalPool, SlotQueue, SlotStats
 from pike.search.engine import pool_record
 from scripted import FUSED, TASK
@@ -137,3 +139,39 @@ def test_free_slots_go_to_start_up_work_before_queued_candidates():
         assert await asyncio.wait_for(q.get(CANDIDATE), 1) == 0  # the slot came back
 
     asyncio.run(scenario())
+
+
+SLOW_INIT = """
+import time
+
+
+class ModelNew(Model):
+    def __init__(self, *args):
+        time.sleep(2.0)  # {tag}: construction that needs no device
+        super().__init__(*args)
+"""
+
+
+def test_lanes_prepare_the_next_candidates_outside_the_device(tmp_path):
+    """With two lanes, a candidate's import and construction run while another holds the device, and the
+    device's held time is only what the gated part took; with one lane the slot is held throughout."""
+    from pike.task import load_task
+
+    task = load_task(Path(__file__).parent / "tasks" / "ln_mlp.py", size="small")
+    sources = [task.source + SLOW_INIT.replace("{tag}", f"candidate {i}") for i in range(3)]
+
+    async def run(lanes: int):
+        cfg = EvalConfig(cache_dir=tmp_path / "cache", timeout_s=60, timing=TimingConfig(warmup_ms=5, max_time_s=0.1))
+        with EvalPool(cfg, devices=["cpu"], lanes=lanes) as pool:
+            await pool.reference_meta(task)
+            held0 = pool.stats.slots[0].held()
+            results = await asyncio.gather(*(pool.evaluate(task, s, trusted=True) for s in sources))
+            return [r.status for r in results], pool.stats.slots[0].held() - held0, pool.size
+
+    statuses, held_two, size = asyncio.run(run(2))
+    assert statuses == ["ok"] * 3 and size == 2
+    statuses, held_one, size = asyncio.run(run(1))
+    assert statuses == ["ok"] * 3 and size == 1
+    # One lane holds the device through the three 2 s sleeps in __init__; two lanes sleep outside it.
+    assert held_one >= 3 * 2.0
+    assert held_two < held_one - 3.0, (held_one, held_two)

@@ -129,6 +129,7 @@ class Evaluator:
         self.workdir = Path(tempfile.mkdtemp(prefix="pike-eval-", dir=_scratch_root()))
         self.child_env = self._child_env()
         self.sandbox = Sandbox(c.start_method)
+        self.gate = None  # a DeviceGate when this evaluator is one of several lanes of its device (pool)
         self._builder: Builder | None = None
         self._refs: dict[str, Reference] = {}
         self._info: dict | None = None
@@ -348,8 +349,16 @@ class Evaluator:
         job, plan = self._candidate_job(prep.task, prep.main_src, ref, alt_task, alt_ref, prep.source, rng, time_it, prep.trusted)
         d = self._job_dir("candidate")
         verdict: dict = {}
+        gate, held = self.gate, []
+        if gate is not None:
+            job["gpu_gate"] = True  # the child asks for the device before its first use of it
 
         def on_ask(name: str) -> dict:
+            if name == "gpu":
+                if gate is not None and not held:
+                    gate.acquire()
+                    held.append(True)
+                return {}
             try:
                 checks = load_child_file(d / "checks.pt")
             except UnsafeOutputs as e:
@@ -359,7 +368,11 @@ class Evaluator:
             return {"time": verdict["ok"] and plan["time"]}
 
         t0 = time.monotonic()
-        out = self.sandbox.run(job, d, timeout=timeout_s, env={**self.child_env, **prep.env}, on_ask=on_ask)
+        try:
+            out = self.sandbox.run(job, d, timeout=timeout_s, env={**self.child_env, **prep.env}, on_ask=on_ask)
+        finally:
+            if held:
+                gate.release()
         durations = {**prep.durations, "run_s": time.monotonic() - t0}
         try:
             result = assemble_result(c, out, d, verdict, ref, prep.tags, plan, eager_ms, timeout_s, self.device_info().get("bandwidth_gbs"))

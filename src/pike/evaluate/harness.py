@@ -227,7 +227,9 @@ class RefData:
         return load(self.dir / "random_sd.pt", weights_only=False)
 
 
-def build_model(job_part: dict, name: str, device: torch.device, init_seed: int, integrity: Integrity, stage_sfx: str = ""):
+def build_model(job_part: dict, name: str, device: torch.device, init_seed: int, integrity: Integrity, stage_sfx: str = "",
+                cpu_first: bool = False):
+    """``cpu_first``: built on the CPU and left there (the caller moves it once it holds the device)."""
     ref = RefData(job_part["ref"])
     with extension_lock():  # extensions compile at import or in __init__
         try:
@@ -243,7 +245,9 @@ def build_model(job_part: dict, name: str, device: torch.device, init_seed: int,
             raise Failure("runtime_error", "import", "the candidate defines no ModelNew (or Model) subclass of torch.nn.Module")
         try:
             seed_all(init_seed)
-            model = cls(*ref.init_inputs).to(device).eval()
+            model = cls(*ref.init_inputs).eval()
+            if not cpu_first:
+                model = model.to(device)
         except Exception as e:  # noqa: BLE001
             raise Failure("runtime_error", "init" + stage_sfx, f"ModelNew(*init_inputs) raised {type(e).__name__}: {e}"[:2000], tb()) from None
     return model, ref

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 
 from pike.evaluate.build import Builder
@@ -100,6 +100,37 @@ class SlotQueue:
         self._free.append(i)
 
 
+class DeviceGate:
+    """One device's exclusive use, when it has several lanes (``EvalPool(lanes=N)``): a lane's child
+    prepares (import, construction on the CPU) without it and asks for it at its first CUDA use; the
+    reference job, re-timing and profiling hold it throughout. Re-entrant: a holder's own nested
+    evaluation (the extra check's trials) passes. Its hold time is the device's "held" figure."""
+
+    def __init__(self, stats: SlotStats):
+        self._lock = threading.RLock()
+        self._stats = stats
+        self._depth = 0
+
+    def acquire(self) -> None:
+        self._lock.acquire()
+        self._depth += 1
+        if self._depth == 1:
+            self._stats.take()
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._stats.give_back()
+        self._lock.release()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
 def split_cores(devices: list[str]) -> tuple[list[tuple[int, ...]] | None, tuple[int, ...] | None]:
     """GPU slots get two cores each for their timing loops; builds get the rest, so that a compiler
     never competes with a process being timed. CPU workers and small machines: no pinning."""
@@ -126,24 +157,35 @@ def default_devices(config: EvalConfig, gpus: list[int] | None = None, cpu_worke
 
 
 class EvalPool:
-    def __init__(self, config: EvalConfig, devices: list[str] | None = None, build_workers: int | None = None):
+    def __init__(self, config: EvalConfig, devices: list[str] | None = None, build_workers: int | None = None,
+                 lanes: int = 1):
         self.config = config
         devices = devices or [config.device]
         timing_cores, build_cores = split_cores(devices)
         self._build_cores = build_cores
+        # ``lanes`` evaluation processes per device: with more than one, the next candidates import and
+        # build their models while one holds the device (DeviceGate); only the holder's child may use it.
+        self.lanes = max(1, int(lanes))
+        self._lane_device = [d for d in range(len(devices)) for _ in range(self.lanes)]
         # Each slot times on its own cores; before that (import, compile, checks) it may also use the
-        # build cores, never another slot's timing cores.
-        self._slot_configs = [replace(config, device=d, cpu_affinity=timing_cores[i] if timing_cores else None,
-                                      prep_affinity=timing_cores[i] + build_cores if timing_cores else None)
-                              for i, d in enumerate(devices)]
+        # build cores, never another slot's timing cores. Lanes share their device's timing cores (one
+        # times at a time) and prepare on the build cores only, off the timing cores.
+        self._slot_configs = [replace(config, device=devices[d], cpu_affinity=timing_cores[d] if timing_cores else None,
+                                      prep_affinity=(build_cores if self.lanes > 1 else timing_cores[d] + build_cores) if timing_cores else None)
+                              for d in self._lane_device]
         self._slots: list[Evaluator] = [Evaluator(c) for c in self._slot_configs]
         self.stats = PoolStats(slots=[SlotStats(d) for d in devices])
+        self._gates = [DeviceGate(st) for st in self.stats.slots] if self.lanes > 1 else None
+        if self._gates is not None:
+            for i, ev in enumerate(self._slots):
+                ev.gate = self._gates[self._lane_device[i]]
+        self._probed: asyncio.Lock | None = None
         # Sized from the cores builds may use (the build cores, else this process's affinity), never
         # the machine's count: under taskset or a container's cpuset that would oversubscribe.
         n_build = build_workers or max(1, min(8, (len(build_cores) if build_cores else usable_cpus()) // 2))
         self._n_build = n_build
         self._builders: queue.Queue[Builder] | None = None  # made at the first build (needs the device's arch)
-        self._executor = ThreadPoolExecutor(max_workers=len(devices) + n_build + 2, thread_name_prefix="pike-eval")
+        self._executor = ThreadPoolExecutor(max_workers=len(self._slots) + n_build + 2, thread_name_prefix="pike-eval")
         self._free: SlotQueue | None = None
         self._ref_lock: dict[str, asyncio.Lock] = {}
         self._refs_ready: set[str] = set()
@@ -151,7 +193,22 @@ class EvalPool:
 
     @property
     def size(self) -> int:
+        """Evaluations that can be under way at once (devices times lanes)."""
         return len(self._slots)
+
+    def _held(self, i: int):
+        """For lane ``i``'s work that uses its device from start to end: its device's gate (lanes > 1)."""
+        return self._gates[self._lane_device[i]] if self._gates is not None else nullcontext()
+
+    def _probe_devices(self) -> None:
+        """Lanes share their device's facts: probing (a bandwidth test) from every lane would use the
+        device outside its gate."""
+        for d, gate in enumerate(self._gates):
+            lanes = [ev for i, ev in enumerate(self._slots) if self._lane_device[i] == d]
+            with gate:
+                info = lanes[0].device_info()
+            for ev in lanes[1:]:
+                ev._info = info
 
     async def _thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -160,23 +217,39 @@ class EvalPool:
     async def _slot(self, priority: int = STARTUP):
         if self._free is None:
             self._free = SlotQueue(len(self._slots))
+        if self._gates is not None:
+            if self._probed is None:
+                self._probed = asyncio.Lock()
+            async with self._probed:
+                if self._slots[0]._info is None:
+                    await self._thread(self._probe_devices)
         self.stats.waiting += 1
         try:
             i = await self._free.get(priority)
         finally:
             self.stats.waiting -= 1
-        self.stats.slots[i].take()
+        lone = self._gates is None  # one lane per device: the slot is the device (else the gate counts)
+        if lone:
+            self.stats.slots[i].take()
         try:
             yield i
         finally:
-            self.stats.slots[i].give_back()
+            if lone:
+                self.stats.slots[i].give_back()
             self._free.put(i)
+
+    def _with(self, i: int, fn, *args, **kwargs):
+        with self._held(i):
+            return fn(*args, **kwargs)
 
     def _replace(self, i: int) -> None:
         """A fresh evaluator for slot ``i`` (its fork server and work dir go with the old one)."""
         old = self._slots[i]
         self._slots[i] = Evaluator(self._slot_configs[i])
-        self.stats.slots[i].replaced += 1
+        if self._gates is not None:
+            self._slots[i].gate = self._gates[self._lane_device[i]]
+            self._slots[i]._info = old._info
+        self.stats.slots[self._lane_device[i]].replaced += 1
         try:
             old.close()
         except Exception:  # noqa: BLE001
@@ -192,7 +265,7 @@ class EvalPool:
             if key in self._refs_ready:
                 return
             async with self._slot() as i:
-                await self._thread(self._slots[i].references, task)
+                await self._thread(lambda: self._with(i, self._slots[i].references, task))
             self._refs_ready.add(key)
 
     async def evaluate(
@@ -229,7 +302,9 @@ class EvalPool:
             def work() -> EvalResult:
                 ref, alt = ev.references(task)
                 r = ev.run(prep, ref, alt, eager_ms=eager_ms, time_it=time_it, timeout_s=timeout_s)
-                return ev.extra_check(prep, r)
+                if not (r.ok and r.speedup_vs_eager and r.speedup_vs_eager >= ev.config.extra_check_speedup):
+                    return r
+                return self._with(i, ev.extra_check, prep, r)  # new references and a re-timing: the device throughout
 
             try:
                 result = await self._thread(work)
@@ -240,24 +315,24 @@ class EvalPool:
                     raise
                 self._replace(i)
                 return EvalResult("runtime_error", f"evaluator failure ({type(e).__name__}: {e}); the worker was replaced", stage="harness", device=ev.config.device)
-        self.stats.slots[i].timed_s += result.durations_s.get("timing_s", 0.0)
+        self.stats.slots[self._lane_device[i]].timed_s += result.durations_s.get("timing_s", 0.0)
         result.durations_s["total_s"] = time.monotonic() - t_start
         return result
 
     async def baseline(self, task: Task, mode: str, *, fresh: bool = False) -> EvalResult:
         await self._ensure_references(task)
         async with self._slot() as i:
-            return await self._thread(lambda: self._slots[i].baseline(task, mode, fresh=fresh))
+            return await self._thread(lambda: self._with(i, self._slots[i].baseline, task, mode, fresh=fresh))
 
     async def retime(self, task: Task, entries: dict[str, str], max_time_s: float = 3.0, timeout_s: float | None = None) -> dict[str, Timing]:
         await self._ensure_references(task)
         async with self._slot() as i:
-            return await self._thread(lambda: self._slots[i].retime(task, entries, max_time_s=max_time_s, timeout_s=timeout_s))
+            return await self._thread(lambda: self._with(i, self._slots[i].retime, task, entries, max_time_s=max_time_s, timeout_s=timeout_s))
 
     async def profile(self, task: Task, source: str) -> str:
         await self._ensure_references(task)
         async with self._slot(CANDIDATE) as i:
-            return await self._thread(self._slots[i].profile, task, source)
+            return await self._thread(lambda: self._with(i, self._slots[i].profile, task, source))
 
     async def reference_meta(self, task: Task) -> dict:
         await self._ensure_references(task)

@@ -74,11 +74,48 @@ def run_probe(job: dict, job_dir: Path) -> dict:
     return {"status": "ok", "info": info}
 
 
+def gate_device(job_dir: Path, device: torch.device):
+    """Lanes (several evaluation processes per GPU): ask for the device at the first CUDA
+    initialisation, wherever the candidate's code triggers it (import, construction, ``.to``), so
+    that no context is created while another lane's child holds the device. Returns the fallback,
+    called before the checks: a path that initialised CUDA without ``torch.cuda._lazy_init`` (or a
+    CPU device) asks there."""
+    state = {"asked": False}
+
+    def ask_once() -> None:
+        if not state["asked"]:
+            state["asked"] = True
+            ask(job_dir, "gpu")
+
+    if device.type == "cuda":
+        import torch.cuda as tc
+
+        lazy_init = tc._lazy_init
+
+        def gated_lazy_init():
+            ask_once()
+            return lazy_init()
+
+        tc._lazy_init = gated_lazy_init  # torch's C++ lazy init calls this module attribute too
+    return ask_once
+
+
 def run_candidate(job: dict, job_dir: Path) -> dict:
     device = torch.device(job["device"])
+    gpu_ready = gate_device(job_dir, device) if job.get("gpu_gate") else None
+    if gpu_ready is not None and os.environ.get("PIKE_EXT_LOCK"):
+        # An extension's import holds its build lock: waiting for the device under it could deadlock
+        # with a lane that holds the device and imports the same source for its alternate size.
+        gpu_ready()
     integrity = Integrity()
     t0 = perf_counter()
-    model, ref = build_model(job["main"], job["module_name"], device, job["init_seed"], integrity)
+    model, ref = build_model(job["main"], job["module_name"], device, job["init_seed"], integrity, cpu_first=gpu_ready is not None)
+    if gpu_ready is not None:
+        gpu_ready()
+        try:
+            model = model.to(device)
+        except Exception as e:  # noqa: BLE001
+            raise Failure("runtime_error", "init", f"moving ModelNew to {device} raised {type(e).__name__}: {e}"[:2000], tb()) from None
     durations = {"import_init_s": perf_counter() - t0}
     call_seed = ref.meta["call_seed"]
     check_inputs = "mutates_inputs" not in ref.meta["flags"]

@@ -46,6 +46,8 @@ def check_config(cfg: RunConfig) -> None:
         raise ValueError(f"search.time_limit_min must be positive (minutes), not {cfg.search.time_limit_min}")
     if cfg.search.offline_combos not in ("promising", "all"):
         raise ValueError(f"search.offline_combos must be 'promising' or 'all', not {cfg.search.offline_combos!r}")
+    if cfg.eval.lanes < 1:
+        raise ValueError(f"eval.lanes must be at least 1 (evaluation processes per device), not {cfg.eval.lanes}")
 
 
 def final_compile_modes(cfg: RunConfig) -> tuple[str, ...]:
@@ -140,7 +142,7 @@ class Engine:
             devices = [s.device for s in pool_cm.stats.slots]
         elif e.executor == "local":
             devices = default_devices(ecfg, gpus=e.gpus or None, cpu_workers=e.workers)
-            pool_cm = EvalPool(ecfg, devices=devices)
+            pool_cm = EvalPool(ecfg, devices=devices, lanes=e.lanes)
         else:
             raise ValueError(f"eval.executor must be local or ray, not {e.executor!r}")
         self.pool = pool_cm
