@@ -184,9 +184,9 @@ def _compare_values(path: str, ref: torch.Tensor, out: torch.Tensor, tol: Tolera
 
 
 def compare(ref, out, tol: Tolerance, golden=None) -> Diff:
-    """Structure first, then each leaf: exact shape and dtype, NaN/Inf pattern, atol/rtol; for a
-    bf16/fp16 leaf that fails only on values, ``golden`` (the model in fp32) may still pass it (see
-    ``within_eager_error``)."""
+    """Structure first, then each leaf: exact shape and dtype, NaN/Inf pattern, atol/rtol. A floating
+    leaf that fails only on values may still pass by ``golden``, the task's model run in fp32 (tasks
+    with bf16/fp16 outputs have one; see ``within_eager_error``)."""
     if structure(ref) != structure(out):
         return Diff(False, f"output structure {structure(out)}, expected {structure(ref)}")
     diff = Diff(True)
