@@ -149,7 +149,7 @@ x8c)
     # The next plan: scaling4 again (start-up now served before candidates), its 1-GPU run with two
     # lanes on GPU 3, the fixed-workload pool scaling on GPUs 4,5 and the offline suite on GPUs 6,7
     # (REDO=llama_decoder_block,dit_block re-runs the tasks whose compile baselines the bf16 rule
-    # now judges against fp32).
+    # now judges against fp32; set it for one call only, or the next call starts them over again).
     nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv > "$OUT/gpus.csv"
     bash "$0" scaling4 > /dev/null &
     # scaling4's 1-GPU run (GPU 0, cores 0-31) again with two lanes per GPU, on GPU 3 and cores 64-95.
