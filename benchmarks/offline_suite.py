@@ -71,20 +71,32 @@ def latest(path: Path) -> dict[str, dict]:
     return out
 
 
+def precision(winner: str | None) -> str:
+    """The precision a winning variant computes in (its knobs say it)."""
+    w = winner or ""
+    return "bf16" if "bf16" in w else "fp16" if "fp16" in w else "tf32" if "tf32" in w else "fp32"
+
+
 def summary(path: Path) -> str:
     rows = list(latest(path).values())
     done = [r for r in rows if r.get("row") and r["row"].get("speedup_eager")]
     if not done:
         return "no finished task"
-    lines = [f"{'task':28} {'eager ms':>9} {'best compile':>28} {'best ms':>9} {'x eager':>8} {'x compile':>9} {'min':>5}  winner"]
+    lines = [f"{'task':28} {'eager ms':>9} {'best compile':>28} {'best ms':>9} {'x eager':>8} {'x compile':>9} {'min':>5}  winner (precision)"]
     for r in done:
         t = r["row"]
         lines.append(f"{t['task']:28} {t['eager_ms']:9.4f} {str(t.get('best_compile_mode')):>18} {t.get('best_compile_ms') or float('nan'):9.4f} "
                      f"{t['best_ms']:9.4f} {t['speedup_eager']:8.2f} {t.get('speedup_best_compile') or float('nan'):9.2f} "
-                     f"{r['total_wall_s'] / 60:5.1f}  {r.get('winner')}")
-    ge = math.exp(sum(math.log(r["row"]["speedup_eager"]) for r in done) / len(done))
-    bc = [r["row"]["speedup_best_compile"] for r in done if r["row"].get("speedup_best_compile")]
-    gc = math.exp(sum(math.log(x) for x in bc) / len(bc)) if bc else float("nan")
+                     f"{r['total_wall_s'] / 60:5.1f}  {r.get('winner')} ({precision(r.get('winner'))})")
+
+    def geomean(xs: list[float]) -> float:
+        return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
+
+    ge = geomean([r["row"]["speedup_eager"] for r in done])
+    gc = geomean([r["row"]["speedup_best_compile"] for r in done if r["row"].get("speedup_best_compile")])
+    fp32 = [r for r in done if precision(r.get("winner")) == "fp32"]
+    lines.append(f"winners that kept fp32 ({len(fp32)}): geomean {geomean([r['row']['speedup_eager'] for r in fp32]):.3f}x vs eager, "
+                 f"{geomean([r['row']['speedup_best_compile'] for r in fp32 if r['row'].get('speedup_best_compile')]):.3f}x vs the best compile mode")
     stopped = [r["task"] for r in done if r["row"].get("status") == "stopped"]
     if stopped:
         lines.append(f"cut by the time limit (partial portfolio, resumed by the next call): {', '.join(stopped)}")
