@@ -313,11 +313,15 @@ class Evaluator:
         result.durations_s["total_s"] = time.monotonic() - t_start
         return result
 
+    def needs_extra_check(self, result: EvalResult) -> bool:
+        sp = result.speedup_vs_eager
+        return result.ok and sp is not None and sp >= self.config.extra_check_speedup
+
     def extra_check(self, prep: "Prepared", result: EvalResult) -> EvalResult:
         """Step 9: over ``extra_check_speedup`` vs eager, check again on input sets never used before."""
         c = self.config
         sp = result.speedup_vs_eager
-        if not result.ok or sp is None or sp < c.extra_check_speedup:
+        if not self.needs_extra_check(result):
             return result
         fresh = self.reference(prep.task, pool=c.trials, input_seed=50_000)
         again = self.run(prep, fresh, None, eager_ms=None, time_it=False)

@@ -173,12 +173,9 @@ class EvalPool:
         self._slot_configs = [replace(config, device=devices[d], cpu_affinity=timing_cores[d] if timing_cores else None,
                                       prep_affinity=(build_cores if self.lanes > 1 else timing_cores[d] + build_cores) if timing_cores else None)
                               for d in self._lane_device]
-        self._slots: list[Evaluator] = [Evaluator(c) for c in self._slot_configs]
         self.stats = PoolStats(slots=[SlotStats(d) for d in devices])
         self._gates = [DeviceGate(st) for st in self.stats.slots] if self.lanes > 1 else None
-        if self._gates is not None:
-            for i, ev in enumerate(self._slots):
-                ev.gate = self._gates[self._lane_device[i]]
+        self._slots: list[Evaluator] = [self._new_lane(i) for i in range(len(self._slot_configs))]
         self._probed: asyncio.Lock | None = None
         # Sized from the cores builds may use (the build cores, else this process's affinity), never
         # the machine's count: under taskset or a container's cpuset that would oversubscribe.
@@ -242,13 +239,17 @@ class EvalPool:
         with self._held(i):
             return fn(*args, **kwargs)
 
+    def _new_lane(self, i: int, info: dict | None = None) -> Evaluator:
+        """Slot ``i``'s evaluator; with lanes, bound to its device's gate (and its probed facts)."""
+        ev = Evaluator(self._slot_configs[i])
+        if self._gates is not None:
+            ev.gate, ev._info = self._gates[self._lane_device[i]], info
+        return ev
+
     def _replace(self, i: int) -> None:
         """A fresh evaluator for slot ``i`` (its fork server and work dir go with the old one)."""
         old = self._slots[i]
-        self._slots[i] = Evaluator(self._slot_configs[i])
-        if self._gates is not None:
-            self._slots[i].gate = self._gates[self._lane_device[i]]
-            self._slots[i]._info = old._info
+        self._slots[i] = self._new_lane(i, old._info)
         self.stats.slots[self._lane_device[i]].replaced += 1
         try:
             old.close()
@@ -302,7 +303,7 @@ class EvalPool:
             def work() -> EvalResult:
                 ref, alt = ev.references(task)
                 r = ev.run(prep, ref, alt, eager_ms=eager_ms, time_it=time_it, timeout_s=timeout_s)
-                if not (r.ok and r.speedup_vs_eager and r.speedup_vs_eager >= ev.config.extra_check_speedup):
+                if not ev.needs_extra_check(r):
                     return r
                 return self._with(i, ev.extra_check, prep, r)  # new references and a re-timing: the device throughout
 

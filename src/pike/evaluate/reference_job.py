@@ -46,8 +46,7 @@ class Golden:
     it (an fp32 forward that raises, a different output structure, memory) leaves the task without
     one: the elementwise tolerance alone then decides, as for every other task."""
 
-    def __init__(self, model, out_dir: Path):
-        self.out_dir = out_dir
+    def __init__(self, model):
         self.why_not = ""
         try:
             with torch.inference_mode(False), torch.no_grad():  # normal tensors: weights are loaded into it later
@@ -142,7 +141,7 @@ def run_reference(job: dict, job_dir: Path) -> dict:
             out = to_cpu(out)
             lap("copy_out_s")
             if p == 0:
-                golden = Golden(model, out_dir) if low_precision(out) else None
+                golden = Golden(model) if low_precision(out) else None
             if golden is not None:
                 golden.save(x, call_seed + p, out, out_dir / "golden" / f"{p}.pt")
                 lap("golden_s")

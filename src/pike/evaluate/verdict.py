@@ -26,7 +26,7 @@ def load_child_file(path: Path):
     try:
         return torch.load(path, weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - UnpicklingError and friends
-        raise UnsafeOutputs(f"the candidate's outputs could not be read as tensors, lists, tuples, dicts and plain values "
+        raise UnsafeOutputs(f"{path.name} could not be read as tensors, lists, tuples, dicts and plain values "
                             f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
 
 
