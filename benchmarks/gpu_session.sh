@@ -10,6 +10,8 @@
 #   bash benchmarks/gpu_session.sh x8b         # 8-GPU machine: costs + offline on 7 GPUs
 #   bash benchmarks/gpu_session.sh x8c         # 8-GPU machine: scaling4, one GPU with 2 lanes, fixed-workload scaling, offline on 2 GPUs
 #   bash benchmarks/gpu_session.sh x8d         # 8-GPU machine: offline on all 8 GPUs
+#   bash benchmarks/gpu_session.sh x4a         # 4-GPU machine: fixed-workload scaling on GPUs 0,1, offline on 2,3 (0,1 join after)
+#   bash benchmarks/gpu_session.sh x4b         # 4-GPU machine: offline on all 4 GPUs
 # On a machine of several GPUs the x8 steps run parts side by side, each on its own GPUs and cores
 # (device time counts the machine, not its GPUs), each part logging to $OUT/<part>.log.
 # Results go to $OUT (default ./gpu-results). Every step has its own time limit so one slow step
@@ -42,11 +44,17 @@ on() {  # on GPUS CPUS NAME CMD...: one part on its own GPUs (renumbered from 0)
     "$@" > "$OUT/$name.log" 2>&1
     echo "=== $name rc=$? after $(( $(date +%s) - T0 ))s ===" >> "$OUT/session.log"
 }
-offline_parallel() {  # offline_parallel GPUS CPUS STOP_AT: one task per GPU (offline_suite.py --gpus)
+# The suite's remaining tasks, quick ones first; recurrent ones (minutes of compiling per mode) last,
+# best started at the beginning of a call (ORDER=$SLOW_FIRST).
+ORDER_QUICK=llama_decoder_block,dit_block,gqa_attention,relu_attention,rotary_attention,mlp_deep_narrow,layernorm_gelu_chain,rmsnorm_swiglu_mlp,moe_topk,unet_resblock_attention,inception_module,rwkv_time_mix,s4_long_conv
+ORDER_SLOW=gru_sequence,lstm_stack,char_rnn,mamba_selective_scan,dense_block
+offline_parallel() {  # offline_parallel GPUS CPUS STOP_AT [offline_suite args]: one task per GPU (offline_suite.py --gpus)
     [ -f /tmp/offline.jsonl ] || cp benchmarks/results/offline_suite.jsonl /tmp/offline.jsonl 2>/dev/null
-    CUDA_DEVICE_ORDER=PCI_BUS_ID timeout -s INT -k 20 "$(( $3 + 15 ))" $PY benchmarks/offline_suite.py --device cuda \
-        --out /tmp/offline.jsonl --runs /tmp/pike-offline-runs --gpus "$1" --cpus "$2" --stop-at "$3" \
-        --task-minutes "${TASK_MINUTES:-5}" --reserve "${RESERVE:-180}" --redo "${REDO:-}" > "$OUT/offline.log" 2>&1
+    local gpus=$1 cpus=$2 stop=$3; shift 3
+    CUDA_DEVICE_ORDER=PCI_BUS_ID timeout -s INT -k 20 "$(( stop + 15 ))" $PY benchmarks/offline_suite.py --device cuda \
+        --out /tmp/offline.jsonl --runs /tmp/pike-offline-runs --gpus "$gpus" --cpus "$cpus" --stop-at "$stop" \
+        --task-minutes "${TASK_MINUTES:-5}" --reserve "${RESERVE:-180}" --redo "${REDO:-}" \
+        --tasks "${ORDER:-$ORDER_QUICK,$ORDER_SLOW}" "$@" > "$OUT/offline.log" 2>&1
     echo "=== offline rc=$? after $(( $(date +%s) - T0 ))s ===" >> "$OUT/session.log"
     cp /tmp/offline.jsonl "$OUT/offline_suite.jsonl"
 }
@@ -167,6 +175,22 @@ x8d)
     offline_parallel 0,1,2,3,4,5,6,7 0-127 "${STOP_AT:-555}"
     tail -n 40 "$OUT/offline.log"
     ;;
+x4a)
+    # The fixed-workload 1 -> 2 GPU scaling on GPUs 0,1 (cores 0-31); the offline suite on GPUs 2,3,
+    # and on 0,1 once the scaling is done (REDO=llama_decoder_block,dit_block for one call, as in x8c).
+    nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv > "$OUT/gpus.csv"
+    rm -f /tmp/scaling.done
+    ( on 0,1 0-31 scaling_fixed timeout -s INT 400 $PY benchmarks/gpu_evaluator.py --parts scaling --out "$OUT/scaling_fixed.json" --cache /tmp/pike-scaling
+      touch /tmp/scaling.done ) &
+    offline_parallel 2,3,0,1 32-63,0-31 "${STOP_AT:-555}" --later 0,1 --later-file /tmp/scaling.done &
+    wait
+    grep -E '"scaling"|per_minute|wall_s|held' "$OUT/scaling_fixed.json" | head; tail -n 30 "$OUT/scaling_fixed.log"
+    tail -n 30 "$OUT/offline.log"
+    ;;
+x4b)
+    offline_parallel 0,1,2,3 0-63 "${STOP_AT:-555}"
+    tail -n 40 "$OUT/offline.log"
+    ;;
 *)
-    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|x8a|x8b|x8c|x8d" >&2; exit 2 ;;
+    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|x8a|x8b|x8c|x8d|x4a|x4b" >&2; exit 2 ;;
 esac

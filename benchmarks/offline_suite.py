@@ -165,6 +165,8 @@ def main() -> None:
     ap.add_argument("--stop-at", type=float, default=None, help="the whole call's seconds (see --reserve)")
     ap.add_argument("--reserve", type=float, default=180.0, help="seconds kept for a task's final table")
     ap.add_argument("--redo", default="", help="comma-separated tasks to run again from scratch (after an evaluator change)")
+    ap.add_argument("--later", default="", help="GPUs (of --gpus) that join only once --later-file exists (another part ran there first)")
+    ap.add_argument("--later-file", default=None)
     a = ap.parse_args()
     out = Path(a.out)
     redo = [n for n in a.redo.split(",") if n]
@@ -181,8 +183,14 @@ def main() -> None:
     lock = threading.Lock()
     t_start = time.monotonic()
 
+    later = set(a.later.split(",")) - {""}
+
     def worker(i: int) -> None:
         mine = cores[i * share:(i + 1) * share] if cores else None
+        while gpus[i] in later and not (a.later_file and Path(a.later_file).exists()):
+            if a.stop_at is not None and time.monotonic() - t_start > a.stop_at - a.reserve - 60:
+                return
+            time.sleep(2)
         while True:
             elapsed = time.monotonic() - t_start
             if a.deadline is not None and elapsed > a.deadline:
