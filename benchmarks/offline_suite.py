@@ -165,6 +165,9 @@ def main() -> None:
     ap.add_argument("--stop-at", type=float, default=None, help="the whole call's seconds (see --reserve)")
     ap.add_argument("--reserve", type=float, default=180.0, help="seconds kept for a task's final table")
     ap.add_argument("--redo", default="", help="comma-separated tasks to run again from scratch (after an evaluator change)")
+    ap.add_argument("--min-minutes", type=float, default=3.0,
+                    help="with --stop-at, start a task only if it gets this much search before --reserve (a task cut "
+                         "short is lost when the machine does not stay up for the next call)")
     ap.add_argument("--later", default="", help="GPUs (of --gpus) that join only once --later-file exists (another part ran there first)")
     ap.add_argument("--later-file", default=None)
     a = ap.parse_args()
@@ -188,14 +191,14 @@ def main() -> None:
     def worker(i: int) -> None:
         mine = cores[i * share:(i + 1) * share] if cores else None
         while gpus[i] in later and not (a.later_file and Path(a.later_file).exists()):
-            if a.stop_at is not None and time.monotonic() - t_start > a.stop_at - a.reserve - 60:
+            if a.stop_at is not None and time.monotonic() - t_start > a.stop_at - a.reserve - 60 * a.min_minutes:
                 return
             time.sleep(2)
         while True:
             elapsed = time.monotonic() - t_start
             if a.deadline is not None and elapsed > a.deadline:
                 return
-            if a.stop_at is not None and elapsed > a.stop_at - a.reserve - 60:
+            if a.stop_at is not None and elapsed > a.stop_at - a.reserve - 60 * a.min_minutes:
                 return
             try:
                 name = todo.get_nowait()
