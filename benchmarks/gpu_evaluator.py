@@ -123,6 +123,62 @@ def part_overhead(ev: Evaluator) -> dict:
     return {"rows": rows, "median_overhead_s": statistics.median(r["overhead_s"] for r in rows)}
 
 
+def part_handoff(cache: Path, device: str = "cuda", size: str | None = None) -> dict:
+    """Outputs handed to the comparator as CUDA IPC handles against the same outputs through files
+    (the orchestrator compares): per-candidate overhead side by side (on, off, on, off, ... on one
+    cache and GPU), and the same verdicts for wrong candidates of the test suite's tasks."""
+    import os
+
+    import torch
+
+    repo = Path(__file__).resolve().parent.parent
+    shm_before = set(os.listdir("/dev/shm"))
+    doc: dict = {"rows": [], "verdicts": []}
+    evs = {m: Evaluator(EvalConfig(device=device, cache_dir=cache, comparator=m)) for m in ("on", "off")}
+    try:
+        for name in ["layernorm_gelu_chain", "mlp_shallow_wide", "gpt2_block", "rmsnorm_swiglu_mlp"]:
+            t = load_task(BUILTIN_DIR / f"{name}.py", size=size)
+            for ev in evs.values():
+                ev.evaluate(t, t.source, trusted=True)  # references cached, processes warm
+            for _ in range(3):
+                for mode, ev in evs.items():
+                    r = ev.evaluate(t, t.source, trusted=True)
+                    d = r.durations_s
+                    row = {"task": name, "comparator": mode, "status": r.status, "total_s": d.get("total_s"),
+                           "timing_s": d.get("timing_s", 0.0), "compare_s": d.get("compare_s"), "checks_s": d.get("checks_s"),
+                           "import_init_s": d.get("import_init_s"),
+                           "overhead_s": d.get("total_s", 0) - d.get("timing_s", 0) - d.get("build_s", 0)}
+                    print(json.dumps(row), flush=True)
+                    doc["rows"].append(row)
+        tests = repo / "tests"
+        cases = [("ln_mlp", n) for n in ["ln_fused", "ln_drops_affine", "ln_pointer_cache", "ln_count_cache", "ln_wrong_shape",
+                                          "ln_nan", "ln_mutates_input", "ln_thread", "ln_model_only"]]
+        cases += [("bf16_cancel", "bf16_cancel_fp32"), ("wide_mlp", "wide_addmm")]
+        for task_name, cand in cases:
+            t = load_task(tests / "tasks" / f"{task_name}.py", size=size)
+            src = (tests / "candidates" / f"{cand}.py").read_text()
+            got = {m: ev.evaluate(t, src) for m, ev in evs.items()}
+            v = {"task": task_name, "candidate": cand, **{m: [r.status, r.message[:300]] for m, r in got.items()},
+                 "same_status": got["on"].status == got["off"].status}
+            print(json.dumps(v), flush=True)
+            doc["verdicts"].append(v)
+        doc["fallbacks"] = evs["on"].comparator_fallbacks
+    finally:
+        for ev in evs.values():
+            ev.close()
+    for mode in ("on", "off"):
+        rows = [r for r in doc["rows"] if r["comparator"] == mode]
+        doc[f"median_overhead_s_{mode}"] = statistics.median(r["overhead_s"] for r in rows)
+        for name in {r["task"] for r in rows}:
+            doc[f"{name}_overhead_s_{mode}"] = statistics.median(r["overhead_s"] for r in rows if r["task"] == name)
+    doc["shm_left"] = sorted(set(os.listdir("/dev/shm")) - shm_before)[:20]
+    if device == "cuda":
+        doc["gpu_processes"] = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv"],
+                                              capture_output=True, text=True).stdout
+    doc["torch"] = torch.__version__
+    return doc
+
+
 IAM = '''
 import torch
 import torch.nn as nn
@@ -308,7 +364,7 @@ def main() -> None:
         for p in parts:
             t0 = time.monotonic()
             try:
-                if p in ("build", "pool", "scaling"):
+                if p in ("build", "pool", "scaling", "handoff"):
                     res = globals()[f"part_{p}"](cache)
                 else:
                     res = globals()[f"part_{p}"](ev)

@@ -12,6 +12,7 @@
 #   bash benchmarks/gpu_session.sh x8d         # 8-GPU machine: offline on all 8 GPUs
 #   bash benchmarks/gpu_session.sh x4a         # 4-GPU machine: fixed-workload scaling on GPUs 0,1, offline on 2,3 (0,1 join after)
 #   bash benchmarks/gpu_session.sh x4b         # 4-GPU machine: offline on all 4 GPUs
+#   bash benchmarks/gpu_session.sh x4c         # 4-GPU machine: the comparator against files (GPU 0), offline on 1,2,3
 # On a machine of several GPUs the x8 steps run parts side by side, each on its own GPUs and cores
 # (device time counts the machine, not its GPUs), each part logging to $OUT/<part>.log.
 # Results go to $OUT (default ./gpu-results). Every step has its own time limit so one slow step
@@ -191,6 +192,15 @@ x4b)
     offline_parallel 0,1,2,3 0-63 "${STOP_AT:-555}"
     tail -n 40 "$OUT/offline.log"
     ;;
+x4c)
+    # GPU 0: outputs handed to the comparator (CUDA IPC) against the same through files, side by side
+    # (overhead, and the verdicts of the test suite's wrong candidates), then the cold-cache costs.
+    ( on 0 0-15 handoff timeout -s INT 520 $PY benchmarks/gpu_evaluator.py --parts handoff,costs --out "$OUT/handoff.json" --cache /tmp/pike-handoff ) &
+    TASK_MINUTES=${TASK_MINUTES:-4} offline_parallel 1,2,3 16-63 "${STOP_AT:-555}" &
+    wait
+    grep -E '"(median_overhead|[a-z_]+_overhead_s)_|"same_status": false|fallbacks|shm_left' "$OUT/handoff.json" | head -30
+    tail -n 8 "$OUT/offline.log"
+    ;;
 *)
-    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|x8a|x8b|x8c|x8d|x4a|x4b" >&2; exit 2 ;;
+    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|x8a|x8b|x8c|x8d|x4a|x4b|x4c" >&2; exit 2 ;;
 esac

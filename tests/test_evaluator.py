@@ -340,7 +340,7 @@ def test_bf16_leaf_within_eager_error_against_fp32_passes():
 def test_bf16_task_candidate_more_precise_than_eager_passes(ev):
     task = load_task(TASKS / "bf16_cancel.py")
     ref = ev.reference(task)
-    assert ref.meta["golden"] == "ok" and ref.golden(0) is not None and ref.golden_random(0) is not None
+    assert ref.meta["golden"] == "ok" and ref.get_golden("golden", 0) is not None and ref.get_golden("golden_random", 0) is not None
     r = ev.evaluate(task, cand("bf16_cancel_fp32.py"))
     assert r.status == "ok" and "within 2x eager's own error" in r.message, (r.status, r.message)
     assert r.trials >= 5  # seeded and re-randomised weights, both against their fp32 outputs

@@ -1,7 +1,7 @@
 """Comparing a candidate's outputs with the reference's (evaluator step 6).
 
-Runs in the orchestrator only, on tensors the children saved: candidate code never runs here, so it
-cannot patch the comparison.
+Runs in the orchestrator, on tensors the children saved, or in the comparator process, on their
+memory: candidate code runs in neither, so it cannot patch the comparison.
 """
 
 from __future__ import annotations
@@ -93,10 +93,11 @@ def within_eager_error(ref: torch.Tensor, out: torch.Tensor, gold: torch.Tensor,
     atol, _ = tol.for_dtype(ref.dtype)
     n = ref.numel()
     max_c = max_r = max_g = sum_c = sum_r = 0.0
-    for start in range(0, n, CHUNK):
-        r = ref[start : start + CHUNK].float()
-        o = out[start : start + CHUNK].float()
-        g = gold[start : start + CHUNK].float()
+    step = _chunk(ref)
+    for start in range(0, n, step):
+        r = ref[start : start + step].float()
+        o = out[start : start + step].float()
+        g = gold[start : start + step].float()
         if not (bool(torch.isfinite(o).all()) and bool(torch.isfinite(g).all()) and bool(torch.isfinite(r).all())):
             return Diff(False, "non-finite values")
         e_c, e_r = (o - g).abs_(), (r - g).abs_()
@@ -129,6 +130,11 @@ def _compare_elementwise(path: str, ref: torch.Tensor, out: torch.Tensor, tol: T
 
 
 CHUNK = 1 << 20  # elements per pass: big outputs are compared chunk by chunk, in cache
+DEVICE_CHUNK = 1 << 24  # on a GPU (the comparator): fewer passes, each a sync; 64 MB temporaries
+
+
+def _chunk(t: torch.Tensor) -> int:
+    return CHUNK if t.device.type == "cpu" else DEVICE_CHUNK
 
 
 def _compare_values(path: str, ref: torch.Tensor, out: torch.Tensor, tol: Tolerance) -> Diff:
@@ -140,9 +146,10 @@ def _compare_values(path: str, ref: torch.Tensor, out: torch.Tensor, tol: Tolera
     n_bad = 0
     worst = (-float("inf"), 0.0, 0.0)  # (excess, got, expected)
     err_sq = ref_sq = 0.0
-    for start in range(0, n, CHUNK):
-        r = ref[start : start + CHUNK].to(wide)
-        o = out[start : start + CHUNK].to(wide)
+    step = _chunk(ref)
+    for start in range(0, n, step):
+        r = ref[start : start + step].to(wide)
+        o = out[start : start + step].to(wide)
         if not (bool(torch.isfinite(r).all()) and bool(torch.isfinite(o).all())):
             r_nan, o_nan = torch.isnan(r), torch.isnan(o)
             if not torch.equal(r_nan, o_nan):

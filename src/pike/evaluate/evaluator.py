@@ -23,9 +23,10 @@ import torch
 from pike.evaluate.build import Builder
 from pike.evaluate.compare import Tolerance, weak_tolerance
 from pike.evaluate.result import EvalResult, Timing
-from pike.evaluate.sandbox import JobOutcome, Sandbox
+from pike.evaluate.sandbox import JobOutcome, Sandbox, scrubbed_env
 from pike.evaluate.static import check_source
-from pike.evaluate.verdict import UnsafeOutputs, assemble_result, check_outputs, load_child_file
+from pike.evaluate.comparator import Comparator, ComparatorError
+from pike.evaluate.verdict import UnsafeOutputs, assemble_result, check_outputs, check_timed, comparator_diffs, load_child_file
 from pike.evaluate.timing import TimingConfig
 from pike.task import Task, TaskError, apply_overrides
 
@@ -59,6 +60,10 @@ class EvalConfig:
     extra_check_speedup: float = 10.0  # over this vs eager: extra trials on new inputs
     fresh_ratio: float = 2.0  # this much slower on never-seen inputs than on repeated ones: "suspect" (0: off)
     start_method: str = "forkserver"
+    # Compare outputs in a comparator process on the device, handed over as memory (CUDA IPC): no
+    # copies through files. auto: on CUDA; on: also on the CPU (shared memory); off: the orchestrator.
+    comparator: str = "auto"
+    comparator_cache_bytes: int = 2 * 2**30  # references it keeps on its device
     cache_dir: Path | None = None
     keep_jobs: bool = False  # keep job directories (candidate files, logs) for debugging
     cuda_arch_list: str | None = None
@@ -94,28 +99,29 @@ class Reference:
     flags: list[str]
     _cache: dict = field(default_factory=dict)
 
-    def _get(self, sub: str, i: int):
+    def path(self, sub: str, i: int) -> Path:
+        return self.dir / sub / f"{i}.pt"
+
+    def get(self, sub: str, i: int):
         # Small references stay in memory; large ones are read per use (one set is tens of MB).
         key = (sub, i)
         if key in self._cache:
             return self._cache[key]
-        value = load_child_file(self.dir / sub / f"{i}.pt")  # tensors and plain values only, as for candidates
+        value = load_child_file(self.path(sub, i))  # tensors and plain values only, as for candidates
         if self.meta["output_bytes"] <= 4 * 2**20:
             self._cache[key] = value
         return value
 
+    @property
+    def has_golden(self) -> bool:
+        """The model was also run in fp32 (bf16/fp16 tasks): ``golden/`` and ``golden_random/``."""
+        return self.meta.get("golden") == "ok"
+
+    def get_golden(self, sub: str, i: int):
+        return self.get(sub, i) if self.has_golden else None
+
     def output(self, i: int):
-        return self._get("outputs", i)
-
-    def random_output(self, i: int):
-        return self._get("random", i)
-
-    def golden(self, i: int):
-        """The model in fp32 on input set ``i`` (bf16/fp16 tasks only), else None."""
-        return self._get("golden", i) if self.meta.get("golden") == "ok" else None
-
-    def golden_random(self, i: int):
-        return self._get("golden_random", i) if self.meta.get("golden") == "ok" else None
+        return self.get("outputs", i)
 
 
 class Evaluator:
@@ -134,6 +140,11 @@ class Evaluator:
         self._refs: dict[str, Reference] = {}
         self._info: dict | None = None
         self._counter = itertools.count(1)
+        if c.comparator not in ("auto", "on", "off"):
+            raise ValueError(f"comparator must be auto, on or off, not {c.comparator!r}")
+        self.uses_comparator = c.comparator == "on" or (c.comparator == "auto" and c.device_type == "cuda")
+        self._cmp: Comparator | None = None
+        self.comparator_fallbacks: list[str] = []  # why outputs went through files after all
 
     # -------------------------------------------------------------- set-up
 
@@ -353,9 +364,12 @@ class Evaluator:
         job, plan = self._candidate_job(prep.task, prep.main_src, ref, alt_task, alt_ref, prep.source, rng, time_it, prep.trusted)
         d = self._job_dir("candidate")
         verdict: dict = {}
+        compare_s = [0.0]
         gate, held = self.gate, []
         if gate is not None:
             job["gpu_gate"] = True  # the child asks for the device before its first use of it
+        if self.uses_comparator:
+            job["handoff"] = "ipc"
 
         def on_ask(name: str) -> dict:
             if name == "gpu":
@@ -363,12 +377,35 @@ class Evaluator:
                     gate.acquire()
                     held.append(True)
                 return {}
+            t_cmp = time.monotonic()
             try:
-                checks = load_child_file(d / "checks.pt")
-            except UnsafeOutputs as e:
-                verdict.update({"ok": False, "group": "seeded", "message": str(e), "trials": 0})
+                return answer(name)
+            finally:
+                compare_s[0] += time.monotonic() - t_cmp
+
+        def answer(name: str) -> dict:
+            if name == "timing_file":  # compared from timing.pt once the child is done
+                return {}
+            if job.get("handoff") and name in ("checks", "timing"):  # outputs handed over as memory: the comparator compares
+                try:
+                    described = json.loads((d / f"{name}.json").read_text())
+                    if name == "checks":
+                        checks = {g: {int(i): o for i, o in rows} for g, rows in described.items() if g in ("seeded", "random", "alt")}
+                        verdict.update(check_outputs(checks, ref, alt_ref, comparator_diffs(self._comparator(), timeout_s)))
+                    else:
+                        verdict["timed"] = check_timed(described, ref, comparator_diffs(self._comparator(), timeout_s))
+                        return {}
+                except (ComparatorError, OSError, ValueError, KeyError, TypeError) as e:
+                    # not a verdict on the candidate: it saves its outputs to a file and asks again
+                    self.comparator_fallbacks.append(f"{name}: {type(e).__name__}: {e}"[:300])
+                    return {"resend": True}
             else:
-                verdict.update(check_outputs(checks, ref, alt_ref))
+                try:
+                    checks = load_child_file(d / "checks.pt")
+                except UnsafeOutputs as e:
+                    verdict.update({"ok": False, "group": "seeded", "message": str(e), "trials": 0})
+                else:
+                    verdict.update(check_outputs(checks, ref, alt_ref))
             return {"time": verdict["ok"] and plan["time"]}
 
         t0 = time.monotonic()
@@ -377,7 +414,7 @@ class Evaluator:
         finally:
             if held:
                 gate.release()
-        durations = {**prep.durations, "run_s": time.monotonic() - t0}
+        durations = {**prep.durations, "run_s": time.monotonic() - t0, "compare_s": compare_s[0]}
         try:
             result = assemble_result(c, out, d, verdict, ref, prep.tags, plan, eager_ms, timeout_s, self.device_info().get("bandwidth_gbs"))
         finally:
@@ -489,7 +526,15 @@ class Evaluator:
             os.replace(tmp, path)
         return result
 
+    def _comparator(self) -> Comparator:
+        if self._cmp is None:
+            self._cmp = Comparator(scrubbed_env(self.child_env), self.config.comparator_cache_bytes,
+                                   log=self.workdir / "comparator.log")
+        return self._cmp
+
     def close(self) -> None:
+        if self._cmp is not None:
+            self._cmp.close()
         self.sandbox.close()
         if self._builder is not None:
             self._builder.close()

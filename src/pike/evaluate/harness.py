@@ -124,17 +124,18 @@ def to_device(obj, device: torch.device):
     return obj
 
 
-def to_cpu(obj):
+def to_cpu(obj, move: bool = True):
     """Plain containers (a named tuple or a torch.return_types becomes a tuple; comparisons look at
-    the nesting only), so that the orchestrator can read what was saved with ``weights_only``."""
+    the nesting only), so that the orchestrator can read what was saved with ``weights_only``.
+    ``move=False``: the tensors stay where they are (handed to the comparator as memory)."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu")
+        return obj.detach().to("cpu") if move else obj.detach()
     if isinstance(obj, tuple):
-        return tuple(to_cpu(o) for o in obj)
+        return tuple(to_cpu(o, move) for o in obj)
     if isinstance(obj, list):
-        return [to_cpu(o) for o in obj]
+        return [to_cpu(o, move) for o in obj]
     if isinstance(obj, dict):
-        return {k: to_cpu(v) for k, v in obj.items()}
+        return {k: to_cpu(v, move) for k, v in obj.items()}
     return obj
 
 
@@ -253,7 +254,9 @@ def build_model(job_part: dict, name: str, device: torch.device, init_seed: int,
     return model, ref
 
 
-def run_trials(model, ref: RefData, ids: list[int], device, call_seed: int, stage: str, check_inputs: bool) -> dict:
+def run_trials(model, ref: RefData, ids: list[int], device, call_seed: int, stage: str, check_inputs: bool,
+               keep: bool = False) -> dict:
+    """Outputs per input set, on the CPU, or where they are with ``keep`` (for the comparator)."""
     out = {}
     with torch.inference_mode():
         for i in ids:
@@ -269,5 +272,5 @@ def run_trials(model, ref: RefData, ids: list[int], device, call_seed: int, stag
             devs = output_devices(y)
             if devs != ref.meta["out_devices"]:
                 raise Failure("mismatch", stage, f"outputs on {devs}, the reference's on {ref.meta['out_devices']}")
-            out[i] = to_cpu(y)
+            out[i] = to_cpu(y, move=not keep)
     return out

@@ -1,7 +1,9 @@
 """From a child's saved outputs to the verdict (evaluator steps 6, 7's checks, 9 and 10).
 
 Runs in the orchestrator: the correctness trials, the spot checks of timed runs and the refill check
-are compared here against the references, and the result is assembled with the I/O floor applied.
+are compared against the references, here (``local_diffs``) or, for outputs a child handed over as
+memory handles, in the comparator process (``comparator_diffs``); then the result is assembled with
+the I/O floor applied.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from pike.evaluate.comparator import ComparatorError
 from pike.evaluate.compare import Diff, compare
 from pike.evaluate.result import EvalResult, Timing
 from pike.evaluate.sandbox import JobOutcome
@@ -30,23 +33,60 @@ def load_child_file(path: Path):
                             f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
 
 
-def check_outputs(checks: dict, ref, alt_ref) -> dict:
+def local_diffs(items):
+    """Diffs in this process, one item at a time (each reference read only when reached)."""
+    for r, sub, gold_sub, idx, out in items:
+        yield compare(r.get(sub, idx), out, r.tolerance, lambda r=r, g=gold_sub, i=idx: r.get_golden(g, i))
+
+
+def comparator_diffs(comparator, timeout_s: float):
+    """Diffs from the comparator process; ``out`` is then the child's description of its outputs
+    (``ipc.share``), passed on unread. Raises ComparatorError when it cannot answer."""
+
+    def diffs(items):
+        items = list(items)
+        reqs = [{"ref": str(r.path(sub, idx)), "gold": str(r.path(gold_sub, idx)) if r.has_golden else None,
+                 "strict": r.tolerance.strict, "rel_norm": r.tolerance.rel_norm, "out": out}
+                for r, sub, gold_sub, idx, out in items]
+        got = [Diff(**d) for d in comparator.compare(reqs, timeout_s)]
+        if len(got) < len(items) and all(d.ok for d in got):
+            raise ComparatorError(f"{len(got)} answers for {len(items)} outputs")
+        return got
+
+    return diffs
+
+
+def check_outputs(checks: dict, ref, alt_ref, diffs=local_diffs) -> dict:
     """Compare the child's correctness outputs with the references; the verdict before timing."""
+    groups = [("seeded", ref, "outputs", "golden", "")]
+    if "random" in checks:
+        groups.append(("random", ref, "random", "golden_random", " with re-randomised weights"))
+    if alt_ref is not None and "alt" in checks:
+        groups.append(("alt", alt_ref, "outputs", "golden", f" at size {alt_ref.task.size}"))
+    plan = [(name, r, sub, gold, what, idx, out) for name, r, sub, gold, what in groups for idx, out in sorted(checks.get(name, {}).items())]
     total = Diff(True)
     n = 0
-    groups = [("seeded", ref.output, ref.golden, ref.tolerance, "")]
-    if "random" in checks:
-        groups.append(("random", ref.random_output, ref.golden_random, ref.tolerance, " with re-randomised weights"))
-    if alt_ref is not None and "alt" in checks:
-        groups.append(("alt", alt_ref.output, alt_ref.golden, alt_ref.tolerance, f" at size {alt_ref.task.size}"))
-    for name, expected, golden, tol, what in groups:
-        for idx, out in sorted(checks.get(name, {}).items()):
-            d = compare(expected(idx), out, tol, lambda: golden(idx))
-            n += 1
-            total = Diff(total.ok, total.reason, max(total.max_abs, d.max_abs), max(total.max_rel, d.max_rel), total.note or d.note)
-            if not d.ok:
-                return {"ok": False, "group": name, "message": f"trial on input set {idx}{what}: {d.reason}", "diff": total, "trials": n}
+    for (name, r, sub, gold, what, idx, out), d in zip(plan, diffs([p[1:4] + p[5:] for p in plan])):
+        n += 1
+        total = Diff(total.ok, total.reason, max(total.max_abs, d.max_abs), max(total.max_rel, d.max_rel), total.note or d.note)
+        if not d.ok:
+            return {"ok": False, "group": name, "message": f"trial on input set {idx}{what}: {d.reason}", "diff": total, "trials": n}
     return {"ok": True, "diff": total, "trials": n, "random_checked": "random" in checks}
+
+
+def check_timed(timed: dict, ref, diffs=local_diffs) -> dict:
+    """The spot checks of timed runs and the refill check, against held-out references."""
+    plan = [("spot", run_i, sid, sid, o) for run_i, sid, o in timed["spot"]]
+    plan += [("refill", sid, sid, new, o) for sid, new, o in timed["refill"]]
+    for (kind, a, sid, idx, _), d in zip(plan, diffs([(ref, "outputs", "golden", p[3], p[4]) for p in plan])):
+        if d.ok:
+            continue
+        if kind == "spot":
+            msg = f"timed run {a} (input set {sid}) differs from the reference: {d.reason}"
+            return {"ok": False, "message": msg, "feedback": msg + "\n(a result that is right when checked but wrong while timed: outputs cached by call count, or work outside the current stream)"}
+        msg = f"after the timing buffers were refilled in place with new values, the output was wrong: {d.reason}"
+        return {"ok": False, "message": msg, "feedback": msg + "\n(outputs cached by input pointer or by call count fail here)"}
+    return {"ok": True}
 
 
 def assemble_result(c, out: JobOutcome, d: Path, verdict: dict, ref, tags: list[str], plan: dict, eager_ms: float | None, timeout_s: float, bandwidth_gbs: float | None) -> EvalResult:
@@ -85,21 +125,14 @@ def assemble_result(c, out: JobOutcome, d: Path, verdict: dict, ref, tags: list[
         return EvalResult("ok", "correct (not timed)" + how, stage="compare", durations_s=durations, eager_ms=eager_ms, **errs, **base)
     if "timing" not in res:
         return EvalResult("runtime_error", "the candidate finished without timing results", out.log_tail[-3000:], stage="timing", **base)
-    # Spot checks of timed runs and the refill check, against held-out references.
-    try:
-        t = load_child_file(d / "timing.pt")
-    except UnsafeOutputs as e:
-        return EvalResult("mismatch", f"timed runs: {e}", str(e), stage="timing", durations_s=durations, **errs, **base)
-    for run_i, sid, o in t["spot"]:
-        dd = compare(ref.output(sid), o, ref.tolerance, lambda: ref.golden(sid))
-        if not dd.ok:
-            msg = f"timed run {run_i} (input set {sid}) differs from the reference: {dd.reason}"
-            return EvalResult("mismatch", msg, msg + "\n(a result that is right when checked but wrong while timed: outputs cached by call count, or work outside the current stream)", stage="timing", durations_s=durations, **errs, **base)
-    for sid, new, o in t["refill"]:
-        dd = compare(ref.output(new), o, ref.tolerance, lambda: ref.golden(new))
-        if not dd.ok:
-            msg = f"after the timing buffers were refilled in place with new values, the output was wrong: {dd.reason}"
-            return EvalResult("mismatch", msg, msg + "\n(outputs cached by input pointer or by call count fail here)", stage="timing", durations_s=durations, **errs, **base)
+    timed = verdict.get("timed")  # compared while the child waited (comparator), else from its file
+    if timed is None:
+        try:
+            timed = check_timed(load_child_file(d / "timing.pt"), ref)
+        except UnsafeOutputs as e:
+            return EvalResult("mismatch", f"timed runs: {e}", str(e), stage="timing", durations_s=durations, **errs, **base)
+    if not timed["ok"]:
+        return EvalResult("mismatch", timed["message"], timed["feedback"], stage="timing", durations_s=durations, **errs, **base)
     ts = res["timing"]
     timing = Timing(
         median_ms=ts["median_ms"], iqr_ms=ts["iqr_ms"], runs=ts["runs"],

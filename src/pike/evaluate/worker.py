@@ -24,12 +24,13 @@ from pathlib import Path
 
 import torch
 
+from pike.evaluate import ipc
 from pike.evaluate import timing as timing_mod
 from pike.evaluate import weights as weights_mod
 from pike.evaluate.build import extension_lock
 from pike.evaluate.harness import (
     Failure, Integrity, RefData, TaskFailure, build_model, check_output_types, guarded_call,
-    import_file, ask, perf_counter, pin_for_timing, run_trials, save_atomic, seed_all, tb, to_cpu, to_device, write_json,
+    import_file, ask, leaves as leaves_of, perf_counter, pin_for_timing, run_trials, save_atomic, seed_all, tb, to_cpu, to_device, write_json,
 )
 from pike.evaluate.reference_job import run_reference
 
@@ -119,36 +120,69 @@ def run_candidate(job: dict, job_dir: Path) -> dict:
     durations = {"import_init_s": perf_counter() - t0}
     call_seed = ref.meta["call_seed"]
     check_inputs = "mutates_inputs" not in ref.meta["flags"]
-    checks = {"seeded": run_trials(model, ref, job["main"]["trials"], device, call_seed, "forward", check_inputs)}
+    keep = job.get("handoff") == "ipc"  # outputs stay on the device for the comparator
+    checks = {"seeded": run_trials(model, ref, job["main"]["trials"], device, call_seed, "forward", check_inputs, keep)}
     compat, why = weights_mod.compatible(ref.meta["state_dict"], model)
     if compat and job["main"]["random_trials"]:
         seeded_sd = {k: v.clone() for k, v in model.state_dict().items()}
         model.load_state_dict(ref.random_sd())
-        checks["random"] = run_trials(model, ref, job["main"]["random_trials"], device, call_seed, "forward (re-randomised weights)", check_inputs)
+        checks["random"] = run_trials(model, ref, job["main"]["random_trials"], device, call_seed, "forward (re-randomised weights)", check_inputs, keep)
         model.load_state_dict(seeded_sd)
     if job.get("alt"):
         alt_model, alt_ref = build_model(job["alt"], job["module_name"] + "_alt", device, job["init_seed"], integrity, " (alternate size)")
-        checks["alt"] = run_trials(alt_model, alt_ref, job["alt"]["trials"], device, alt_ref.meta["call_seed"], "forward (alternate size)", check_inputs)
+        checks["alt"] = run_trials(alt_model, alt_ref, job["alt"]["trials"], device, alt_ref.meta["call_seed"], "forward (alternate size)", check_inputs, keep)
         del alt_model
     changed = integrity.changed()
     if changed:
         raise Failure("rejected", "forward", f"the candidate replaced {', '.join(changed)}; harness functions must not be patched")
     durations["checks_s"] = perf_counter() - t0 - durations["import_init_s"]
-    save_atomic(checks, job_dir / "checks.pt")
-    verdict = ask(job_dir, "checks")
+    verdict = hand_over(job_dir, "checks", checks, {g: [[i, o] for i, o in outs.items()] for g, outs in checks.items()}, keep, device)
+    del checks
     result = {"status": "ok", "state_dict_compatible": compat, "state_dict_note": why, "durations": durations}
     if not verdict.get("time") or not job.get("timing"):
         return result
     pin_for_timing()
     t1 = perf_counter()
-    stats, spot, refill = _time(model, ref, job["timing"], device, call_seed)
-    save_atomic({"spot": spot, "refill": refill}, job_dir / "timing.pt")
+    stats, spot, refill = _time(model, ref, job["timing"], device, call_seed, keep)
+    timed = {"spot": spot, "refill": refill}
+    if keep:
+        hand_over(job_dir, "timing", timed, timed, keep, device)
+    else:
+        save_atomic(timed, job_dir / "timing.pt")
+    del timed, spot, refill
     changed = integrity.changed()
     if changed:
         raise Failure("rejected", "timing", f"the candidate replaced {', '.join(changed)} while being timed")
     durations["timing_s"] = perf_counter() - t1
     result["timing"] = stats
     return result
+
+
+def hand_over(job_dir: Path, name: str, outputs, rows: dict, keep: bool, device) -> dict:
+    """Ask the orchestrator ``name`` about ``outputs``: with ``keep``, as memory handles for the
+    comparator in ``<name>.json`` (``rows``: the same outputs as ``{key: [[ids..., output], ...]}``);
+    else, or when the handles cannot be made or read, saved to ``<name>.pt`` (on the CPU) and asked
+    as ``<name>_file``."""
+    if keep:
+        held: list = []  # the shared tensors, alive until the answer
+        try:
+            _same_device(outputs, device)
+            described = {k: [[*row[:-1], ipc.share(row[-1], held)] for row in v] for k, v in rows.items()}
+            write_json(job_dir / f"{name}.json", described)
+            answer = ask(job_dir, name)
+        except (ipc.NotShareable, RuntimeError):
+            answer = {"resend": True}
+        del held
+        if not answer.get("resend"):
+            return answer
+    save_atomic(to_cpu(outputs), job_dir / f"{name}.pt")
+    return ask(job_dir, f"{name}_file") if keep else ask(job_dir, name)
+
+
+def _same_device(obj, device) -> None:
+    for t in leaves_of(obj):
+        if isinstance(t, torch.Tensor) and t.device.type != device.type:
+            raise ipc.NotShareable(f"an output on {t.device.type}")
 
 
 def _before_each_run(buffers: dict, call_seed: int):
@@ -165,7 +199,7 @@ def _before_each_run(buffers: dict, call_seed: int):
     return prepare
 
 
-def _time(model, ref: RefData, tj: dict, device, call_seed: int):
+def _time(model, ref: RefData, tj: dict, device, call_seed: int, keep: bool = False):
     cfg = timing_mod.TimingConfig(**tj["config"])
     rng = random.Random(tj["seed"])
     sets = tj["sets"]
@@ -190,14 +224,14 @@ def _time(model, ref: RefData, tj: dict, device, call_seed: int):
                     if isinstance(dst, torch.Tensor):
                         dst.copy_(s)
                 y = timing_mod.clone_outputs(guarded_call(model, buffers[sid], call_seed + new, check_inputs=False, stage="timing"))
-                refill.append((sid, new, to_cpu(y)))
+                refill.append((sid, new, to_cpu(y, move=not keep)))
             if device.type == "cuda":
                 torch.cuda.synchronize()
     except Failure:
         raise
     except Exception as e:  # noqa: BLE001
         raise Failure("runtime_error", "timing", f"forward raised {type(e).__name__} while being timed: {e}"[:2000], tb()) from None
-    spot = [(i, sid, to_cpu(o)) for i, sid, o in spot]
+    spot = [(i, sid, to_cpu(o, move=not keep)) for i, sid, o in spot]
     if tj.get("fresh_probe"):
         probe = _fresh_probe(call, buffers, sets, device, cfg, prepare)
         if probe and probe["ratio"] > 1.5:  # confirm on new content: the lower of two (a busy CPU)

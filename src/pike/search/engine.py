@@ -46,6 +46,8 @@ def check_config(cfg: RunConfig) -> None:
         raise ValueError(f"search.time_limit_min must be positive (minutes), not {cfg.search.time_limit_min}")
     if cfg.search.offline_combos not in ("promising", "all"):
         raise ValueError(f"search.offline_combos must be 'promising' or 'all', not {cfg.search.offline_combos!r}")
+    if cfg.eval.comparator not in ("auto", "on", "off"):
+        raise ValueError(f"eval.comparator must be auto, on or off, not {cfg.eval.comparator!r}")
     if cfg.eval.lanes < 1:
         raise ValueError(f"eval.lanes must be at least 1 (evaluation processes per device), not {cfg.eval.lanes}")
 
@@ -71,6 +73,7 @@ def eval_config(cfg: RunConfig) -> EvalConfig:
     return EvalConfig(
         device=e.device, trials=e.trials, timeout_s=e.timeout_s, build_timeout_s=e.build_timeout_s,
         strict=e.strict, require_state_dict=e.require_state_dict, start_method=e.start_method, seed=cfg.seed,
+        comparator=e.comparator,
     )
 
 

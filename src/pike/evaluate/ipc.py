@@ -1,0 +1,112 @@
+"""Handing a child's outputs to the comparator without copying them through files.
+
+The child describes each output tensor by a handle to its memory: a CUDA IPC handle on the GPU, a
+shared-memory file on the CPU (the tensor is copied there once). The description is plain JSON, so
+the comparator reads it without unpickling anything a candidate wrote, and maps the same memory: no
+device-to-host copy, no file and no second copy in the orchestrator. The child keeps its tensors
+alive until its question is answered.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import torch
+
+
+class NotShareable(Exception):
+    """An output this transport cannot describe (the caller falls back to files)."""
+
+
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def _b64(x):
+    return base64.b64encode(x).decode() if isinstance(x, bytes) else x
+
+
+def _unb64(x):
+    return base64.b64decode(x) if isinstance(x, str) else x
+
+
+def _share_tensor(t: torch.Tensor, keep: list) -> dict:
+    if type(t) is not torch.Tensor or t.layout != torch.strided or t.is_quantized:
+        raise NotShareable(f"a {type(t).__name__} with layout {t.layout}")
+    t = t.detach()
+    meta = {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape), "stride": list(t.stride()),
+            "offset": t.storage_offset()}
+    if t.device.type == "cuda":
+        if t.untyped_storage().nbytes() == 0:
+            return {**meta, "empty": "cuda"}
+        handle = t.untyped_storage()._share_cuda_()
+        keep.append(t)
+        return {**meta, "cuda": [_b64(x) for x in handle]}
+    if t.device.type == "cpu":
+        if t.untyped_storage().nbytes() == 0:
+            return {**meta, "empty": "cpu"}
+        if not t.is_shared():
+            t = t.clone().share_memory_() if t.untyped_storage().nbytes() > 4 * t.nbytes + 4096 else t.share_memory_()
+            meta.update(stride=list(t.stride()), offset=t.storage_offset())
+        handle = t.untyped_storage()._share_filename_cpu_()
+        keep.append(t)
+        return {**meta, "cpu": [_b64(x) for x in handle]}
+    raise NotShareable(f"a tensor on {t.device.type}")
+
+
+def share(obj, keep: list):
+    """A JSON-able description of ``obj`` (tensors, lists, tuples, dicts, plain scalars). ``keep``
+    collects what must stay alive until the reader is done."""
+    if isinstance(obj, torch.Tensor):
+        return {"tensor": _share_tensor(obj, keep)}
+    if isinstance(obj, (list, tuple)):
+        return {"list": [share(o, keep) for o in obj]}
+    if isinstance(obj, dict):
+        if not all(isinstance(k, (str, int)) for k in obj):
+            raise NotShareable("a dict with keys other than strings and ints")
+        return {"dict": [[k, share(v, keep)] for k, v in obj.items()]}
+    if isinstance(obj, _SCALARS):
+        return {"value": obj}
+    raise NotShareable(f"a {type(obj).__name__}")
+
+
+def _dtype(name: str) -> torch.dtype:
+    dt = getattr(torch, name, None)
+    if not isinstance(dt, torch.dtype):
+        raise ValueError(f"not a dtype: {name!r}")
+    return dt
+
+
+def _open_tensor(spec: dict) -> torch.Tensor:
+    dtype = _dtype(spec["dtype"])
+    shape, stride, offset = [int(x) for x in spec["shape"]], [int(x) for x in spec["stride"]], int(spec["offset"])
+    if "empty" in spec:
+        return torch.empty_strided(shape, stride, dtype=dtype, device=spec["empty"])
+    if "cuda" in spec:
+        device, handle, size, off, rc_handle, rc_off, ev_handle, ev_sync = (_unb64(x) for x in spec["cuda"])
+        storage = torch.UntypedStorage._new_shared_cuda(int(device), handle, int(size), int(off), rc_handle, int(rc_off),
+                                                        ev_handle, bool(ev_sync))
+        dev = torch.device("cuda", int(device))
+    else:
+        manager, name, size = (_unb64(x) for x in spec["cpu"])
+        storage = torch.UntypedStorage._new_shared_filename_cpu(manager, name, int(size))
+        dev = torch.device("cpu")
+    # set_ checks that the view fits in the storage: a bad description cannot read past it
+    return torch.empty(0, dtype=dtype, device=dev).set_(storage, offset, shape, stride)
+
+
+def open_shared(spec):
+    """The object ``share`` described (lists come back as lists: comparisons look at nesting only)."""
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ValueError("malformed output description")
+    (kind, v), = spec.items()
+    if kind == "tensor":
+        return _open_tensor(v)
+    if kind == "list":
+        return [open_shared(o) for o in v]
+    if kind == "dict":
+        return {k: open_shared(o) for k, o in v}
+    if kind == "value":
+        if not isinstance(v, _SCALARS):
+            raise ValueError("malformed output description")
+        return v
+    raise ValueError(f"malformed output description ({kind!r})")

@@ -1,0 +1,128 @@
+"""The comparator process and the memory hand-over (``ipc``): on the CPU through shared memory, the
+same code path as CUDA IPC on a GPU except for the handle itself."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pike.evaluate import ipc
+from pike.evaluate.comparator import Comparator, ComparatorError
+from pike.evaluate.evaluator import EvalConfig, Evaluator
+from pike.evaluate.timing import TimingConfig
+from pike.task import load_task
+
+HERE = Path(__file__).parent
+FAST = TimingConfig(warmup_ms=5, max_time_s=0.1)
+
+PRODUCER = """
+import json, sys, torch
+from pike.evaluate import ipc
+held = []
+base = torch.arange(24, dtype=torch.float32)
+out = (base[4:16].view(3, 4).t(), {"n": 7, "x": torch.ones(2, dtype=torch.bfloat16)}, [None, 2.5, torch.empty(0, 3)],
+       torch.tensor([True, False]))
+print(json.dumps(ipc.share(out, held)), flush=True)
+sys.stdin.readline()  # the tensors stay alive until the reader is done
+"""
+
+
+def test_shared_outputs_are_read_by_another_process():
+    p = subprocess.Popen([sys.executable, "-c", PRODUCER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        spec = json.loads(p.stdout.readline())
+        got = ipc.open_shared(spec)
+    finally:
+        p.stdin.write("\n")
+        p.stdin.close()
+        p.wait(timeout=30)
+    base = torch.arange(24, dtype=torch.float32)
+    assert torch.equal(got[0], base[4:16].view(3, 4).t()) and got[0].stride() == (1, 4)
+    assert got[1]["n"] == 7 and got[1]["x"].dtype == torch.bfloat16 and torch.equal(got[1]["x"], torch.ones(2, dtype=torch.bfloat16))
+    assert got[2][0] is None and got[2][1] == 2.5 and got[2][2].shape == (0, 3)
+    assert torch.equal(got[3], torch.tensor([True, False]))
+
+
+def test_descriptions_are_checked_before_use():
+    held = []
+    spec = ipc.share(torch.arange(6.0), held)
+    too_big = json.loads(json.dumps(spec))
+    too_big["tensor"]["shape"] = [1000]
+    with pytest.raises(RuntimeError):  # a view past its storage is refused, not read
+        ipc.open_shared(too_big)
+    for bad in ({"tensor": {**spec["tensor"], "dtype": "Tensor"}}, {"object": 1}, {"value": [1]}, [1, 2]):
+        with pytest.raises((ValueError, KeyError)):
+            ipc.open_shared(bad)
+    with pytest.raises(ipc.NotShareable):
+        ipc.share([torch.ones(2), object()], held)
+
+
+def test_comparator_process_compares_and_restarts(tmp_path):
+    ref = tmp_path / "ref.pt"
+    torch.save((torch.arange(8.0),), ref)
+    held = []
+    item = {"ref": str(ref), "gold": None, "strict": False, "rel_norm": None}
+    c = Comparator({**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""}, log=tmp_path / "cmp.log")
+    try:
+        good = ipc.share((torch.arange(8.0) + 1e-4,), held)
+        bad = ipc.share((torch.zeros(8),), held)
+        diffs = c.compare([{**item, "out": good}, {**item, "out": bad}, {**item, "out": good}])
+        assert [d["ok"] for d in diffs] == [True, False]  # stops at the first failure
+        assert "values outside" in diffs[1]["reason"]
+        c.proc.kill()
+        c.proc.wait()
+        assert c.compare([{**item, "out": good}])[0]["ok"]  # started again
+        with pytest.raises(ComparatorError):  # an error is not a verdict
+            c.compare([{**item, "ref": str(tmp_path / "missing.pt"), "out": good}])
+        assert c.proc is None and c.failures == 1
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def evs(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    with Evaluator(EvalConfig(cache_dir=cache, timeout_s=30, timing=FAST, comparator="on")) as on, \
+            Evaluator(EvalConfig(cache_dir=cache, timeout_s=30, timing=FAST, comparator="off")) as off:
+        yield on, off
+
+
+CASES = [("ln_mlp", "ln_fused", "ok"), ("ln_mlp", "ln_drops_affine", "mismatch"), ("ln_mlp", "ln_pointer_cache", "mismatch"),
+         ("ln_mlp", "ln_count_cache", "mismatch"), ("ln_mlp", "ln_wrong_shape", "mismatch"), ("ln_mlp", "ln_nan", "mismatch"),
+         ("bf16_cancel", "bf16_cancel_fp32", "ok")]
+
+
+@pytest.mark.parametrize("task_name,cand,status", CASES)
+def test_same_verdicts_through_the_comparator(evs, task_name, cand, status):
+    on, off = evs
+    task = load_task(HERE / "tasks" / f"{task_name}.py", size="small")
+    src = (HERE / "candidates" / f"{cand}.py").read_text()
+    r_on, r_off = on.evaluate(task, src), off.evaluate(task, src)
+    assert (r_on.status, r_off.status) == (status, status), (r_on.message, r_off.message)
+    assert on.comparator_fallbacks == []
+    if status == "ok":
+        assert r_on.trials == r_off.trials and r_on.timing is not None
+        # bf16: passed by the same rule (the numbers differ: each evaluation draws its own input sets)
+        assert r_on.message.split(" (")[0] == r_off.message.split(" (")[0]
+
+
+def test_outputs_go_through_files_when_the_comparator_fails(evs, monkeypatch):
+    on, _ = evs
+    task = load_task(HERE / "tasks" / "ln_mlp.py", size="small")
+
+    def broken(self, items, timeout_s=300.0):
+        raise ComparatorError("simulated")
+
+    monkeypatch.setattr(Comparator, "compare", broken)
+    before = len(on.comparator_fallbacks)
+    ok = on.evaluate(task, (HERE / "candidates" / "ln_fused.py").read_text())
+    wrong = on.evaluate(task, (HERE / "candidates" / "ln_count_cache.py").read_text())
+    assert ok.status == "ok" and ok.timing is not None
+    assert wrong.status == "mismatch" and "timed run" in wrong.message
+    assert any("simulated" in f for f in on.comparator_fallbacks[before:])
+    on.comparator_fallbacks.clear()
