@@ -92,7 +92,7 @@ def evs(tmp_path_factory):
         yield on, off
 
 
-CASES = [("ln_mlp", "ln_fused", "ok"), ("ln_mlp", "ln_drops_affine", "mismatch"), ("ln_mlp", "ln_pointer_cache", "mismatch"),
+CASES = [("ln_mlp", "ln_fused", "ok"), ("ln_mlp", "ln_static_output", "ok"), ("ln_mlp", "ln_drops_affine", "mismatch"), ("ln_mlp", "ln_pointer_cache", "mismatch"),
          ("ln_mlp", "ln_count_cache", "mismatch"), ("ln_mlp", "ln_wrong_shape", "mismatch"), ("ln_mlp", "ln_nan", "mismatch"),
          ("bf16_cancel", "bf16_cancel_fp32", "ok")]
 
@@ -119,10 +119,33 @@ def test_outputs_go_through_files_when_the_comparator_fails(evs, monkeypatch):
         raise ComparatorError("simulated")
 
     monkeypatch.setattr(Comparator, "compare", broken)
+    on._comparator().failures = 0
     before = len(on.comparator_fallbacks)
     ok = on.evaluate(task, (HERE / "candidates" / "ln_fused.py").read_text())
     wrong = on.evaluate(task, (HERE / "candidates" / "ln_count_cache.py").read_text())
     assert ok.status == "ok" and ok.timing is not None
     assert wrong.status == "mismatch" and "timed run" in wrong.message
     assert any("simulated" in f for f in on.comparator_fallbacks[before:])
+    on.comparator_fallbacks.clear()
+    on._cmp.failures = 0
+
+
+def test_a_failing_comparator_is_given_up(evs, monkeypatch):
+    on, _ = evs
+    task = load_task(HERE / "tasks" / "ln_mlp.py", size="small")
+    calls = []
+
+    def broken(self, items, timeout_s=300.0):
+        calls.append(1)
+        self.failures += 1
+        raise ComparatorError("simulated")
+
+    monkeypatch.setattr(Comparator, "compare", broken)
+    on._comparator().failures = 0
+    src = (HERE / "candidates" / "ln_fused.py").read_text()
+    results = [on.evaluate(task, src) for _ in range(Evaluator.COMPARATOR_MAX_FAILURES + 2)]
+    assert [r.status for r in results] == ["ok"] * len(results)
+    assert len(calls) == Evaluator.COMPARATOR_MAX_FAILURES  # then no more asks: the outputs go through files
+    assert not on.uses_comparator
+    on._cmp.failures = 0
     on.comparator_fallbacks.clear()

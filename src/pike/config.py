@@ -89,9 +89,9 @@ class EvalSettings:
     # the CPU while one holds the GPU (experimental: not yet measured on a GPU).
     lanes: int = 1
     gpus: list[int] = field(default_factory=list)  # a subset of the visible GPUs
-    # Where outputs are compared: auto (a comparator process on the GPU, outputs handed over as CUDA
-    # IPC handles; the orchestrator on the CPU), on (the comparator on the CPU too), off (orchestrator)
-    comparator: str = "auto"
+    # on: outputs compared by a comparator process on the device, handed over as memory (CUDA IPC),
+    # not through files (experimental: its first GPU run failed); off: the orchestrator compares
+    comparator: str = "off"
     start_method: str = "forkserver"
     executor: str = "local"  # local (this machine's GPUs or CPU workers) or ray (a Ray cluster)
     ray_address: str | None = None  # None: a local Ray instance (or RAY_ADDRESS)

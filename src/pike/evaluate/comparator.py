@@ -68,6 +68,8 @@ def _serve(cache_bytes: int) -> None:
     from pike.evaluate.compare import Tolerance, compare
 
     device = torch.device("cuda", 0) if torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES") else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.init()  # opening an IPC handle assumes an initialised context (torch's own rebuild does this)
     refs = _RefCache(device, cache_bytes)
     out = sys.stdout
     sys.stdout = sys.stderr  # nothing but answers on the protocol stream
@@ -147,12 +149,19 @@ class Comparator:
         except (OSError, ValueError, ComparatorError) as e:
             self.failures += 1
             self.close()
-            raise ComparatorError(str(e)) from None
+            raise ComparatorError(f"{e}{self._log_tail()}") from None
         if "error" in answer:
             self.failures += 1
             self.close()  # a CUDA error can leave its context unusable: start afresh next time
             raise ComparatorError(answer["error"])
         return answer["diffs"]
+
+    def _log_tail(self) -> str:
+        try:
+            tail = self.log.read_bytes()[-600:].decode(errors="replace").strip() if self.log else ""
+        except OSError:
+            return ""
+        return f"; its log ends: {tail}" if tail else ""
 
     def close(self) -> None:
         if self.proc is None:

@@ -124,18 +124,23 @@ def to_device(obj, device: torch.device):
     return obj
 
 
-def to_cpu(obj, move: bool = True):
+def to_cpu(obj, move: bool = True, copy: bool = False):
     """Plain containers (a named tuple or a torch.return_types becomes a tuple; comparisons look at
     the nesting only), so that the orchestrator can read what was saved with ``weights_only``.
-    ``move=False``: the tensors stay where they are (handed to the comparator as memory)."""
+    ``move=False``: the tensors stay on their device (handed to the comparator as memory). ``copy``:
+    always a copy, also of a CPU tensor on the CPU (a model may write every output into one buffer,
+    as a CUDA graph does, overwritten by its next call)."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu") if move else obj.detach()
+        t = obj.detach()
+        if move:
+            return t.to("cpu", copy=copy)
+        return t.clone() if copy else t
     if isinstance(obj, tuple):
-        return tuple(to_cpu(o, move) for o in obj)
+        return tuple(to_cpu(o, move, copy) for o in obj)
     if isinstance(obj, list):
-        return [to_cpu(o, move) for o in obj]
+        return [to_cpu(o, move, copy) for o in obj]
     if isinstance(obj, dict):
-        return {k: to_cpu(v, move) for k, v in obj.items()}
+        return {k: to_cpu(v, move, copy) for k, v in obj.items()}
     return obj
 
 
@@ -272,5 +277,5 @@ def run_trials(model, ref: RefData, ids: list[int], device, call_seed: int, stag
             devs = output_devices(y)
             if devs != ref.meta["out_devices"]:
                 raise Failure("mismatch", stage, f"outputs on {devs}, the reference's on {ref.meta['out_devices']}")
-            out[i] = to_cpu(y, move=not keep)
+            out[i] = to_cpu(y, move=not keep, copy=True)
     return out

@@ -138,7 +138,7 @@ def run_reference(job: dict, job_dir: Path) -> dict:
             mutates |= any(b is not None and not same(t, b) for t, b in zip(x, before))
             devices = output_devices(out)  # where the task leaves its outputs (before the copy)
             lap("forward_s")
-            out = to_cpu(out)
+            out = to_cpu(out, copy=True)  # a model may reuse one output buffer across calls
             lap("copy_out_s")
             if p == 0:
                 golden = Golden(model) if low_precision(out) else None
