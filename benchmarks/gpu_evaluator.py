@@ -136,6 +136,12 @@ def part_handoff(cache: Path, device: str = "cuda", size: str | None = None) -> 
     doc: dict = {"rows": [], "verdicts": []}
     evs = {m: Evaluator(EvalConfig(device=device, cache_dir=cache, comparator=m)) for m in ("on", "off")}
     try:
+        # /dev/shm after candidates with the comparator off only: does the CUDA driver leave files
+        # (cuda.shm.*) for every child, or only for those that shared memory handles?
+        t = load_task(BUILTIN_DIR / "mlp_shallow_wide.py", size=size)
+        for _ in range(3):
+            evs["off"].evaluate(t, t.source, trusted=True)
+        doc["shm_left_off_only"] = sorted(set(os.listdir("/dev/shm")) - shm_before)[:20]
         for name in ["layernorm_gelu_chain", "mlp_shallow_wide", "gpt2_block", "rmsnorm_swiglu_mlp"]:
             t = load_task(BUILTIN_DIR / f"{name}.py", size=size)
             for ev in evs.values():

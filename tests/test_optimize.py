@@ -99,6 +99,7 @@ def test_pike_b_parents_fixes_budget_and_costs(tmp_path, prices):
     assert 0 < pool["held_fraction"][0] <= 1 and 0 < pool["timing_fraction"][0] < pool["held_fraction"][0]
     assert pool["history"][-1][0] == round(pool["wall_s"], 2) and pool["history"][-1][3] == pool["jobs"]
     assert pool["history"][-1][4] == 1  # the one task got past its start-up
+    assert pool["kernels_active"] == [None] and pool["kernels_active_note"] == "no GPU in the pool"
     best = (out / "best" / "ln_mlp.py").read_text()
     if row["fallback"]:
         # On a CPU at this tiny size a rewrite may not beat eager when re-timed side by side: the file

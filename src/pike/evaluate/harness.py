@@ -190,14 +190,38 @@ def guarded_call(model, inputs, seed: int, *, check_inputs: bool, stage: str):
     return out
 
 
+ORPHANED = 3  # exit code of a child whose orchestrator is gone
+
+
+def orchestrator_gone(job_dir: Path) -> bool:
+    """The process that would answer is dead, or has removed the job (a killed or finished run)."""
+    pid = os.environ.get("PIKE_ORCHESTRATOR_PID")
+    if pid:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError):
+            pass
+    return not job_dir.exists()
+
+
 def ask(job_dir: Path, name: str, timeout: float = 3600) -> dict:
-    """Ask the orchestrator (see Sandbox.run's on_ask) and wait for its answer."""
+    """Ask the orchestrator (see Sandbox.run's on_ask) and wait for its answer. A child whose
+    orchestrator was killed leaves at once (exit code ORPHANED) instead of holding its memory, and
+    on a GPU its context, for the rest of the hour."""
     (job_dir / f"{name}.ready").write_text("1")
     answer = job_dir / f"{name}.answer"
     deadline = time.monotonic() + timeout
+    next_check = time.monotonic() + 0.5
     while not answer.exists():
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             raise Failure("timeout", name, "no answer from the orchestrator")
+        if now > next_check:
+            if orchestrator_gone(job_dir):
+                os._exit(ORPHANED)
+            next_check = now + 0.5
         time.sleep(0.002)
     return json.loads(answer.read_text())
 

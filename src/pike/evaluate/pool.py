@@ -58,6 +58,7 @@ class PoolStats:
     started: float = field(default_factory=time.monotonic)
     waiting: int = 0  # candidates waiting for a slot now
     building: int = 0
+    activity: object = None  # a gpu_activity.KernelActivity while a search runs (kernels active per GPU)
 
     def utilisation(self) -> list[float]:
         wall = max(time.monotonic() - self.started, 1e-9)
@@ -192,6 +193,12 @@ class EvalPool:
     def size(self) -> int:
         """Evaluations that can be under way at once (devices times lanes)."""
         return len(self._slots)
+
+    def physical_gpus(self) -> list[str | None]:
+        """Each device's GPU as its children see it in CUDA_VISIBLE_DEVICES (what nvidia-smi's ``-i``
+        takes: see ``gpu_activity``), None for a CPU device."""
+        first = [self._slots[d * self.lanes] for d in range(len(self.stats.slots))]
+        return [ev.child_env.get("CUDA_VISIBLE_DEVICES") if ev.config.device_type == "cuda" else None for ev in first]
 
     def _held(self, i: int):
         """For lane ``i``'s work that uses its device from start to end: its device's gate (lanes > 1)."""

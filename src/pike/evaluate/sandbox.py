@@ -224,13 +224,15 @@ class Sandbox:
         cwd = Path(tempfile.mkdtemp(prefix="cwd-", dir=job_dir))
         t0 = time.monotonic()
         backend = self._ensure()
+        # A child waiting for an answer gives up when this process is gone (see harness.ask).
+        env = {**(env or {}), "PIKE_ORCHESTRATOR_PID": str(os.getpid())}
         try:
-            pid = backend.launch(job_dir, cwd, env or {})
+            pid = backend.launch(job_dir, cwd, env)
         except (EOFError, OSError, RuntimeError):
             # A dead fork server: start a new one and try once more.
             self._backend = None
             backend = self._ensure()
-            pid = backend.launch(job_dir, cwd, env or {})
+            pid = backend.launch(job_dir, cwd, env)
         deadline = t0 + timeout
         answered: set[str] = set()
         status = None

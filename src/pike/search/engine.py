@@ -18,6 +18,7 @@ from pike.agents import Hardware
 from pike.config import RunConfig
 from pike.evaluate.baselines import compile_modes
 from pike.evaluate.evaluator import EvalConfig
+from pike.evaluate.gpu_activity import KernelActivity
 from pike.evaluate.pool import EvalPool, default_devices
 from pike.llm.budget import Budget
 from pike.search.output import finalize_task
@@ -91,6 +92,7 @@ class Engine:
         self.errors: dict[str, str] = {}
         self.strategy_for = None  # optional: task -> strategy (replay uses it)
         self.pool = None
+        self.activity: KernelActivity | None = None
         self.pool_history: list = []  # cumulative slot seconds at each pool record
         self.searching = 0  # tasks past their start-up (references and baselines)
         self.deadline: float | None = None  # set when the run starts (search.time_limit_min)
@@ -158,20 +160,28 @@ class Engine:
                 bandwidth_gbs=round(info["bandwidth_gbs"]) if info.get("bandwidth_gbs") else None,
             )
             device_text = f"{info.get('device_name')} (torch {info.get('torch')}, CUDA {info.get('cuda')}, Triton {info.get('triton')})"
+            # Kernels active per GPU (nvidia-smi), beside the pool's own held and timing fractions; not
+            # for a Ray cluster's GPUs, which are on other machines.
+            gpus = pool.physical_gpus() if hasattr(pool, "physical_gpus") else []
+            self.activity = KernelActivity(gpus).start()
+            pool.stats.activity = self.activity  # the progress display shows it
             # Recorded every POOL_RECORD_S as well as at the end, so a killed run keeps its utilisation.
             recorder = asyncio.ensure_future(self._record_pool(pool, devices, t0))
             try:
                 await asyncio.gather(*(self._run_task(pool, t, hardware, device_text) for t in tasks))
             finally:
                 recorder.cancel()
-                self.store.set_meta("pool", pool_record(pool, devices, time.monotonic() - t0, self.pool_history, self.searching))
+                self.activity.stop()
+                self.store.set_meta("pool", pool_record(pool, devices, time.monotonic() - t0, self.pool_history, self.searching,
+                                                        self.activity))
         for client in {id(c): c for c in self.clients.values()}.values():  # roles may share a client
             await client.aclose()
 
     async def _record_pool(self, pool, devices: list[str], t0: float) -> None:
         while True:
             await asyncio.sleep(POOL_RECORD_S)
-            self.store.set_meta("pool", pool_record(pool, devices, time.monotonic() - t0, self.pool_history, self.searching))
+            self.store.set_meta("pool", pool_record(pool, devices, time.monotonic() - t0, self.pool_history, self.searching,
+                                                    self.activity))
 
     async def _run_task(self, pool: EvalPool, task: Task, hardware: Hardware, device_text: str) -> None:
         tid = self.store.add_task(task.name, str(task.path), task.size, task.source, task.key)
@@ -221,11 +231,13 @@ class Engine:
         self.store.close()
 
 
-def pool_record(pool, devices: list[str], wall_s: float, history: list | None = None, searching: int = 0) -> dict:
-    """Utilisation of each evaluation slot over the run: held (a candidate on it) and timing (in the
-    timing loop, the GPU's kernels running back to back). ``history`` holds, at each record, the
-    cumulative seconds and jobs per slot and how many tasks were past start-up, so any stretch of
-    the run (the search once every task is searching, say) can be read off."""
+def pool_record(pool, devices: list[str], wall_s: float, history: list | None = None, searching: int = 0,
+                activity: KernelActivity | None = None) -> dict:
+    """Utilisation of each evaluation slot over the run: held (a candidate on it), timing (in the
+    timing loop, the GPU's kernels running back to back) and, where nvidia-smi samples it, kernels
+    active (``activity``; None per device without samples, with the reason). ``history`` holds, at
+    each record, the cumulative seconds and jobs per slot and how many tasks were past start-up, so
+    any stretch of the run (the search once every task is searching, say) can be read off."""
     st = pool.stats
     held = [s.held() for s in st.slots]  # once, so the history and the fractions agree
     history = [] if history is None else history
@@ -237,6 +249,8 @@ def pool_record(pool, devices: list[str], wall_s: float, history: list | None = 
         "timing_fraction": [s.timed_s / wall_s for s in st.slots] if wall_s else [],
         "jobs": [s.jobs for s in st.slots], "replaced": [s.replaced for s in st.slots],
         "builds": st.builds, "build_s": st.build_s, "lost_workers": getattr(pool, "lost_workers", 0),
+        "kernels_active": activity.fractions() if activity is not None else [None] * len(st.slots),
+        "kernels_active_note": activity.reason if activity is not None else "not sampled",
     }
 
 

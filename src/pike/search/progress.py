@@ -52,6 +52,9 @@ class RunProgress:
         if st is not None:
             held = ", ".join(f"{u:.0%}" for u in st.utilisation())
             title += f"  evaluation slots held: {held}; waiting {st.waiting}, building {st.building}"
+            active = st.activity.fractions() if st.activity is not None else []
+            if any(a is not None for a in active):
+                title += "; kernels active: " + ", ".join("-" if a is None else f"{a:.0%}" for a in active)
         t = Table(title=title, expand=False)
         for col in ("task", "status", "phase", "queries", "evaluated", "valid", "best vs eager", "USD", "last"):
             t.add_column(col, justify="right" if col not in ("task", "status", "last") else "left")
