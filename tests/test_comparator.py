@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -152,31 +151,3 @@ def test_a_failing_comparator_is_given_up(evs, monkeypatch):
     on._cmp.failures = 0
     on.comparator_fallbacks.clear()
 
-
-ASKER = """
-import sys
-from pathlib import Path
-from pike.evaluate.harness import ask
-ask(Path(sys.argv[1]), "checks")
-"""
-
-
-def test_a_child_waiting_for_a_killed_orchestrator_leaves(tmp_path):
-    from pike.evaluate.harness import ORPHANED
-
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    env = {**os.environ, "PIKE_ORCHESTRATOR_PID": str(gone.pid)}
-    p = subprocess.run([sys.executable, "-c", ASKER, str(tmp_path)], env=env, timeout=60)
-    assert p.returncode == ORPHANED and (tmp_path / "checks.ready").exists()
-    # and when the job directory is removed under it (the orchestrator alive)
-    job = tmp_path / "job"
-    job.mkdir()
-    env["PIKE_ORCHESTRATOR_PID"] = str(os.getpid())
-    child = subprocess.Popen([sys.executable, "-c", ASKER, str(job)], env=env)
-    deadline = time.monotonic() + 30
-    while not (job / "checks.ready").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    (job / "checks.ready").unlink()
-    job.rmdir()
-    assert child.wait(timeout=30) == ORPHANED

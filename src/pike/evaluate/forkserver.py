@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import time
 
 
 def _child(req: dict) -> None:
@@ -69,11 +71,30 @@ def _status(st: int) -> tuple[int | None, int | None]:
     return os.WEXITSTATUS(st), None
 
 
+def _wait(pid: int, orchestrator: int):
+    """The child's wait status; None if the orchestrator died first (a killed run): then the child,
+    which may hang with nobody left to enforce its timeout, is killed with its process group."""
+    while True:
+        done, st = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return st
+        if os.getppid() != orchestrator:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+            return None
+        time.sleep(0.005)
+
+
 def serve() -> None:
     # Preload what every child needs; nothing here may initialise CUDA.
     import torch  # noqa: F401
 
     from pike.evaluate import worker  # noqa: F401
+
+    orchestrator = os.getppid()
 
     out = sys.stdout
     out.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
@@ -88,7 +109,9 @@ def serve() -> None:
             _child(req)
         out.write(json.dumps({"pid": pid}) + "\n")
         out.flush()
-        _, st = os.waitpid(pid, 0)
+        st = _wait(pid, orchestrator)
+        if st is None:
+            return  # the orchestrator is gone, and with it the child's timeout: the child was killed
         code, sig = _status(st)
         out.write(json.dumps({"pid": pid, "exit": code, "signal": sig}) + "\n")
         out.flush()
