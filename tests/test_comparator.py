@@ -151,3 +151,32 @@ def test_a_failing_comparator_is_given_up(evs, monkeypatch):
     on._cmp.failures = 0
     on.comparator_fallbacks.clear()
 
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_checks_must_cover_the_plan(evs, mode):
+    ev = evs[0] if mode == "on" else evs[1]
+    task = load_task(HERE / "tasks" / "ln_mlp.py", size="small")
+    r = ev.evaluate(task, (HERE / "candidates" / "ln_drops_checks.py").read_text(), trusted=True)
+    assert r.status == "mismatch" and "not the planned" in r.message, r.message
+
+
+PATCHES_TIMING = """
+import torch.nn as nn
+import pike.evaluate.timing as t
+t.time_forward = lambda *a, **k: None
+
+
+class ModelNew(nn.Module):
+    def forward(self, x):
+        return x
+"""
+
+
+def test_patching_the_harness_is_rejected(evs):
+    from pike.evaluate.static import check_source
+
+    assert any("PIKE's own evaluator" in v for v in check_source(PATCHES_TIMING).violations)
+    task = load_task(HERE / "tasks" / "ln_mlp.py", size="small")
+    r = evs[1].evaluate(task, PATCHES_TIMING, trusted=True)  # past the static check: caught at run time
+    assert r.status == "rejected" and "pike.evaluate.timing.time_forward" in r.message, r.message
+

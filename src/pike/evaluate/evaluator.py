@@ -27,7 +27,9 @@ from pike.evaluate.result import EvalResult, Timing
 from pike.evaluate.sandbox import JobOutcome, Sandbox, scrubbed_env
 from pike.evaluate.static import check_source
 from pike.evaluate.comparator import Comparator, ComparatorError
-from pike.evaluate.verdict import UnsafeOutputs, assemble_result, check_outputs, check_timed, comparator_diffs, load_child_file
+from pike.evaluate.verdict import (
+    UnsafeOutputs, assemble_result, check_outputs, check_timed, comparator_diffs, load_child_file, uncovered_checks, uncovered_timed,
+)
 from pike.evaluate.timing import TimingConfig
 from pike.task import Task, TaskError, apply_overrides
 
@@ -393,10 +395,16 @@ class Evaluator:
                 try:
                     described = json.loads((d / f"{name}.json").read_text())
                     if name == "checks":
-                        checks = {g: {int(i): o for i, o in rows} for g, rows in described.items() if g in ("seeded", "random", "alt")}
-                        verdict.update(check_outputs(checks, ref, alt_ref, comparator_diffs(self._comparator(), timeout_s)))
+                        checks = {g: {int(i): o for i, o in rows} for g, rows in described.items()}
+                        problem = uncovered_checks(checks, job)
+                        if problem:
+                            verdict.update({"ok": False, "group": "seeded", "message": problem, "trials": 0})
+                        else:
+                            verdict.update(check_outputs(checks, ref, alt_ref, comparator_diffs(self._comparator(), timeout_s)))
                     else:
-                        verdict["timed"] = check_timed(described, ref, comparator_diffs(self._comparator(), timeout_s))
+                        problem = uncovered_timed(described, job["timing"])
+                        verdict["timed"] = ({"ok": False, "message": problem, "feedback": problem} if problem else
+                                            check_timed(described, ref, comparator_diffs(self._comparator(), timeout_s)))
                         return {}
                 except (ComparatorError, OSError, ValueError, KeyError, TypeError) as e:
                     # not a verdict on the candidate: it saves its outputs to a file and asks again
@@ -408,7 +416,9 @@ class Evaluator:
                 except UnsafeOutputs as e:
                     verdict.update({"ok": False, "group": "seeded", "message": str(e), "trials": 0})
                 else:
-                    verdict.update(check_outputs(checks, ref, alt_ref))
+                    problem = uncovered_checks(checks, job)
+                    verdict.update({"ok": False, "group": "seeded", "message": problem, "trials": 0} if problem else
+                                   check_outputs(checks, ref, alt_ref))
             return {"time": verdict["ok"] and plan["time"]}
 
         t0 = time.monotonic()

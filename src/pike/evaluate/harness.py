@@ -53,9 +53,24 @@ def _lookup(dotted: str):
     return obj
 
 
+def _pike_functions() -> dict[str, object]:
+    """Every function and class of PIKE's own modules loaded in this process: the harness (checks,
+    timing, hand-over) runs beside the candidate, and a candidate that patched it could drop its
+    checks or fake its timing."""
+    out = {}
+    for mod_name, mod in list(sys.modules.items()):
+        if mod is None or not (mod_name == "pike" or mod_name.startswith("pike.")):
+            continue
+        for attr, obj in list(vars(mod).items()):
+            if callable(obj) and not attr.startswith("__"):
+                out[f"{mod_name}.{attr}"] = obj
+    return out
+
+
 class Integrity:
     def __init__(self):
         self.saved = {name: _lookup(name) for name in _GUARDED}
+        self.pike = _pike_functions()
 
     def changed(self) -> list[str]:
         out = []
@@ -66,6 +81,10 @@ class Integrity:
                 out.append(name)
                 continue
             if now is not obj:
+                out.append(name)
+        for name, obj in self.pike.items():
+            mod_name, _, attr = name.rpartition(".")
+            if getattr(sys.modules.get(mod_name), attr, None) is not obj:
                 out.append(name)
         return out
 

@@ -47,6 +47,8 @@ BANNED_IMPORTS = {
                      "joblib"), _FILES),
     **dict.fromkeys(("importlib", "runpy", "imp", "pkgutil", "zipimport", "code", "codeop"), _CODE),
     **dict.fromkeys(("inspect", "gc", "builtins", "__builtin__"), _INTROSPECTION),
+    # the evaluator runs in the candidate's process too: patched, it could drop checks or fake timings
+    "pike": "imports PIKE's own evaluator",
 }
 
 # Dotted names (after alias resolution) that may not be referenced, called or not.

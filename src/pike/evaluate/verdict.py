@@ -56,6 +56,36 @@ def comparator_diffs(comparator, timeout_s: float):
     return diffs
 
 
+def uncovered_checks(checks, job: dict) -> str:
+    """What the child's correctness outputs leave out of the plan ("" when nothing): code in the
+    child's process could otherwise drop the trials it fails, and zero trials compare as equal."""
+    if not isinstance(checks, dict) or not all(isinstance(v, dict) for v in checks.values()):
+        return "the child's correctness outputs are not laid out per check"
+    want = {"seeded": job["main"]["trials"], "alt": job["alt"]["trials"] if job.get("alt") else []}
+    if "random" in checks:  # absent when the state_dict differs from the reference's
+        want["random"] = job["main"]["random_trials"]
+    for group, ids in want.items():
+        got = sorted(checks.get(group, {}))
+        if got != sorted(ids):
+            return f"the child returned outputs for input sets {got} of check '{group}', not the planned {sorted(ids)}"
+    extra = sorted(set(checks) - set(want))
+    return f"unexpected checks {extra}" if extra else ""
+
+
+def uncovered_timed(timed, tj: dict) -> str:
+    """What the spot and refill outputs leave out of the timing plan ("" when nothing)."""
+    try:
+        spot = [(int(run_i), int(sid)) for run_i, sid, _ in timed["spot"]]
+        refill = [(int(sid), int(new)) for sid, new, _ in timed["refill"]]
+    except (KeyError, TypeError, ValueError):
+        return "the timed runs' outputs are not laid out as planned"
+    if not spot or any(sid not in tj["sets"] for _, sid in spot):
+        return f"spot checks of timed runs on input sets {[s for _, s in spot]}, not on the timing sets {tj['sets']}"
+    if refill != list(zip(tj["sets"], tj["refill"])):
+        return f"refill checks {refill}, not the planned {list(zip(tj['sets'], tj['refill']))}"
+    return ""
+
+
 def check_outputs(checks: dict, ref, alt_ref, diffs=local_diffs) -> dict:
     """Compare the child's correctness outputs with the references; the verdict before timing."""
     groups = [("seeded", ref, "outputs", "golden", "")]
@@ -128,9 +158,11 @@ def assemble_result(c, out: JobOutcome, d: Path, verdict: dict, ref, tags: list[
     timed = verdict.get("timed")  # compared while the child waited (comparator), else from its file
     if timed is None:
         try:
-            timed = check_timed(load_child_file(d / "timing.pt"), ref)
+            saved = load_child_file(d / "timing.pt")
         except UnsafeOutputs as e:
             return EvalResult("mismatch", f"timed runs: {e}", str(e), stage="timing", durations_s=durations, **errs, **base)
+        problem = uncovered_timed(saved, plan["timing"])
+        timed = {"ok": False, "message": problem, "feedback": problem} if problem else check_timed(saved, ref)
     if not timed["ok"]:
         return EvalResult("mismatch", timed["message"], timed["feedback"], stage="timing", durations_s=durations, **errs, **base)
     ts = res["timing"]
