@@ -45,13 +45,13 @@ class _RefCache:
     def get(self, path: str):
         import torch
 
-        from pike.evaluate.harness import leaves
+        from pike.evaluate.harness import nbytes
 
         if path in self.items:
             self.items.move_to_end(path)
             return self.items[path][0]
         value = torch.load(path, weights_only=True, map_location=self.device)
-        size = sum(t.numel() * t.element_size() for t in leaves(value) if isinstance(t, torch.Tensor))
+        size = nbytes(value)
         if size <= self.budget:
             self.items[path] = (value, size)
             self.used += size

@@ -28,7 +28,7 @@ from pike.evaluate.sandbox import JobOutcome, Sandbox, scrubbed_env
 from pike.evaluate.static import check_source
 from pike.evaluate.comparator import Comparator, ComparatorError
 from pike.evaluate.verdict import (
-    UnsafeOutputs, assemble_result, check_outputs, check_timed, comparator_diffs, load_child_file, uncovered_checks, uncovered_timed,
+    UnsafeOutputs, assemble_result, check_outputs, check_timed, comparator_diffs, load_child_file,
 )
 from pike.evaluate.timing import TimingConfig
 from pike.task import Task, TaskError, apply_overrides
@@ -123,9 +123,6 @@ class Reference:
 
     def get_golden(self, sub: str, i: int):
         return self.get(sub, i) if self.has_golden else None
-
-    def output(self, i: int):
-        return self.get("outputs", i)
 
 
 class Evaluator:
@@ -394,17 +391,12 @@ class Evaluator:
                     return {"resend": True}
                 try:
                     described = json.loads((d / f"{name}.json").read_text())
+                    diffs = comparator_diffs(self._comparator(), timeout_s)
                     if name == "checks":
                         checks = {g: {int(i): o for i, o in rows} for g, rows in described.items()}
-                        problem = uncovered_checks(checks, job)
-                        if problem:
-                            verdict.update({"ok": False, "group": "seeded", "message": problem, "trials": 0})
-                        else:
-                            verdict.update(check_outputs(checks, ref, alt_ref, comparator_diffs(self._comparator(), timeout_s)))
+                        verdict.update(check_outputs(checks, ref, alt_ref, job, diffs))
                     else:
-                        problem = uncovered_timed(described, job["timing"])
-                        verdict["timed"] = ({"ok": False, "message": problem, "feedback": problem} if problem else
-                                            check_timed(described, ref, comparator_diffs(self._comparator(), timeout_s)))
+                        verdict["timed"] = check_timed(described, ref, job["timing"], diffs)
                         return {}
                 except (ComparatorError, OSError, ValueError, KeyError, TypeError) as e:
                     # not a verdict on the candidate: it saves its outputs to a file and asks again
@@ -416,9 +408,7 @@ class Evaluator:
                 except UnsafeOutputs as e:
                     verdict.update({"ok": False, "group": "seeded", "message": str(e), "trials": 0})
                 else:
-                    problem = uncovered_checks(checks, job)
-                    verdict.update({"ok": False, "group": "seeded", "message": problem, "trials": 0} if problem else
-                                   check_outputs(checks, ref, alt_ref))
+                    verdict.update(check_outputs(checks, ref, alt_ref, job))
             return {"time": verdict["ok"] and plan["time"]}
 
         t0 = time.monotonic()

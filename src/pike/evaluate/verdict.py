@@ -86,8 +86,12 @@ def uncovered_timed(timed, tj: dict) -> str:
     return ""
 
 
-def check_outputs(checks: dict, ref, alt_ref, diffs=local_diffs) -> dict:
-    """Compare the child's correctness outputs with the references; the verdict before timing."""
+def check_outputs(checks: dict, ref, alt_ref, job: dict, diffs=local_diffs) -> dict:
+    """Compare the child's correctness outputs with the references (all that ``job`` planned); the
+    verdict before timing."""
+    problem = uncovered_checks(checks, job)
+    if problem:
+        return {"ok": False, "group": "seeded", "message": problem, "trials": 0}
     groups = [("seeded", ref, "outputs", "golden", "")]
     if "random" in checks:
         groups.append(("random", ref, "random", "golden_random", " with re-randomised weights"))
@@ -104,8 +108,12 @@ def check_outputs(checks: dict, ref, alt_ref, diffs=local_diffs) -> dict:
     return {"ok": True, "diff": total, "trials": n, "random_checked": "random" in checks}
 
 
-def check_timed(timed: dict, ref, diffs=local_diffs) -> dict:
-    """The spot checks of timed runs and the refill check, against held-out references."""
+def check_timed(timed: dict, ref, tj: dict, diffs=local_diffs) -> dict:
+    """The spot checks of timed runs and the refill check (all that the timing plan ``tj`` planned),
+    against held-out references."""
+    problem = uncovered_timed(timed, tj)
+    if problem:
+        return {"ok": False, "message": problem, "feedback": problem}
     plan = [("spot", run_i, sid, sid, o) for run_i, sid, o in timed["spot"]]
     plan += [("refill", sid, sid, new, o) for sid, new, o in timed["refill"]]
     for (kind, a, sid, idx, _), d in zip(plan, diffs([(ref, "outputs", "golden", p[3], p[4]) for p in plan])):
@@ -161,8 +169,7 @@ def assemble_result(c, out: JobOutcome, d: Path, verdict: dict, ref, tags: list[
             saved = load_child_file(d / "timing.pt")
         except UnsafeOutputs as e:
             return EvalResult("mismatch", f"timed runs: {e}", str(e), stage="timing", durations_s=durations, **errs, **base)
-        problem = uncovered_timed(saved, plan["timing"])
-        timed = {"ok": False, "message": problem, "feedback": problem} if problem else check_timed(saved, ref)
+        timed = check_timed(saved, ref, plan["timing"])
     if not timed["ok"]:
         return EvalResult("mismatch", timed["message"], timed["feedback"], stage="timing", durations_s=durations, **errs, **base)
     ts = res["timing"]

@@ -30,7 +30,7 @@ from pike.evaluate import weights as weights_mod
 from pike.evaluate.build import extension_lock
 from pike.evaluate.harness import (
     Failure, Integrity, RefData, TaskFailure, build_model, check_output_types, guarded_call,
-    import_file, ask, leaves as leaves_of, perf_counter, pin_for_timing, run_trials, save_atomic, seed_all, tb, to_cpu, to_device, write_json,
+    import_file, ask, output_devices, perf_counter, pin_for_timing, run_trials, save_atomic, seed_all, tb, to_cpu, to_device, write_json,
 )
 from pike.evaluate.reference_job import run_reference
 
@@ -180,9 +180,9 @@ def hand_over(job_dir: Path, name: str, outputs, rows: dict, keep: bool, device)
 
 
 def _same_device(obj, device) -> None:
-    for t in leaves_of(obj):
-        if isinstance(t, torch.Tensor) and t.device.type != device.type:
-            raise ipc.NotShareable(f"an output on {t.device.type}")
+    others = sorted(set(output_devices(obj)) - {device.type})
+    if others:
+        raise ipc.NotShareable(f"an output on {others[0]}")
 
 
 def _before_each_run(buffers: dict, call_seed: int):
