@@ -13,6 +13,8 @@
 #   bash benchmarks/gpu_session.sh x4a         # 4-GPU machine: fixed-workload scaling on GPUs 0,1, offline on 2,3 (0,1 join after)
 #   bash benchmarks/gpu_session.sh x4b         # 4-GPU machine: offline on all 4 GPUs
 #   bash benchmarks/gpu_session.sh x4c         # 4-GPU machine: the comparator against files (GPU 0), offline on 1,2,3
+#   bash benchmarks/gpu_session.sh x2a         # 2-GPU machine: x4c's two parts, the offline suite on GPU 1
+#   bash benchmarks/gpu_session.sh x2b         # 2-GPU machine: offline on both GPUs
 # On a machine of several GPUs the x8 steps run parts side by side, each on its own GPUs and cores
 # (device time counts the machine, not its GPUs), each part logging to $OUT/<part>.log.
 # Results go to $OUT (default ./gpu-results). Every step has its own time limit so one slow step
@@ -58,6 +60,9 @@ offline_parallel() {  # offline_parallel GPUS CPUS STOP_AT [offline_suite args]:
         --tasks "${ORDER:-$ORDER_QUICK,$ORDER_SLOW}" "$@" > "$OUT/offline.log" 2>&1
     echo "=== offline rc=$? after $(( $(date +%s) - T0 ))s ===" >> "$OUT/session.log"
     cp /tmp/offline.jsonl "$OUT/offline_suite.jsonl"
+}
+smi_log() {  # utilization.gpu of every GPU once a second, with timestamps, until killed
+    exec nvidia-smi --query-gpu=timestamp,index,utilization.gpu --format=csv,noheader -lms 1000 > "$OUT/smi.csv"
 }
 variants_part() {  # the `variants` step's two parts, one after the other, on the visible GPU
     $PY benchmarks/gpu_evaluator.py --parts pool --out "$OUT/pool.json" --cache /tmp/pike-bench-2
@@ -192,16 +197,28 @@ x4b)
     offline_parallel 0,1,2,3 0-63 "${STOP_AT:-555}"
     tail -n 40 "$OUT/offline.log"
     ;;
-x4c)
+x4c|x2a)
     # GPU 0: outputs handed to the comparator (CUDA IPC) against the same through files, side by side
     # (overhead, and the verdicts of the test suite's wrong candidates), then the cold-cache costs.
     # Run first on 2026-11-22 (the comparator failed); the next run checks its fix (BENCHMARKS.md).
     ( on 0 0-15 handoff timeout -s INT 520 $PY benchmarks/gpu_evaluator.py --parts handoff,costs --out "$OUT/handoff.json" --cache /tmp/pike-handoff ) &
-    TASK_MINUTES=${TASK_MINUTES:-4} offline_parallel 1,2,3 16-63 "${STOP_AT:-555}" &
-    wait
+    smi_log &  # an independent record of utilization.gpu, against the product's kernels-active figure
+    if [ "$1" = x2a ]; then
+        TASK_MINUTES=${TASK_MINUTES:-4} offline_parallel 1 16-31 "${STOP_AT:-555}" &
+    else
+        TASK_MINUTES=${TASK_MINUTES:-4} offline_parallel 1,2,3 16-63 "${STOP_AT:-555}" &
+    fi
+    wait %1 %3
+    kill %2
     grep -E '"(median_overhead|[a-z_]+_overhead_s)_|"same_status": false|fallbacks|shm_left' "$OUT/handoff.json" | head -30
     tail -n 8 "$OUT/offline.log"
     ;;
+x2b)
+    smi_log &
+    offline_parallel 0,1 0-31 "${STOP_AT:-555}"
+    kill %1
+    tail -n 40 "$OUT/offline.log"
+    ;;
 *)
-    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|x8a|x8b|x8c|x8d|x4a|x4b|x4c" >&2; exit 2 ;;
+    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b" >&2; exit 2 ;;
 esac

@@ -57,6 +57,22 @@ def variant_rows(db_path: Path) -> list[dict]:
     return out
 
 
+def pool_summary(db_path: Path) -> dict | None:
+    """The run's utilisation record (held, timing and kernels-active fractions per GPU), as `pike
+    optimize` stores it: the product's own kernels-active display, checked on every suite run."""
+    db = sqlite3.connect(db_path)
+    try:
+        row = db.execute("select value from meta where key = 'pool'").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    if not row:
+        return None
+    rec = json.loads(row[0])
+    return {k: rec.get(k) for k in ("devices", "started_at", "wall_s", "held_fraction", "timing_fraction", "kernels_active", "kernels_active_note", "jobs")}
+
+
 def latest(path: Path) -> dict[str, dict]:
     """The last record of each task (a task cut by --task-minutes has several)."""
     out: dict[str, dict] = {}
@@ -140,6 +156,7 @@ def run_task(name: str, a, gpu: str | None, cpus: list[int] | None, t_start: flo
         rec["error"] = (p.stdout[-1500:] + p.stderr[-1500:])
     if (run_dir / "run.db").exists():
         rec["variants"] = variant_rows(run_dir / "run.db")
+        rec["pool"] = pool_summary(run_dir / "run.db")
         best = (run_dir / "best" / f"{name}.py")
         if best.exists():
             head = best.read_text().split("# ==== PIKE offline variant: ", 1)
@@ -148,7 +165,7 @@ def run_task(name: str, a, gpu: str | None, cpus: list[int] | None, t_start: flo
         with out.open("a") as f:
             f.write(json.dumps(rec) + "\n")
         print(f"{name}: gpu={gpu} rc={p.returncode} {wall:.0f} s winner={rec.get('winner')} "
-              f"x_eager={rec.get('row', {}).get('speedup_eager')}", flush=True)
+              f"x_eager={rec.get('row', {}).get('speedup_eager')} pool={json.dumps(rec.get('pool'))}", flush=True)
 
 
 def main() -> None:
