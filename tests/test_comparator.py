@@ -180,3 +180,22 @@ def test_patching_the_harness_is_rejected(evs):
     r = evs[1].evaluate(task, PATCHES_TIMING, trusted=True)  # past the static check: caught at run time
     assert r.status == "rejected" and "pike.evaluate.timing.time_forward" in r.message, r.message
 
+
+
+def test_auto_uses_the_comparator_on_a_gpu_only(tmp_path):
+    # Evaluator only reads the device's type here: no GPU is touched.
+    for device, setting, expected in [("cpu", "auto", False), ("cuda", "auto", True), ("cuda", "off", False), ("cpu", "on", True)]:
+        with Evaluator(EvalConfig(cache_dir=tmp_path, device=device, comparator=setting)) as ev:
+            assert ev.uses_comparator is expected
+    with pytest.raises(ValueError, match="on, off or auto"):
+        Evaluator(EvalConfig(cache_dir=tmp_path, comparator="yes"))
+
+
+def test_a_childs_driver_files_are_removed(tmp_path):
+    from pike.evaluate.forkserver import remove_driver_files
+
+    names = ["cuda.shm.0.3d7.1", "cuda.shm.1000.3d7.12", "cuda.shm.0.3d70.1", "cuda.shm.0.3d.1", "cuda.shm.0.3d7", "other.3d7.1"]
+    for n in names:
+        (tmp_path / n).write_text("")
+    assert sorted(remove_driver_files(0x3d7, str(tmp_path))) == ["cuda.shm.0.3d7.1", "cuda.shm.1000.3d7.12"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cuda.shm.0.3d.1", "cuda.shm.0.3d7", "cuda.shm.0.3d70.1", "other.3d7.1"]

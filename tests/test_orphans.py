@@ -1,5 +1,6 @@
 """A killed orchestrator leaves no evaluation child behind: neither one waiting for its answer nor a
-candidate that hangs (its timeout was the orchestrator's to enforce)."""
+candidate that hangs (its timeout was the orchestrator's to enforce); and its scratch directories go
+with the next run."""
 
 from __future__ import annotations
 
@@ -79,3 +80,22 @@ def test_a_hung_candidate_dies_with_its_orchestrator(tmp_path):
     while _processes_in(workdir) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _processes_in(workdir), "the hung candidate outlived its orchestrator"
+
+
+def test_scratch_directories_of_a_dead_run_are_removed(tmp_path):
+    from pike.evaluate.sandbox import OWNER_FILE, STALE_UNOWNED_S, owned_tempdir
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its pid is free now
+    for name, owner in [("pike-eval-dead", gone.pid), ("pike-eval-live", os.getpid()), ("pike-eval-old", None), ("pike-eval-new", None)]:
+        (tmp_path / name).mkdir()
+        if owner is not None:
+            (tmp_path / name / OWNER_FILE).write_text(str(owner))
+    old = time.time() - STALE_UNOWNED_S - 60
+    os.utime(tmp_path / "pike-eval-old", (old, old))
+    (tmp_path / "other-dead").mkdir()
+    (tmp_path / "other-dead" / OWNER_FILE).write_text(str(gone.pid))
+    made = owned_tempdir("pike-eval-", str(tmp_path))
+    assert Path(made, OWNER_FILE).read_text() == str(os.getpid())
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["pike-eval-live", "pike-eval-new", "other-dead", Path(made).name])

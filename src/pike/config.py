@@ -90,8 +90,8 @@ class EvalSettings:
     lanes: int = 1
     gpus: list[int] = field(default_factory=list)  # a subset of the visible GPUs
     # on: outputs compared by a comparator process on the device, handed over as memory (CUDA IPC),
-    # not through files (experimental: its first GPU run failed); off: the orchestrator compares
-    comparator: str = "off"
+    # not through files; off: the orchestrator compares the child's files; auto: on for a GPU
+    comparator: str = "auto"
     start_method: str = "forkserver"
     executor: str = "local"  # local (this machine's GPUs or CPU workers) or ray (a Ray cluster)
     ray_address: str | None = None  # None: a local Ray instance (or RAY_ADDRESS)

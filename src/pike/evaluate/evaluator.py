@@ -24,7 +24,7 @@ import torch
 from pike.evaluate.build import Builder
 from pike.evaluate.compare import Tolerance, weak_tolerance
 from pike.evaluate.result import EvalResult, Timing
-from pike.evaluate.sandbox import JobOutcome, Sandbox, scrubbed_env
+from pike.evaluate.sandbox import JobOutcome, Sandbox, owned_tempdir, scrubbed_env
 from pike.evaluate.static import check_source
 from pike.evaluate.comparator import Comparator, ComparatorError
 from pike.evaluate.verdict import (
@@ -64,9 +64,9 @@ class EvalConfig:
     fresh_ratio: float = 2.0  # this much slower on never-seen inputs than on repeated ones: "suspect" (0: off)
     start_method: str = "forkserver"
     # on: compare outputs in a comparator process on the device, handed over as memory (CUDA IPC; on
-    # the CPU shared memory), not copied through files. Experimental: its first GPU run failed (see
-    # BENCHMARKS.md); off: the orchestrator compares the child's files.
-    comparator: str = "off"
+    # the CPU shared memory), not copied through files; off: the orchestrator compares the child's
+    # files; auto: on for a GPU (1-3 s less per candidate there, BENCHMARKS.md), off on the CPU.
+    comparator: str = "auto"
     comparator_cache_bytes: int = 2 * 2**30  # references it keeps on its device
     cache_dir: Path | None = None
     keep_jobs: bool = False  # keep job directories (candidate files, logs) for debugging
@@ -133,7 +133,7 @@ class Evaluator:
         c = self.config
         self.cache = Path(c.cache_dir or default_cache_dir())
         self.cache.mkdir(parents=True, exist_ok=True)
-        self.workdir = Path(tempfile.mkdtemp(prefix="pike-eval-", dir=_scratch_root()))
+        self.workdir = Path(owned_tempdir("pike-eval-", _scratch_root()))
         self.child_env = self._child_env()
         self.sandbox = Sandbox(c.start_method)
         self.gate = None  # a DeviceGate when this evaluator is one of several lanes of its device (pool)
@@ -141,8 +141,8 @@ class Evaluator:
         self._refs: dict[str, Reference] = {}
         self._info: dict | None = None
         self._counter = itertools.count(1)
-        if c.comparator not in ("on", "off"):
-            raise ValueError(f"comparator must be on or off, not {c.comparator!r}")
+        if c.comparator not in ("on", "off", "auto"):
+            raise ValueError(f"comparator must be on, off or auto, not {c.comparator!r}")
         self._cmp: Comparator | None = None
         self.comparator_fallbacks: list[str] = []  # why outputs went through files after all
 
@@ -535,7 +535,8 @@ class Evaluator:
 
     @property
     def uses_comparator(self) -> bool:
-        return self.config.comparator == "on" and (self._cmp is None or self._cmp.failures < self.COMPARATOR_MAX_FAILURES)
+        wanted = self.config.comparator == "on" or (self.config.comparator == "auto" and self.config.device_type == "cuda")
+        return wanted and (self._cmp is None or self._cmp.failures < self.COMPARATOR_MAX_FAILURES)
 
     def _comparator(self) -> Comparator:
         if self._cmp is None:

@@ -62,7 +62,30 @@ def _child(req: dict) -> None:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+        remove_driver_files(os.getpid())
         os._exit(code)
+
+
+def remove_driver_files(pid: int, root: str = "/dev/shm") -> list[str]:
+    """The CUDA driver's files for a process that exported IPC handles (``cuda.shm.<uid>.<pid in
+    hex>.<n>``): the driver removes them at a normal exit, but a child leaves by ``os._exit``, so
+    every candidate that handed its outputs to the comparator would leave one behind."""
+    import re
+
+    pat = re.compile(rf"cuda\.shm\.\d+\.{pid:x}\.\d+")
+    removed = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return removed
+    for name in names:
+        if pat.fullmatch(name):
+            try:
+                os.unlink(os.path.join(root, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
 
 
 def _status(st: int) -> tuple[int | None, int | None]:

@@ -71,6 +71,55 @@ def _tail(path: Path, limit: int = 6000) -> str:
         return ""
 
 
+OWNER_FILE = ".owner"
+STALE_UNOWNED_S = 24 * 3600  # directories from before owners were recorded
+
+
+def owned_tempdir(prefix: str, root: str | None = None) -> str:
+    """``mkdtemp`` that records the creating process, after removing the directories of the same
+    prefix whose creator is gone: a killed run (or a test that never closed its evaluator) would
+    otherwise leave its scratch directories in /dev/shm or /tmp for good."""
+    root = root or tempfile.gettempdir()
+    sweep_stale(root, prefix)
+    d = tempfile.mkdtemp(prefix=prefix, dir=root)
+    Path(d, OWNER_FILE).write_text(str(os.getpid()))
+    return d
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(root: str, prefix: str) -> list[str]:
+    removed = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for e in entries:
+        if not e.name.startswith(prefix) or not e.is_dir(follow_symlinks=False):
+            continue
+        try:
+            gone = not _alive(int(Path(e.path, OWNER_FILE).read_text()))
+        except FileNotFoundError:
+            try:
+                gone = time.time() - e.stat(follow_symlinks=False).st_mtime > STALE_UNOWNED_S
+            except OSError:
+                continue
+        except (OSError, ValueError):
+            continue
+        if gone:
+            shutil.rmtree(e.path, ignore_errors=True)
+            removed.append(e.name)
+    return removed
+
+
 def kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -82,7 +131,7 @@ class _ForkServer:
     """Client side of :mod:`pike.evaluate.forkserver`."""
 
     def __init__(self, env: dict[str, str]):
-        self.cwd = tempfile.mkdtemp(prefix="pike-fs-")
+        self.cwd = owned_tempdir("pike-fs-")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pike.evaluate.forkserver"],
             stdin=subprocess.PIPE,
