@@ -128,7 +128,9 @@ def part_overhead(ev: Evaluator) -> dict:
 def part_handoff(cache: Path, device: str = "cuda", size: str | None = None) -> dict:
     """Outputs handed to the comparator as CUDA IPC handles against the same outputs through files
     (the orchestrator compares): per-candidate overhead side by side (on, off, on, off, ... on one
-    cache and GPU), and the same verdicts for wrong candidates of the test suite's tasks."""
+    cache and GPU), and the same verdicts for wrong candidates of the test suite's tasks. ``on`` and
+    ``off`` are the new and the old defaults (models built on the device against on the CPU);
+    ``on_cpu_init`` is the comparator with models built on the CPU, to tell the two changes apart."""
     import os
 
     import torch
@@ -136,7 +138,10 @@ def part_handoff(cache: Path, device: str = "cuda", size: str | None = None) -> 
     repo = Path(__file__).resolve().parent.parent
     shm_before = set(os.listdir("/dev/shm"))
     doc: dict = {"rows": [], "verdicts": []}
-    evs = {m: Evaluator(EvalConfig(device=device, cache_dir=cache, comparator=m)) for m in ("on", "off")}
+    configs = {"on": ("on", "device"), "off": ("off", "cpu"), "on_cpu_init": ("on", "cpu")}
+    evs = {m: Evaluator(EvalConfig(device=device, cache_dir=cache, comparator=c, init_on=i)) for m, (c, i) in configs.items()}
+    doc["configs"] = {m: {"comparator": c, "init_on": i} for m, (c, i) in configs.items()}
+    doc["built_on"] = {}
     try:
         # /dev/shm after candidates with the comparator off only: does the CUDA driver leave files
         # (cuda.shm.*) for every child, or only for those that shared memory handles?
@@ -146,8 +151,10 @@ def part_handoff(cache: Path, device: str = "cuda", size: str | None = None) -> 
         doc["shm_left_off_only"] = sorted(set(os.listdir("/dev/shm")) - shm_before)[:20]
         for name in ["layernorm_gelu_chain", "mlp_shallow_wide", "gpt2_block", "rmsnorm_swiglu_mlp"]:
             t = load_task(BUILTIN_DIR / f"{name}.py", size=size)
-            for ev in evs.values():
+            for m, ev in evs.items():
                 ev.evaluate(t, t.source, trusted=True)  # references cached, processes warm
+                meta = ev.reference(t).meta
+                doc["built_on"][f"{name}/{m}"] = [meta.get("built_on"), meta.get("built_note")]
             for _ in range(3):
                 for mode, ev in evs.items():
                     r = ev.evaluate(t, t.source, trusted=True)
@@ -163,14 +170,14 @@ def part_handoff(cache: Path, device: str = "cuda", size: str | None = None) -> 
             src = (tests / "candidates" / f"{cand}.py").read_text()
             got = {m: ev.evaluate(t, src) for m, ev in evs.items()}
             v = {"task": task_name, "candidate": cand, **{m: [r.status, r.message[:300]] for m, r in got.items()},
-                 "same_status": got["on"].status == got["off"].status}
+                 "same_status": len({r.status for r in got.values()}) == 1}
             print(json.dumps(v), flush=True)
             doc["verdicts"].append(v)
         doc["fallbacks"] = evs["on"].comparator_fallbacks
     finally:
         for ev in evs.values():
             ev.close()
-    for mode in ("on", "off"):
+    for mode in configs:
         rows = [r for r in doc["rows"] if r["comparator"] == mode]
         doc[f"median_overhead_s_{mode}"] = statistics.median(r["overhead_s"] for r in rows)
         for name in {r["task"] for r in rows}:

@@ -15,6 +15,7 @@
 #   bash benchmarks/gpu_session.sh x4c         # 4-GPU machine: the comparator against files (GPU 0), offline on 1,2,3
 #   bash benchmarks/gpu_session.sh x2a         # 2-GPU machine: x4c's two parts, the offline suite on GPU 1
 #   bash benchmarks/gpu_session.sh x2b         # 2-GPU machine: offline on both GPUs
+#   bash benchmarks/gpu_session.sh x2c         # 2-GPU machine: handoff (3 set-ups) on GPU 0, offline on 1 (0 joins)
 # On a machine of several GPUs the x8 steps run parts side by side, each on its own GPUs and cores
 # (device time counts the machine, not its GPUs), each part logging to $OUT/<part>.log.
 # Results go to $OUT (default ./gpu-results). Every step has its own time limit so one slow step
@@ -60,6 +61,10 @@ offline_parallel() {  # offline_parallel GPUS CPUS STOP_AT [offline_suite args]:
         --tasks "${ORDER:-$ORDER_QUICK,$ORDER_SLOW}" "$@" > "$OUT/offline.log" 2>&1
     echo "=== offline rc=$? after $(( $(date +%s) - T0 ))s ===" >> "$OUT/session.log"
     cp /tmp/offline.jsonl "$OUT/offline_suite.jsonl"
+    # Each task's store and its references' phase timings (small): where a task's time went.
+    mkdir -p "$OUT/runs" "$OUT/refmeta"
+    for d in /tmp/pike-offline-runs/*/; do [ -f "$d/run.db" ] && cp "$d/run.db" "$OUT/runs/$(basename "$d").db"; done
+    for m in "$PIKE_CACHE_DIR"/references/*/meta.json; do [ -f "$m" ] && cp "$m" "$OUT/refmeta/$(basename "$(dirname "$m")").json"; done
 }
 smi_log() {  # utilization.gpu of every GPU once a second, with timestamps, until killed
     exec nvidia-smi --query-gpu=timestamp,index,utilization.gpu --format=csv,noheader -lms 1000 > "$OUT/smi.csv"
@@ -213,6 +218,20 @@ x4c|x2a)
     grep -E '"(median_overhead|[a-z_]+_overhead_s)_|"same_status": false|fallbacks|shm_left' "$OUT/handoff.json" | head -30
     tail -n 8 "$OUT/offline.log"
     ;;
+x2c)
+    # GPU 0: x2a's handoff part, now with three set-ups (BENCHMARKS.md), then the offline suite when
+    # time is left; GPU 1: the offline suite throughout.
+    nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv > "$OUT/gpus.csv"
+    rm -f /tmp/handoff.done
+    smi_log &
+    ( on 0 0-15 handoff timeout -s INT 400 $PY benchmarks/gpu_evaluator.py --parts handoff,costs --out "$OUT/handoff.json" --cache /tmp/pike-handoff
+      touch /tmp/handoff.done ) &
+    TASK_MINUTES=${TASK_MINUTES:-4} offline_parallel 1,0 16-31,0-15 "${STOP_AT:-555}" --later 0 --later-file /tmp/handoff.done &
+    wait %2 %3
+    kill %1
+    grep -E '"(median_overhead|[a-z_]+_overhead_s)_|"same_status": false|fallbacks|shm_left|built_on' "$OUT/handoff.json" | head -40
+    tail -n 8 "$OUT/offline.log"
+    ;;
 x2b)
     smi_log &
     offline_parallel 0,1 0-31 "${STOP_AT:-555}"
@@ -220,5 +239,5 @@ x2b)
     tail -n 40 "$OUT/offline.log"
     ;;
 *)
-    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b" >&2; exit 2 ;;
+    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b|x2c" >&2; exit 2 ;;
 esac

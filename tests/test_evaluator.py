@@ -440,3 +440,57 @@ def test_fresh_input_probe_is_for_candidates_only(ev):
     assert ev.evaluate(task, cheat, trusted=True).status == "ok"
     r = ev.evaluate(task, cheat)
     assert r.status == "suspect" and "cached by input content" in r.message, (r.status, r.message)
+
+
+# ---------------------------------------------------------------- where models are built
+
+def test_models_are_built_under_the_device_context():
+    from pike.evaluate.harness import construct
+
+    m = construct(torch.nn.Linear, [4, 3], torch.device("meta"), True)
+    assert m.weight.device.type == "meta" and not m.training
+    assert construct(torch.nn.Linear, [4, 3], torch.device("meta"), False).weight.device.type == "cpu"
+
+
+def test_the_reference_records_where_models_are_built(ev, ln_task):
+    assert ev.reference(ln_task).meta["built_on"] == "cpu"  # a CPU device: always on the CPU
+    with pytest.raises(ValueError, match="init_on"):
+        Evaluator(EvalConfig(init_on="gpu"))
+
+
+CPU_ONLY_INIT = '''
+import torch
+import torch.nn as nn
+
+
+class Model(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.lin = nn.Linear(n, n)
+        self.register_buffer("table", torch.tensor(torch.arange(n).numpy()))  # .numpy(): CPU tensors only
+
+    def forward(self, x):
+        return self.lin(x) + self.table
+
+
+def get_inputs():
+    return [torch.randn(8, 16)]
+
+
+def get_init_inputs():
+    return [16]
+'''
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_models_are_built_on_the_gpu_like_the_reference(tmp_path, ln_task):
+    with Evaluator(EvalConfig(device="cuda", cache_dir=tmp_path, timing=FAST)) as e:
+        assert e.reference(ln_task).meta["built_on"] == "device"
+        assert e.evaluate(ln_task, cand("ln_fused.py")).ok
+        assert e.evaluate(ln_task, cand("ln_drops_affine.py")).status == "mismatch"
+        # A Model that can only be built on the CPU: the reference falls back, and candidates follow.
+        (tmp_path / "cpu_init.py").write_text(CPU_ONLY_INIT)
+        t = load_task(tmp_path / "cpu_init.py")
+        meta = e.reference(t).meta
+        assert meta["built_on"] == "cpu" and "numpy" in meta["built_note"]
+        assert e.evaluate(t, t.source, trusted=True).ok

@@ -92,6 +92,8 @@ class EvalSettings:
     # on: outputs compared by a comparator process on the device, handed over as memory (CUDA IPC),
     # not through files; off: the orchestrator compares the child's files; auto: on for a GPU
     comparator: str = "auto"
+    # device: models built under torch.device(<device>) (GPU init: seconds less for big models); cpu
+    init_on: str = "device"
     start_method: str = "forkserver"
     executor: str = "local"  # local (this machine's GPUs or CPU workers) or ray (a Ray cluster)
     ray_address: str | None = None  # None: a local Ray instance (or RAY_ADDRESS)

@@ -68,6 +68,11 @@ class EvalConfig:
     # files; auto: on for a GPU (1-3 s less per candidate there, BENCHMARKS.md), off on the CPU.
     comparator: str = "auto"
     comparator_cache_bytes: int = 2 * 2**30  # references it keeps on its device
+    # device: the reference and every candidate are built under torch.device(<device>) (weights made
+    # and initialised on the GPU: seconds less per candidate for a large model than the CPU's RNG);
+    # cpu: built on the CPU, then moved. A task whose Model cannot be built on the device falls back
+    # to the CPU (recorded in the reference's meta). No difference on a CPU device.
+    init_on: str = "device"
     cache_dir: Path | None = None
     keep_jobs: bool = False  # keep job directories (candidate files, logs) for debugging
     cuda_arch_list: str | None = None
@@ -141,6 +146,8 @@ class Evaluator:
         self._refs: dict[str, Reference] = {}
         self._info: dict | None = None
         self._counter = itertools.count(1)
+        if c.init_on not in ("device", "cpu"):
+            raise ValueError(f"init_on must be device or cpu, not {c.init_on!r}")
         if c.comparator not in ("on", "off", "auto"):
             raise ValueError(f"comparator must be on, off or auto, not {c.comparator!r}")
         self._cmp: Comparator | None = None
@@ -218,7 +225,8 @@ class Evaluator:
         c = self.config
         info = self.device_info()
         pool = pool or (c.trials + 2 * c.timing_sets)
-        key_src = json.dumps([CACHE_FORMAT, task.resolved_source, info.get("device_name"), info.get("torch"), c.device_type, pool, input_seed, c.random_weight_trials, c.seed, c.pool_max_bytes])
+        init_on = c.init_on if c.device_type != "cpu" else "cpu"
+        key_src = json.dumps([CACHE_FORMAT, task.resolved_source, info.get("device_name"), info.get("torch"), c.device_type, pool, input_seed, c.random_weight_trials, c.seed, c.pool_max_bytes, init_on])
         key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
         if key in self._refs:
             return self._refs[key]
@@ -233,7 +241,7 @@ class Evaluator:
                 "module_name": f"pike_task_{task.name}", "out_dir": str(tmp),
                 "init_seed": 42 + c.seed, "input_seed": input_seed + c.seed, "call_seed": 7 + c.seed,
                 "pool": pool, "min_pool": min(pool, 3), "pool_bytes": c.pool_max_bytes,
-                "random_count": c.random_weight_trials,
+                "random_count": c.random_weight_trials, "init_on": init_on,
             }
             out, d = self._run(job, "reference", timeout=max(c.timeout_s, 600))
             res = out.result

@@ -276,10 +276,29 @@ class RefData:
         return load(self.dir / "random_sd.pt", weights_only=False)
 
 
+def construct(cls, init_inputs: list, device: torch.device, on_device: bool):
+    """``cls(*init_inputs)`` in eval mode, built on ``device`` (``on_device``: under ``torch.device``, so
+    parameters are made and initialised there: seconds less for a large model than the CPU's RNG) or on
+    the CPU. The reference and every candidate of a task are built the same way, right after the same
+    seed, so their seeded weights match either way."""
+    if on_device and device.type != "cpu":
+        with torch.device(device):
+            return cls(*init_inputs).eval()
+    return cls(*init_inputs).eval()
+
+
+def built_on_device(ref_dir: str) -> bool:
+    """Whether the task's reference was built on its device (``construct``); candidates follow it."""
+    return json.loads((Path(ref_dir) / "meta.json").read_text()).get("built_on") == "device"
+
+
 def build_model(job_part: dict, name: str, device: torch.device, init_seed: int, integrity: Integrity, stage_sfx: str = "",
                 cpu_first: bool = False):
-    """``cpu_first``: built on the CPU and left there (the caller moves it once it holds the device)."""
+    """``cpu_first``: built on the CPU and left there (the caller moves it once it holds the device);
+    only for a reference that was built on the CPU too."""
     ref = RefData(job_part["ref"])
+    on_device = ref.meta.get("built_on") == "device"
+    assert not (cpu_first and on_device), "a model built on the device cannot be built before the device is held"
     with extension_lock():  # extensions compile at import or in __init__
         try:
             mod = import_file(Path(job_part["code"]), name)
@@ -294,11 +313,13 @@ def build_model(job_part: dict, name: str, device: torch.device, init_seed: int,
             raise Failure("runtime_error", "import", "the candidate defines no ModelNew (or Model) subclass of torch.nn.Module")
         try:
             seed_all(init_seed)
-            model = cls(*ref.init_inputs).eval()
+            model = construct(cls, ref.init_inputs, device, on_device)
             if not cpu_first:
                 model = model.to(device)
         except Exception as e:  # noqa: BLE001
-            raise Failure("runtime_error", "init" + stage_sfx, f"ModelNew(*init_inputs) raised {type(e).__name__}: {e}"[:2000], tb()) from None
+            where = (f" (built under torch.device({str(device)!r}), as the reference was, so that seeded weights match; "
+                     "a task whose Model can only be built on the CPU sets eval.init_on=cpu)") if on_device else ""
+            raise Failure("runtime_error", "init" + stage_sfx, f"ModelNew(*init_inputs) raised {type(e).__name__}: {e}{where}"[:2000], tb()) from None
     return model, ref
 
 

@@ -17,7 +17,7 @@ import torch
 
 from pike.evaluate import weights as weights_mod
 from pike.evaluate.harness import (
-    TaskFailure, leaves, nbytes, output_devices, same, save, seed_all, strict_fp32, tb, to_cpu, to_device, write_json, import_file,
+    TaskFailure, construct, leaves, nbytes, output_devices, same, save, seed_all, strict_fp32, tb, to_cpu, to_device, write_json, import_file,
 )
 
 def task_call(fn, name: str):
@@ -107,11 +107,20 @@ def run_reference(job: dict, job_dir: Path) -> dict:
         raise TaskFailure("Model must be a subclass of torch.nn.Module")
     seed_all(job["init_seed"])
     init_inputs = task_call(mod.get_init_inputs, "get_init_inputs")
+    # Built on the device when asked (and possible): candidates are then built there too (harness.construct).
+    on_device, built_note = job.get("init_on", "cpu") == "device" and device.type != "cpu", ""
     try:
         seed_all(job["init_seed"])
-        model = Model(*init_inputs).to(device).eval()
+        model = construct(Model, init_inputs, device, on_device).to(device)
     except Exception as e:  # noqa: BLE001
-        raise TaskFailure(f"Model(*get_init_inputs()) raised {type(e).__name__}: {e}\n{tb(3000)}") from None
+        if not on_device:
+            raise TaskFailure(f"Model(*get_init_inputs()) raised {type(e).__name__}: {e}\n{tb(3000)}") from None
+        on_device, built_note = False, f"built on the CPU: under torch.device({str(device)!r}) Model(*init_inputs) raised {type(e).__name__}: {e}"[:300]
+        try:
+            seed_all(job["init_seed"])
+            model = construct(Model, init_inputs, device, False).to(device)
+        except Exception as e2:  # noqa: BLE001
+            raise TaskFailure(f"Model(*get_init_inputs()) raised {type(e2).__name__}: {e2}\n{tb(3000)}") from None
     lap("import_init_s")
     call_seed = job["call_seed"]
     keep = max(1, job["random_count"])  # sets kept in memory for the probes below
@@ -173,7 +182,7 @@ def run_reference(job: dict, job_dir: Path) -> dict:
     lap("probes_s")
     # Another seed's weights on the same inputs: the tolerance must tell them apart.
     seed_all(job["init_seed"] + 1)
-    other = Model(*init_inputs).to(device).eval()
+    other = construct(Model, init_inputs, device, on_device).to(device)
     with torch.inference_mode():
         seed_all(call_seed)
         save(to_cpu(other(*x0)), out_dir / "other_seed.pt")
@@ -212,6 +221,8 @@ def run_reference(job: dict, job_dir: Path) -> dict:
         "params": sum(p.numel() for p in model.parameters()),
         "input_shapes": [list(t.shape) if isinstance(t, torch.Tensor) else repr(t) for t in kept[0]],
         "init_seed": job["init_seed"],
+        "built_on": "device" if on_device else "cpu",  # where candidates are built (harness.construct)
+        "built_note": built_note,
         "call_seed": call_seed,
         "durations_s": spent,
         # None: full-precision outputs; "ok": golden/ (and golden_random/) hold fp32 outputs; else why not.

@@ -49,6 +49,8 @@ def check_config(cfg: RunConfig) -> None:
         raise ValueError(f"search.offline_combos must be 'promising' or 'all', not {cfg.search.offline_combos!r}")
     if cfg.eval.comparator not in ("on", "off", "auto"):
         raise ValueError(f"eval.comparator must be on, off or auto (on for a GPU), not {cfg.eval.comparator!r}")
+    if cfg.eval.init_on not in ("device", "cpu"):
+        raise ValueError(f"eval.init_on must be device or cpu (where models are built), not {cfg.eval.init_on!r}")
     if cfg.eval.lanes < 1:
         raise ValueError(f"eval.lanes must be at least 1 (evaluation processes per device), not {cfg.eval.lanes}")
 
@@ -74,7 +76,7 @@ def eval_config(cfg: RunConfig) -> EvalConfig:
     return EvalConfig(
         device=e.device, trials=e.trials, timeout_s=e.timeout_s, build_timeout_s=e.build_timeout_s,
         strict=e.strict, require_state_dict=e.require_state_dict, start_method=e.start_method, seed=cfg.seed,
-        comparator=e.comparator,
+        comparator=e.comparator, init_on=e.init_on,
     )
 
 
