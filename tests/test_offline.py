@@ -53,7 +53,10 @@ def test_offline_optimize_writes_best_and_table(tmp_path):
             assert state["skipped"][v.name] == f"not tried: {why}"
     assert (out / "config.toml").read_text().count('strategy = "offline"') == 1
     # The final table took compile:default's result from the portfolio's own evaluation of it
-    # instead of compiling it again (its start-up baseline, cached, was measured separately).
+    # instead of compiling it again, and no compile baseline ran before the search either (the
+    # prompts' "vs compile" figure; a recurrent task's compile took its whole time limit there):
+    # eager is the only baseline this run measured.
+    assert len(list((tmp_path / "cache" / "baselines").glob("*.json"))) == 1
     baselines = json.loads(con.execute("SELECT baselines FROM tasks").fetchone()[0])
     status, ms = con.execute("SELECT status, runtime_ms FROM solutions WHERE idea = 'compile:default'").fetchone()
     assert baselines["compile:default"]["status"] == status == "ok"
@@ -154,3 +157,45 @@ def test_final_retiming_gets_the_time_its_compiles_took():
     # Never below the evaluator's own timeout; nothing known: the evaluator's default.
     assert retime_timeout(run, {"default": res("ok", 5.0)}, []) == 300.0
     assert retime_timeout(run, {}, []) is None
+
+
+def test_a_compile_variant_is_timed_once_as_its_baseline(monkeypatch):
+    """The offline compile:MODE variant and the compile:MODE baseline are one program: the final table
+    re-times it once, and the winner's figure is the baseline's (not 0.99x against itself)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from pike.evaluate.result import EvalResult, Timing
+    from pike.search import output
+
+    def ok(ms):
+        return EvalResult(status="ok", timing=Timing(median_ms=ms, iqr_ms=0.0, runs=5), durations_s={"total_s": 1.0})
+
+    sols = [SimpleNamespace(id=1, origin="offline", idea="compile:default", code="variant", runtime_ms=9.0, tags=[]),
+            SimpleNamespace(id=2, origin="offline", idea="tf32", code="tf32 variant", runtime_ms=9.5, tags=[])]
+    evals = {1: ok(9.0), 2: ok(9.5)}
+    asked = {}
+
+    async def retime(task, entries, timeout_s=None):
+        asked.update(entries)
+        ms = {"eager": 20.0, "compile:default": 10.0, "solution:2": 10.4}
+        return {k: SimpleNamespace(median_ms=ms[k]) for k in entries}
+
+    async def baseline(task, mode):
+        raise AssertionError("default's result is the variant's")
+
+    async def reference_meta(task):
+        return {}
+
+    state = {}
+    run = SimpleNamespace(
+        task=SimpleNamespace(source="eager source", name="t"), task_id=1, eager_ms=20.0, solutions=sols,
+        store=SimpleNamespace(evaluation=evals.get, task_json=lambda *a: {}, set_task=lambda *a, **k: None),
+        pool=SimpleNamespace(retime=retime, baseline=baseline, reference_meta=reference_meta),
+        best=lambda n: sols[:n], ok_solutions=lambda: sols, state=lambda: state,
+        save_state=lambda **v: state.update(v), cfg=SimpleNamespace(eval=SimpleNamespace(timeout_s=300.0)))
+    monkeypatch.setattr(output, "write_best", lambda *a: None)
+    final = asyncio.run(output.finalize_task(run, Path("."), modes=("default",)))
+    assert "solution:1" not in asked and {"eager", "compile:default", "solution:2"} <= set(asked)
+    assert final["best_solution"] == 1 and final["best_ms"] == final["compile_ms"]["default"] == 10.0
+    assert final["best_is_compile"] == "default" and final["finalists_ms"] == {"1": 10.0, "2": 10.4}

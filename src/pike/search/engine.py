@@ -200,7 +200,10 @@ class Engine:
             if not eager.ok:
                 raise TaskError(task.path, f"the task's own Model fails the evaluator: {eager.status}: {eager.message}")
             run.eager_ms = eager.runtime_ms
-            if self.cfg.search.parent_speedups:
+            # The LLM prompts' "vs compile" figures. Not for the offline portfolio: its compile:default
+            # variant is the same program, and compiling it before the search once took a recurrent
+            # task's whole time limit (rwkv_time_mix: 165 s, 2026-11-22).
+            if self.cfg.search.parent_speedups and self.cfg.search.strategy != "offline":
                 comp = await pool.baseline(task, "default")
                 run.compile_ms = comp.runtime_ms if comp.ok else None
             self.store.set_task(tid, baselines={"eager": eager.to_json()})
