@@ -191,11 +191,12 @@ def test_auto_uses_the_comparator_on_a_gpu_only(tmp_path):
         Evaluator(EvalConfig(cache_dir=tmp_path, comparator="yes"))
 
 
-def test_a_childs_driver_files_are_removed(tmp_path):
-    from pike.evaluate.forkserver import remove_driver_files
+def test_a_childs_ipc_files_are_removed(tmp_path):
+    from pike.evaluate.forkserver import remove_ipc_files
 
-    names = ["cuda.shm.0.3d7.1", "cuda.shm.1000.3d7.12", "cuda.shm.0.3d70.1", "cuda.shm.0.3d.1", "cuda.shm.0.3d7", "other.3d7.1"]
-    for n in names:
+    mine = ["cuda.shm.0.3d7.1", "cuda.shm.1000.3d7.12", "torch_983_4145540512_0", "torch_983_1_12"]  # pid 983 = 0x3d7
+    others = ["cuda.shm.0.3d70.1", "cuda.shm.0.3d.1", "cuda.shm.0.3d7", "other.3d7.1", "torch_9830_1_0", "torch_98_1_0", "torch_983_x_0"]
+    for n in mine + others:
         (tmp_path / n).write_text("")
-    assert sorted(remove_driver_files(0x3d7, str(tmp_path))) == ["cuda.shm.0.3d7.1", "cuda.shm.1000.3d7.12"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cuda.shm.0.3d.1", "cuda.shm.0.3d7", "cuda.shm.0.3d70.1", "other.3d7.1"]
+    assert sorted(remove_ipc_files(983, str(tmp_path))) == sorted(mine)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(others)

@@ -62,17 +62,19 @@ def _child(req: dict) -> None:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        remove_driver_files(os.getpid())
+        remove_ipc_files(os.getpid())
         os._exit(code)
 
 
-def remove_driver_files(pid: int, root: str = "/dev/shm") -> list[str]:
-    """The CUDA driver's files for a process that exported IPC handles (``cuda.shm.<uid>.<pid in
-    hex>.<n>``): the driver removes them at a normal exit, but a child leaves by ``os._exit``, so
-    every candidate that handed its outputs to the comparator would leave one behind."""
+def remove_ipc_files(pid: int, root: str = "/dev/shm") -> list[str]:
+    """Shared-memory files of a process that exported CUDA IPC handles: the driver's
+    (``cuda.shm.<uid>.<pid in hex>.<n>``) and torch's reference counters for shared CUDA memory
+    (``torch_<pid>_<random>_<n>``). Both are removed at a normal exit, but a child leaves by
+    ``os._exit``, so every candidate that handed its outputs to the comparator left them behind
+    (counted on an H200: one of each per candidate). The comparator has answered by then."""
     import re
 
-    pat = re.compile(rf"cuda\.shm\.\d+\.{pid:x}\.\d+")
+    pat = re.compile(rf"cuda\.shm\.\d+\.{pid:x}\.\d+|torch_{pid}_\d+_\d+")
     removed = []
     try:
         names = os.listdir(root)

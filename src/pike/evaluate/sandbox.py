@@ -141,7 +141,10 @@ class _ForkServer:
             start_new_session=True,
         )
         self._buf = b""
-        ready = self._read(timeout=120)
+        try:
+            ready = self._read(timeout=120)
+        except EOFError:  # it exited at start (click would show a bare "Aborted." for an EOFError)
+            ready = None
         if not ready or not ready.get("ready"):
             self.close()
             raise RuntimeError("the evaluation fork server did not start (is torch importable?)")
