@@ -65,7 +65,7 @@ class EvalConfig:
     start_method: str = "forkserver"
     # on: compare outputs in a comparator process on the device, handed over as memory (CUDA IPC; on
     # the CPU shared memory), not copied through files; off: the orchestrator compares the child's
-    # files; auto: on for a GPU (1-3 s less per candidate there, BENCHMARKS.md), off on the CPU.
+    # files; auto: on for a GPU (0.5-4 s less per candidate there, BENCHMARKS.md), off on the CPU.
     comparator: str = "auto"
     comparator_cache_bytes: int = 2 * 2**30  # references it keeps on its device
     # device: the reference and every candidate are built under torch.device(<device>) (weights made
