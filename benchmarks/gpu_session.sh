@@ -16,6 +16,7 @@
 #   bash benchmarks/gpu_session.sh x2a         # 2-GPU machine: x4c's two parts, the offline suite on GPU 1
 #   bash benchmarks/gpu_session.sh x2b         # 2-GPU machine: offline on both GPUs
 #   bash benchmarks/gpu_session.sh x2c         # 2-GPU machine: handoff (3 set-ups) on GPU 0, offline on 1 (0 joins)
+#   bash benchmarks/gpu_session.sh x2e         # 2-GPU machine: one lane against two lanes per GPU, side by side
 # On a machine of several GPUs the x8 steps run parts side by side, each on its own GPUs and cores
 # (device time counts the machine, not its GPUs), each part logging to $OUT/<part>.log.
 # Results go to $OUT (default ./gpu-results). Every step has its own time limit so one slow step
@@ -232,6 +233,21 @@ x2c)
     grep -E '"(median_overhead|[a-z_]+_overhead_s)_|"same_status": false|fallbacks|shm_left|built_on' "$OUT/handoff.json" | head -40
     tail -n 8 "$OUT/offline.log"
     ;;
+x2e)
+    # Lanes, measured: one GPU with one lane (GPU 0, cores 0-15) against one GPU with two lanes
+    # (GPU 1, cores 16-31), side by side, each with its own cache: the same tasks, budget and
+    # scripted LLM (20-60 s replies). Compare held, kernels active and candidates per minute.
+    BUSY="--tasks gpt2_block,convnext_block,gated_rmsnorm,causal_self_attention --budget 60 --concurrency 24"
+    S=${SECONDS_RUN:-480}
+    for lanes in 1 2; do
+        g=$((lanes - 1)); c=$([ "$lanes" = 1 ] && echo 0-15 || echo 16-31)
+        PIKE_CACHE_DIR=/tmp/cache-lanes$lanes timeout -s INT -k 10 $((S + 55)) $PY benchmarks/pool_busy.py $BUSY \
+            --seconds "$S" --grace 40 --gpus "$g" --cpus "$c" --lanes "$lanes" --run-dir /tmp/busy-lanes$lanes \
+            --out "$OUT/busy_lanes$lanes.json" > "$OUT/lanes$lanes.log" 2>&1 &
+    done
+    wait
+    grep -E '^(rc=|search)' "$OUT/lanes1.log" "$OUT/lanes2.log"
+    ;;
 x2b)
     smi_log &
     offline_parallel 0,1 0-31 "${STOP_AT:-555}"
@@ -239,5 +255,5 @@ x2b)
     tail -n 40 "$OUT/offline.log"
     ;;
 *)
-    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b|x2c" >&2; exit 2 ;;
+    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b|x2c|x2e" >&2; exit 2 ;;
 esac
