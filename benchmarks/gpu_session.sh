@@ -58,11 +58,12 @@ offline_parallel() {  # offline_parallel GPUS CPUS STOP_AT [offline_suite args]:
     local gpus=$1 cpus=$2 stop=$3; shift 3
     CUDA_DEVICE_ORDER=PCI_BUS_ID timeout -s INT -k 20 "$(( stop + 15 ))" $PY benchmarks/offline_suite.py --device cuda \
         --out /tmp/offline.jsonl --runs /tmp/pike-offline-runs --gpus "$gpus" --cpus "$cpus" --stop-at "$stop" \
-        --task-minutes "${TASK_MINUTES:-5}" --reserve "${RESERVE:-240}" --redo "${REDO:-}" \
+        --task-minutes "${TASK_MINUTES:-5}" --reserve "${RESERVE:-240}" --redo "${REDO:-}" --seed-runs benchmarks/results/offline_runs \
         --tasks "${ORDER:-$ORDER_QUICK,$ORDER_SLOW}" "$@" > "$OUT/offline.log" 2>&1
     echo "=== offline rc=$? after $(( $(date +%s) - T0 ))s ===" >> "$OUT/session.log"
     cp /tmp/offline.jsonl "$OUT/offline_suite.jsonl"
-    # Each task's store and its references' phase timings (small): where a task's time went.
+    # Each task's store and its references' phase timings (small): where a task's time went. The
+    # stores of stopped tasks go to benchmarks/results/offline_runs/ (--seed-runs resumes them).
     mkdir -p "$OUT/runs" "$OUT/refmeta"
     for d in /tmp/pike-offline-runs/*/; do [ -f "$d/run.db" ] && cp "$d/run.db" "$OUT/runs/$(basename "$d").db"; done
     for m in "$PIKE_CACHE_DIR"/references/*/meta.json; do [ -f "$m" ] && cp "$m" "$OUT/refmeta/$(basename "$(dirname "$m")").json"; done

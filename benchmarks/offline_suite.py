@@ -8,7 +8,8 @@ winner, re-timed side by side), every variant's status and time from the run's s
 the task took. Resumable: tasks done in --out are skipped, and a task stopped by --task-minutes
 (or killed) is resumed from its run directory, so a run cut into several calls continues where it
 stopped. The summary (geomean vs eager and vs the best single compile mode) is
-printed from the whole file.
+printed from the whole file. On a fresh machine, `--seed-runs DIR` resumes the stopped tasks from
+their stores kept in the repository (`benchmarks/results/offline_runs/<task>.db`).
 
 On a machine of several GPUs, `--gpus 4,5,6,7 --cpus 80-127` runs one task per GPU at a time, each
 `pike optimize` seeing only its GPU (CUDA_VISIBLE_DEVICES) and an equal share of the listed cores,
@@ -85,6 +86,19 @@ def latest(path: Path) -> dict[str, dict]:
                 r["total_wall_s"] = before + r["wall_s"]
                 out[r["task"]] = r
     return out
+
+
+def seed_runs(out: Path, stores: Path, runs: Path, redo: list[str]) -> list[str]:
+    """Run directories made from stores kept in the repository (``run.db`` is all a resume needs), for
+    the tasks cut short on a machine that is gone: a fresh machine then goes on with their portfolio."""
+    seeded = []
+    for name, r in latest(out).items():
+        db, run_dir = stores / f"{name}.db", runs / name
+        if (r.get("row") or {}).get("status") == "stopped" and name not in redo and db.exists() and not (run_dir / "run.db").exists():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(db, run_dir / "run.db")
+            seeded.append(name)
+    return seeded
 
 
 def precision(winner: str | None) -> str:
@@ -185,6 +199,9 @@ def main() -> None:
     ap.add_argument("--min-minutes", type=float, default=3.0,
                     help="with --stop-at, start a task only if it gets this much search before --reserve (a task cut "
                          "short is lost when the machine does not stay up for the next call)")
+    ap.add_argument("--seed-runs", default=None,
+                    help="a folder of <task>.db stores kept from an earlier machine: a task whose last record is 'stopped' "
+                         "and that has no run directory here resumes from its store instead of starting over")
     ap.add_argument("--later", default="", help="GPUs (of --gpus) that join only once --later-file exists (another part ran there first)")
     ap.add_argument("--later-file", default=None)
     a = ap.parse_args()
@@ -192,6 +209,9 @@ def main() -> None:
     redo = [n for n in a.redo.split(",") if n]
     for name in redo:  # a fresh run directory; the new line in --out supersedes the old ones
         shutil.rmtree(Path(a.runs) / name, ignore_errors=True)
+    if a.seed_runs:
+        for name in seed_runs(out, Path(a.seed_runs), Path(a.runs), redo):
+            print(f"{name}: resumed from {a.seed_runs}", flush=True)
     done = {name for name, r in latest(out).items() if r.get("row", {}).get("status") == "done" and name not in redo}
     todo: queue.Queue[str] = queue.Queue()
     for name in (a.tasks.split(",") if a.tasks else suite_order()):
