@@ -93,13 +93,18 @@ def test_offline_winner_seeds_the_llm_search(tmp_path):
 def test_time_limit_stops_the_portfolio_and_a_resume_finishes_it(tmp_path):
     out = tmp_path / "run"
     # The limit is over before the portfolio starts (the eager baseline comes first): nothing is
-    # tried, yet the run ends properly, with its table and a valid best file.
+    # tried, yet the run ends properly, with its table and a valid best file. The final table's
+    # compile:default baseline joins the portfolio as its only evaluation (and wins if faster).
     p = run(tmp_path, str(TASK), "--out", str(out), "--time-limit", "0.0001", "--json")
     row = json.loads(p.stdout)["rows"][0]
-    assert row["status"] == "stopped" and row["evaluated"] == 0 and row["fallback"]
-    best = (out / "best" / "ln_mlp.py").read_text()
-    assert "time limit came before any candidate" in best and "class Model(" in best
+    assert row["status"] == "stopped" and row["evaluated"] == 1
     con = sqlite3.connect(out / "run.db")
+    assert [r[0] for r in con.execute("SELECT idea FROM solutions")] == ["compile:default"]
+    best = (out / "best" / "ln_mlp.py").read_text()
+    if row["fallback"]:
+        assert "no solution beat eager" in best and "class Model(" in best
+    else:
+        assert "compile:default" in best and row["speedup_compile"] == 1.0
     state = json.loads(con.execute("SELECT state FROM tasks").fetchone()[0])
     assert state["stopped"] == "time limit" and state["skipped"]["eager"] == "not tried: time limit"
     con.close()
@@ -193,9 +198,59 @@ def test_a_compile_variant_is_timed_once_as_its_baseline(monkeypatch):
         store=SimpleNamespace(evaluation=evals.get, task_json=lambda *a: {}, set_task=lambda *a, **k: None),
         pool=SimpleNamespace(retime=retime, baseline=baseline, reference_meta=reference_meta),
         best=lambda n: sols[:n], ok_solutions=lambda: sols, state=lambda: state,
-        save_state=lambda **v: state.update(v), cfg=SimpleNamespace(eval=SimpleNamespace(timeout_s=300.0)))
+        save_state=lambda **v: state.update(v),
+        cfg=SimpleNamespace(eval=SimpleNamespace(timeout_s=300.0), search=SimpleNamespace(strategy="offline")))
     monkeypatch.setattr(output, "write_best", lambda *a: None)
     final = asyncio.run(output.finalize_task(run, Path("."), modes=("default",)))
     assert "solution:1" not in asked and {"eager", "compile:default", "solution:2"} <= set(asked)
     assert final["best_solution"] == 1 and final["best_ms"] == final["compile_ms"]["default"] == 10.0
     assert final["best_is_compile"] == "default" and final["finalists_ms"] == {"1": 10.0, "2": 10.4}
+
+
+def test_a_stopped_offline_run_adopts_the_compile_baseline_it_measured(tmp_path, monkeypatch):
+    """The time limit came before the portfolio's compile:default; the final table measured it as a
+    baseline (checked and timed by the same evaluator): it joins the portfolio and wins, so the
+    offline result is not slower than the torch.compile it reports. An LLM strategy keeps its own."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from pike.config import RunConfig
+    from pike.evaluate.result import EvalResult, Timing
+    from pike.search import output
+    from pike.search.taskrun import TaskRun
+    from pike.store import Store
+
+    def ok(ms):
+        return EvalResult(status="ok", timing=Timing(median_ms=ms, iqr_ms=0.0, runs=5), durations_s={"total_s": 1.0})
+
+    async def baseline(task, mode):
+        return ok(10.0)
+
+    async def retime(task, entries, timeout_s=None):
+        ms = {"eager": 20.0, "compile:default": 10.0}
+        return {k: SimpleNamespace(median_ms=ms.get(k, 15.0)) for k in entries}
+
+    async def reference_meta(task):
+        return {}
+
+    monkeypatch.setattr(output, "write_best", lambda *a: None)
+    task = load_task(TASK)
+    for strategy, adopted in [("offline", True), ("pike-b-plus", False)]:
+        store = Store(tmp_path / f"{strategy}.db")
+        tid = store.add_task(task.name, str(task.path), task.size, task.source, task.key)
+        for idea, ms in [("eager", 20.0), ("tf32", 15.0)]:
+            store.record_evaluation(store.add_solution(tid, task.source if idea == "eager" else f"# {idea}", "offline", idea=idea), ok(ms))
+        cfg = RunConfig()
+        cfg.search.strategy = strategy
+        pool = SimpleNamespace(baseline=baseline, retime=retime, reference_meta=reference_meta)
+        run = TaskRun(task, tid, cfg, store, pool, eager_ms=20.0)
+        run.save_state(stopped="time limit")
+        final = asyncio.run(output.finalize_task(run, tmp_path, modes=("default",)))
+        adoptee = [s for s in store.solutions(tid) if s.idea == "compile:default"]
+        assert bool(adoptee) is adopted
+        if adopted:
+            assert adoptee[0].status == "ok" and adoptee[0].runtime_ms == 10.0
+            assert final["best_solution"] == adoptee[0].id and final["best_ms"] == 10.0 and final["best_is_compile"] == "default"
+        else:
+            assert final["best_ms"] == 15.0 and final["best_is_compile"] is None
+        store.close()

@@ -40,6 +40,21 @@ def compile_plan(run, modes: tuple[str, ...]) -> tuple[dict, list[str], list[str
     return known, rest, []
 
 
+def adopt_compile_baselines(run, compiles: dict) -> list[int]:
+    """An offline run's compile:MODE variants that its time limit left out, but that the final table
+    measured as baselines: the same program, checked and timed by the same evaluator, so they join
+    the portfolio as its own evaluations and can win. Without this a stopped run could end slower
+    than the torch.compile it measured (rwkv_time_mix: eager kept at 0.58x of compile default)."""
+    have = {s.idea for s in run.solutions if s.origin == "offline"}
+    added = []
+    for mode, result in compiles.items():
+        if result.ok and f"compile:{mode}" not in have:
+            sid = run.store.add_solution(run.task_id, baseline_source(run.task, mode), "offline", idea=f"compile:{mode}")
+            run.store.record_evaluation(sid, result)
+            added.append(sid)
+    return added
+
+
 def same_program_mode(best, compile_ms: dict) -> str | None:
     """The compile mode whose baseline is the same program as ``best`` (the offline ``compile:MODE``
     variant), when that baseline was measured."""
@@ -65,6 +80,8 @@ async def finalize_task(run, run_dir: Path, *, modes: tuple[str, ...], retime: b
     task, store = run.task, run.store
     known, _, skipped = compile_plan(run, modes)
     compiles = {m: known[m] if m in known else await run.pool.baseline(task, m) for m in modes if m not in skipped}
+    if run.cfg.search.strategy == "offline":
+        adopt_compile_baselines(run, compiles)
     # Finalists: the best few by search timing, minus the eager model itself (it is timed anyway).
     finalists = [s for s in run.best(FINALISTS + 1) if s.code != task.source][:FINALISTS]
     entries = {"eager": task.source}
