@@ -85,8 +85,8 @@ class EvalSettings:
     strict: bool = False
     require_state_dict: bool = True  # user-facing; benchmark runs may allow seeded-only
     workers: int = 1  # CPU evaluation workers (GPU: one per visible GPU)
-    # Evaluation processes per device: with 2+, the next candidates import and build their models on
-    # the CPU while one holds the GPU (experimental: not yet measured on a GPU).
+    # Evaluation processes per device: with 2+, the next candidates import their code while one holds
+    # the GPU (experimental: not yet measured on a GPU).
     lanes: int = 1
     gpus: list[int] = field(default_factory=list)  # a subset of the visible GPUs
     # on: outputs compared by a comparator process on the device, handed over as memory (CUDA IPC),

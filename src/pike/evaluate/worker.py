@@ -104,15 +104,16 @@ def gate_device(job_dir: Path, device: torch.device):
 def run_candidate(job: dict, job_dir: Path) -> dict:
     device = torch.device(job["device"])
     gpu_ready = gate_device(job_dir, device) if job.get("gpu_gate") else None
-    if gpu_ready is not None and (os.environ.get("PIKE_EXT_LOCK") or built_on_device(job["main"]["ref"])):
+    if gpu_ready is not None and os.environ.get("PIKE_EXT_LOCK"):
         # An extension's import holds its build lock: waiting for the device under it could deadlock
         # with a lane that holds the device and imports the same source for its alternate size.
-        # A model built on the device needs it first, too.
         gpu_ready()
-        gpu_ready = None
+    # A model built on the device asks for it at its construction's first CUDA call (the gate).
+    on_device = built_on_device(job["main"]["ref"])
     integrity = Integrity()
     t0 = perf_counter()
-    model, ref = build_model(job["main"], job["module_name"], device, job["init_seed"], integrity, cpu_first=gpu_ready is not None)
+    model, ref = build_model(job["main"], job["module_name"], device, job["init_seed"], integrity,
+                             cpu_first=gpu_ready is not None and not on_device)
     if gpu_ready is not None:
         gpu_ready()
         try:
