@@ -80,6 +80,12 @@ class EvalConfig:
     prep_affinity: tuple[int, ...] | None = None  # cores before it (import, compile, checks); None: cpu_affinity
     seed: int = 0
 
+    def __post_init__(self):
+        if self.comparator not in ("on", "off", "auto"):
+            raise ValueError(f"eval.comparator must be on, off or auto (on for a GPU), not {self.comparator!r}")
+        if self.init_on not in ("device", "cpu"):
+            raise ValueError(f"eval.init_on must be device or cpu (where models are built), not {self.init_on!r}")
+
     @property
     def device_type(self) -> str:
         return torch.device(self.device).type
@@ -146,10 +152,6 @@ class Evaluator:
         self._refs: dict[str, Reference] = {}
         self._info: dict | None = None
         self._counter = itertools.count(1)
-        if c.init_on not in ("device", "cpu"):
-            raise ValueError(f"init_on must be device or cpu, not {c.init_on!r}")
-        if c.comparator not in ("on", "off", "auto"):
-            raise ValueError(f"comparator must be on, off or auto, not {c.comparator!r}")
         self._cmp: Comparator | None = None
         self.comparator_fallbacks: list[str] = []  # why outputs went through files after all
 

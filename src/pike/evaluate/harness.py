@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from pike.evaluate.build import extension_lock
+from pike.evaluate.sandbox import pid_alive
 
 _GUARDED = (
     # (not torch.manual_seed: torch._dynamo wraps it on import; the harness uses its own saved copy)
@@ -214,14 +215,9 @@ ORPHANED = 3  # exit code of a child whose orchestrator is gone
 
 def orchestrator_gone(job_dir: Path) -> bool:
     """The process that would answer is dead, or has removed the job (a killed or finished run)."""
-    pid = os.environ.get("PIKE_ORCHESTRATOR_PID")
-    if pid:
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, ValueError):
-            pass
+    pid = os.environ.get("PIKE_ORCHESTRATOR_PID", "")
+    if pid.isdigit() and not pid_alive(int(pid)):
+        return True
     return not job_dir.exists()
 
 
@@ -287,18 +283,14 @@ def construct(cls, init_inputs: list, device: torch.device, on_device: bool):
     return cls(*init_inputs).eval()
 
 
-def built_on_device(ref_dir: str) -> bool:
-    """Whether the task's reference was built on its device (``construct``); candidates follow it."""
-    return json.loads((Path(ref_dir) / "meta.json").read_text()).get("built_on") == "device"
-
-
 def build_model(job_part: dict, name: str, device: torch.device, init_seed: int, integrity: Integrity, stage_sfx: str = "",
                 cpu_first: bool = False):
-    """``cpu_first``: built on the CPU and left there (the caller moves it once it holds the device);
-    only for a reference that was built on the CPU too."""
+    """``cpu_first``: built on the CPU and left there (the caller moves it once it holds the device).
+    Not for a reference built on the device: the model is built there too, and a lane's gate asks
+    for the device at the construction's first CUDA call."""
     ref = RefData(job_part["ref"])
     on_device = ref.meta.get("built_on") == "device"
-    assert not (cpu_first and on_device), "a model built on the device cannot be built before the device is held"
+    cpu_first = cpu_first and not on_device
     with extension_lock():  # extensions compile at import or in __init__
         try:
             mod = import_file(Path(job_part["code"]), name)

@@ -86,7 +86,8 @@ def owned_tempdir(prefix: str, root: str | None = None) -> str:
     return d
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one of another user counts: we may not signal it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -106,7 +107,7 @@ def sweep_stale(root: str, prefix: str) -> list[str]:
         if not e.name.startswith(prefix) or not e.is_dir(follow_symlinks=False):
             continue
         try:
-            gone = not _alive(int(Path(e.path, OWNER_FILE).read_text()))
+            gone = not pid_alive(int(Path(e.path, OWNER_FILE).read_text()))
         except FileNotFoundError:
             try:
                 gone = time.time() - e.stat(follow_symlinks=False).st_mtime > STALE_UNOWNED_S

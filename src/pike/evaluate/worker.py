@@ -30,7 +30,7 @@ from pike.evaluate import weights as weights_mod
 from pike.evaluate.build import extension_lock
 from pike.evaluate.harness import (
     Failure, Integrity, RefData, TaskFailure, build_model, check_output_types, guarded_call,
-    import_file, ask, built_on_device, output_devices, perf_counter, pin_for_timing, run_trials, save_atomic, seed_all, tb, to_cpu, to_device, write_json,
+    import_file, ask, output_devices, perf_counter, pin_for_timing, run_trials, save_atomic, seed_all, tb, to_cpu, to_device, write_json,
 )
 from pike.evaluate.reference_job import run_reference
 
@@ -108,12 +108,9 @@ def run_candidate(job: dict, job_dir: Path) -> dict:
         # An extension's import holds its build lock: waiting for the device under it could deadlock
         # with a lane that holds the device and imports the same source for its alternate size.
         gpu_ready()
-    # A model built on the device asks for it at its construction's first CUDA call (the gate).
-    on_device = built_on_device(job["main"]["ref"])
     integrity = Integrity()
     t0 = perf_counter()
-    model, ref = build_model(job["main"], job["module_name"], device, job["init_seed"], integrity,
-                             cpu_first=gpu_ready is not None and not on_device)
+    model, ref = build_model(job["main"], job["module_name"], device, job["init_seed"], integrity, cpu_first=gpu_ready is not None)
     if gpu_ready is not None:
         gpu_ready()
         try:

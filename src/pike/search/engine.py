@@ -47,10 +47,7 @@ def check_config(cfg: RunConfig) -> None:
         raise ValueError(f"search.time_limit_min must be positive (minutes), not {cfg.search.time_limit_min}")
     if cfg.search.offline_combos not in ("promising", "all"):
         raise ValueError(f"search.offline_combos must be 'promising' or 'all', not {cfg.search.offline_combos!r}")
-    if cfg.eval.comparator not in ("on", "off", "auto"):
-        raise ValueError(f"eval.comparator must be on, off or auto (on for a GPU), not {cfg.eval.comparator!r}")
-    if cfg.eval.init_on not in ("device", "cpu"):
-        raise ValueError(f"eval.init_on must be device or cpu (where models are built), not {cfg.eval.init_on!r}")
+    eval_config(cfg)  # its own checks (eval.comparator, eval.init_on)
     if cfg.eval.lanes < 1:
         raise ValueError(f"eval.lanes must be at least 1 (evaluation processes per device), not {cfg.eval.lanes}")
 

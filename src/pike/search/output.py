@@ -55,13 +55,13 @@ def adopt_compile_baselines(run, compiles: dict) -> list[int]:
     return added
 
 
-def same_program_mode(best, compile_ms: dict) -> str | None:
+def same_program_mode(best, measured) -> str | None:
     """The compile mode whose baseline is the same program as ``best`` (the offline ``compile:MODE``
-    variant), when that baseline was measured."""
+    variant), when that baseline was measured (``measured``: the modes, or a dict keyed by them)."""
     if best is None or best.origin != "offline" or not (best.idea or "").startswith("compile:"):
         return None
     mode = best.idea.removeprefix("compile:")
-    return mode if mode in compile_ms else None
+    return mode if mode in measured else None
 
 
 def retime_timeout(run, compiles: dict, finalists) -> float | None:
@@ -84,17 +84,17 @@ async def finalize_task(run, run_dir: Path, *, modes: tuple[str, ...], retime: b
         adopt_compile_baselines(run, compiles)
     # Finalists: the best few by search timing, minus the eager model itself (it is timed anyway).
     finalists = [s for s in run.best(FINALISTS + 1) if s.code != task.source][:FINALISTS]
+    ok_modes = [m for m, r in compiles.items() if r.ok]
     entries = {"eager": task.source}
-    entries.update({f"compile:{m}": baseline_source(task, m) for m, r in compiles.items() if r.ok})
+    entries.update({f"compile:{m}": baseline_source(task, m) for m in ok_modes})
     # An offline compile:MODE variant is the compile:MODE baseline (one program): timed once, as that.
-    ok_modes = {m: r for m, r in compiles.items() if r.ok}
     entries.update({f"solution:{s.id}": s.code for s in finalists if not same_program_mode(s, ok_modes)})
     timings = {}
     if retime and len(entries) > 1:
         timeout = retime_timeout(run, compiles, finalists)
         timings = {k: t.median_ms for k, t in (await run.pool.retime(task, entries, timeout_s=timeout)).items()}
     eager_ms = timings.get("eager") or run.eager_ms
-    compile_ms = {m: timings.get(f"compile:{m}") or compiles[m].runtime_ms for m, r in compiles.items() if r.ok}
+    compile_ms = {m: timings.get(f"compile:{m}") or compiles[m].runtime_ms for m in ok_modes}
     # The best search timing of hundreds is inflated: the finalists are ranked by their re-timing.
     def retimed(s):
         mode = same_program_mode(s, compile_ms)
