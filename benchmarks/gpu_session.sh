@@ -65,7 +65,12 @@ offline_parallel() {  # offline_parallel GPUS CPUS STOP_AT [offline_suite args]:
     # Each task's store and its references' phase timings (small): where a task's time went. The
     # stores of stopped tasks go to benchmarks/results/offline_runs/ (--seed-runs resumes them).
     mkdir -p "$OUT/runs" "$OUT/refmeta"
-    for d in /tmp/pike-offline-runs/*/; do [ -f "$d/run.db" ] && cp "$d/run.db" "$OUT/runs/$(basename "$d").db"; done
+    # SQLite's backup, not cp: a store in WAL mode whose run was killed keeps its last writes in
+    # run.db-wal, and a copy of run.db alone came back empty (gru_sequence, 2026-11-22).
+    $PY -c 'import sqlite3, sys, pathlib
+for p in (p for p in map(pathlib.Path, sys.argv[2:]) if p.exists()):
+    src, dst = sqlite3.connect(p), sqlite3.connect(pathlib.Path(sys.argv[1]) / f"{p.parent.name}.db")
+    src.backup(dst); dst.close(); src.close()' "$OUT/runs" /tmp/pike-offline-runs/*/run.db
     for m in "$PIKE_CACHE_DIR"/references/*/meta.json; do [ -f "$m" ] && cp "$m" "$OUT/refmeta/$(basename "$(dirname "$m")").json"; done
 }
 smi_log() {  # utilization.gpu of every GPU once a second, with timestamps, until killed
@@ -253,6 +258,8 @@ x2b)
     smi_log &
     offline_parallel 0,1 0-31 "${STOP_AT:-555}"
     kill %1
+    # The device returns at most 8 files: the stores and reference metas travel as one archive.
+    tar czf "$OUT/stores.tgz" -C "$OUT" runs refmeta && rm -rf "$OUT/runs" "$OUT/refmeta"
     tail -n 40 "$OUT/offline.log"
     ;;
 *)

@@ -90,11 +90,12 @@ def latest(path: Path) -> dict[str, dict]:
 
 def seed_runs(out: Path, stores: Path, runs: Path, redo: list[str]) -> list[str]:
     """Run directories made from stores kept in the repository (``run.db`` is all a resume needs), for
-    the tasks cut short on a machine that is gone: a fresh machine then goes on with their portfolio."""
+    the tasks cut short (or killed) on a machine that is gone: a fresh machine then goes on with their portfolio."""
     seeded = []
     for name, r in latest(out).items():
         db, run_dir = stores / f"{name}.db", runs / name
-        if (r.get("row") or {}).get("status") == "stopped" and name not in redo and db.exists() and not (run_dir / "run.db").exists():
+        # Stopped by its time limit, or killed at the call's end (no row): either way its store resumes.
+        if (r.get("row") or {}).get("status") != "done" and name not in redo and db.exists() and not (run_dir / "run.db").exists():
             run_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(db, run_dir / "run.db")
             seeded.append(name)
