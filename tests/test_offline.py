@@ -41,7 +41,8 @@ def test_offline_optimize_writes_best_and_table(tmp_path):
     state = json.loads(con.execute("SELECT state FROM tasks").fetchone()[0])
     # Variants that do not apply on the CPU are skipped with the reason recorded.
     assert "cuda_graph" in state["skipped"] and "CUDA" in state["skipped"]["cuda_graph"]
-    # Combinations come second, and only those whose knobs each helped on their own are evaluated.
+    # Combinations come after their knobs alone, and only those whose knobs each helped on their own
+    # are evaluated.
     rows = {r[0]: (r[1] == "ok", r[2]) for r in con.execute("SELECT idea, status, runtime_ms FROM solutions WHERE origin = 'offline'")}
     alone = {k: v for k, v in rows.items() if "+" not in k}
     combos = [v for v in variants(load_task(TASK), "cpu") if len(v.knobs) > 1 and v.applies]
@@ -254,3 +255,81 @@ def test_a_stopped_offline_run_adopts_the_compile_baseline_it_measured(tmp_path,
         else:
             assert final["best_ms"] == 15.0 and final["best_is_compile"] is None
         store.close()
+
+
+def _offline_run(tmp_path, name, pool, deadline=None):
+    from pike.config import RunConfig
+    from pike.search.taskrun import TaskRun
+    from pike.store import Store
+
+    task = load_task(TASK)
+    store = Store(tmp_path / f"{name}.db")
+    tid = store.add_task(task.name, str(task.path), task.size, task.source, task.key)
+    cfg = RunConfig()
+    cfg.search.strategy = "offline"
+    cfg.eval.device = "cuda"  # the CUDA portfolio (rendered only: the pool below evaluates nothing)
+    run = TaskRun(task, tid, cfg, store, pool, eager_ms=10.0)
+    run.deadline = deadline
+    return cfg, store, tid, run
+
+
+def test_the_portfolio_runs_its_cheap_combinations_before_any_compile(tmp_path):
+    """A GPU portfolio's order, through the strategy itself: eager and the knobs that need no compile,
+    their combinations, then the compile modes, then combinations with the fastest of them. A time
+    limit thus cuts compiles (minutes each on recurrent tasks), not seconds-long winners such as an
+    fp16 CUDA graph. The limit's cut shows as "not tried: time limit", which a resume tries again."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from pike.evaluate.result import EvalResult, Timing
+    from pike.search.strategies import Offline
+
+    ms = {"eager": 10.0, "cuda_graph": 6.0, "tf32": 9.0, "fp16_autocast": 9.5, "bf16_autocast": 12.0,
+          "compile:default": 8.0, "compile:reduce-overhead": 7.0, "compile:max-autotune-no-cudagraphs": 7.5}
+    order, clock = [], {"deadline_after": None}
+
+    async def evaluate(task, code, trusted=False, eager_ms=None):
+        name = code.split("# ==== PIKE offline variant: ", 1)[1].split(" ", 1)[0] if "PIKE offline variant" in code else "eager"
+        order.append(name)
+        if clock["deadline_after"] == name:
+            run.deadline = time.monotonic() - 1  # the time limit passes during this evaluation
+        return EvalResult(status="ok", timing=Timing(median_ms=ms.get(name, 5.0), iqr_ms=0.0, runs=5))
+
+    pool = SimpleNamespace(evaluate=evaluate, size=1)
+    cfg, store, tid, run = _offline_run(tmp_path, "order", pool)
+    asyncio.run(Offline(cfg).run(run))
+    first_compile = next(i for i, n in enumerate(order) if "compile:" in n)
+    assert order[0] == "eager" and not any("compile:" in n for n in order[:first_compile])
+    assert {"fp16_autocast+cuda_graph", "tf32+cuda_graph"} <= set(order[:first_compile])
+    assert "bf16_autocast+cuda_graph" not in order  # bf16 was slower than eager alone
+    # The compile combinations use the fastest single mode (reduce-overhead) and come last.
+    singles_done = order.index("compile:max-autotune-no-cudagraphs")
+    assert all("+" in n and "compile:reduce-overhead" in n for n in order[singles_done + 1:] if "compile:" in n)
+    assert "tf32+compile:reduce-overhead" in order[singles_done + 1:]
+    store.close()
+
+    # The limit passes during the first compile: the rest is recorded as left by the limit (not as
+    # "not worth trying"), and a resume evaluates exactly what was left.
+    order.clear()
+    clock["deadline_after"] = "compile:default"
+    cfg, store, tid, run = _offline_run(tmp_path, "cut", pool)
+    asyncio.run(Offline(cfg).run(run))
+    cut = list(order)
+    assert cut[-1] == "compile:default" and "fp16_autocast+cuda_graph" in cut
+    skipped = run.state()["skipped"]
+    assert skipped["compile:reduce-overhead"] == "not tried: time limit"
+    assert skipped["tf32+compile:reduce-overhead"] == "not tried: time limit"
+    order.clear()
+    clock["deadline_after"] = None
+    run.deadline = None
+    asyncio.run(Offline(cfg).run(run))
+    assert not set(order) & set(cut) and "compile:reduce-overhead" in order and "tf32+compile:reduce-overhead" in order
+    assert "not tried: time limit" not in run.state()["skipped"].values()
+    assert run.state()["skipped"]["bf16_autocast+cuda_graph"].startswith("not tried: bf16_autocast was 1.20x")
+    # Resumed with every combination asked for: the one left out is tried, and its old reason goes.
+    order.clear()
+    cfg.search.offline_combos = "all"
+    asyncio.run(Offline(cfg).run(run))
+    assert "bf16_autocast+cuda_graph" in order and "bf16_autocast+cuda_graph" not in run.state()["skipped"]
+    store.close()

@@ -94,14 +94,16 @@ class PikeB:
 class Offline:
     """No LLM: a portfolio of compiler, graph, precision and layout variants; eager is one of them.
 
-    Two stages: eager and every single knob, then the combinations (with ``offline_combos =
-    "promising"``, only those whose knobs each helped on their own; see ``variants.promising``)."""
+    Four stages, cheapest first (``variants.stages``): eager and the knobs that need no compile,
+    their combinations, the compile modes, the combinations with the fastest mode. With
+    ``offline_combos = "promising"``, a combination is tried only if each of its knobs helped on
+    its own (``variants.promising``)."""
 
     def __init__(self, cfg):
         self.cfg = cfg
 
     async def run(self, run: TaskRun) -> None:
-        from pike.search.variants import promising, variants
+        from pike.search.variants import stages, variants
 
         device_type = "cuda" if self.cfg.eval.device.startswith("cuda") else "cpu"
         # A resume tries again what an earlier invocation's time limit left out.
@@ -113,25 +115,31 @@ class Offline:
             else:
                 portfolio.append(v)
         run.save_state(skipped=skipped)
-        await self._evaluate(run, [v for v in portfolio if len(v.knobs) <= 1])
+        for i, stage in enumerate(stages(portfolio)):
+            combos = i % 2 == 1
+            await self._evaluate(run, self._promising(run, stage) if combos else stage)
 
-        combos = [v for v in portfolio if len(v.knobs) > 1]
+    def _promising(self, run: TaskRun, combos: list) -> list:
+        """The combinations worth their evaluation; the others are recorded as skipped, with why."""
+        from pike.search.variants import promising
+
+        if run.out_of_time:
+            return combos  # _evaluate records them as "not tried: time limit"
         skipped = run.state().get("skipped", {})
-        if self.cfg.search.offline_combos != "all":
-            done = {s.idea: s for s in run.solutions if s.origin == "offline"}
-            alone = {s.idea: (s.status == "ok", s.runtime_ms) for s in done.values() if "+" not in (s.idea or "")}
-            eager = done.get("eager")
-            eager_ms = eager.runtime_ms if eager is not None and eager.status == "ok" else run.eager_ms
-            keep = []
-            for v in combos:
-                why = promising(v.knobs, alone, eager_ms)
-                if why and v.name not in done:
-                    skipped[v.name] = f"not tried: {why}"
-                else:
-                    keep.append(v)
-            combos = keep
-            run.save_state(skipped=skipped)
-        await self._evaluate(run, combos)
+        done = {s.idea: s for s in run.solutions if s.origin == "offline"}
+        alone = {s.idea: (s.status == "ok", s.runtime_ms) for s in done.values() if "+" not in (s.idea or "")}
+        eager = done.get("eager")
+        eager_ms = eager.runtime_ms if eager is not None and eager.status == "ok" else run.eager_ms
+        keep = []
+        for v in combos:
+            why = "" if self.cfg.search.offline_combos == "all" else promising(v.knobs, alone, eager_ms)
+            if why and v.name not in done:
+                skipped[v.name] = f"not tried: {why}"
+            else:
+                skipped.pop(v.name, None)  # a reason from before a resume no longer holds
+                keep.append(v)
+        run.save_state(skipped=skipped)
+        return keep
 
     @staticmethod
     async def _evaluate(run: TaskRun, todo) -> None:

@@ -161,6 +161,20 @@ def variants(task: Task, device_type: str, *, with_max_autotune: bool = False, c
     return out
 
 
+def stages(portfolio: list[Variant]) -> list[list[Variant]]:
+    """The order the offline strategy evaluates ``portfolio`` in, cheapest first, so that a time
+    limit cuts the costly variants: eager and the knobs that need no compile, then their
+    combinations (a few seconds each), then the compile modes (tens of seconds to minutes: 285 s
+    for compile:default on mamba_selective_scan on an H200), then the combinations with the fastest
+    of them. A combination's stage follows the stage of its knobs alone (``promising`` needs
+    them). Without a time limit the same variants run, in a different order."""
+    def compiled(v: Variant) -> bool:
+        return any(k.startswith("compile:") for k in v.knobs)
+
+    return [[v for v in portfolio if compiled(v) == c and (len(v.knobs) > 1) == combo]
+            for c in (False, True) for combo in (False, True)]
+
+
 SLOWER_ALONE = 1.05  # a knob more than 5% slower than eager on its own is not combined
 
 
