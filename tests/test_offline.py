@@ -289,7 +289,7 @@ def test_the_portfolio_runs_its_cheap_combinations_before_any_compile(tmp_path):
           "compile:default": 8.0, "compile:reduce-overhead": 7.0, "compile:max-autotune-no-cudagraphs": 7.5}
     order, clock = [], {"deadline_after": None}
 
-    async def evaluate(task, code, trusted=False, eager_ms=None):
+    async def evaluate(task, code, trusted=False, eager_ms=None, timeout_s=None):
         name = code.split("# ==== PIKE offline variant: ", 1)[1].split(" ", 1)[0] if "PIKE offline variant" in code else "eager"
         order.append(name)
         if clock["deadline_after"] == name:
@@ -332,4 +332,49 @@ def test_the_portfolio_runs_its_cheap_combinations_before_any_compile(tmp_path):
     cfg.search.offline_combos = "all"
     asyncio.run(Offline(cfg).run(run))
     assert "bf16_autocast+cuda_graph" in order and "bf16_autocast+cuda_graph" not in run.state()["skipped"]
+    store.close()
+
+
+def test_a_variant_in_flight_at_the_time_limit_is_stopped_there_and_resumed_later(tmp_path):
+    """The evaluation under way at the limit gets only the time left (not the evaluator's 300 s: a
+    max-autotune compile started just before a 1.5-minute limit held an H200 run for 5 minutes); it
+    is not recorded, and a resume evaluates it in full."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from pike.evaluate.result import EvalResult, Timing
+    from pike.search.strategies import Offline
+
+    given = {}
+
+    async def evaluate(task, code, trusted=False, eager_ms=None, timeout_s=None):
+        name = code.split("# ==== PIKE offline variant: ", 1)[1].split(" ", 1)[0] if "PIKE offline variant" in code else "eager"
+        given[name] = timeout_s
+        if name == "compile:default" and timeout_s is not None:
+            run.deadline = time.monotonic() - 1  # the evaluator killed it at timeout_s: the limit is over
+            return EvalResult(status="timeout", message=f"ran longer than {timeout_s} s")
+        return EvalResult(status="ok", timing=Timing(median_ms=5.0, iqr_ms=0.0, runs=5))
+
+    cfg, store, tid, run = _offline_run(tmp_path, "inflight", SimpleNamespace(evaluate=evaluate, size=1),
+                                        deadline=time.monotonic() + 3600)
+    cfg.eval.timeout_s = 300.0
+    asyncio.run(Offline(cfg).run(run))
+    assert set(given.values()) == {None}  # an hour left: the evaluator's own timeout applies
+    given.clear()
+    cfg, store, tid, run = _offline_run(tmp_path, "cut", SimpleNamespace(evaluate=evaluate, size=1),
+                                        deadline=time.monotonic() + 120)
+    asyncio.run(Offline(cfg).run(run))
+    assert 1.0 <= given["compile:default"] <= 120 and given["eager"] <= 120
+    status = {s.idea: s.status for s in store.solutions(tid)}
+    assert status["compile:default"] == "pending" and store.evaluation(
+        next(s.id for s in store.solutions(tid) if s.idea == "compile:default")) is None
+    assert run.state()["skipped"]["compile:default"] == "not tried: time limit"
+    # A resume with no limit evaluates it in full, in the same solution.
+    given.clear()
+    run.deadline = None
+    asyncio.run(Offline(cfg).run(run))
+    assert given["compile:default"] is None
+    assert {s.idea: s.status for s in store.solutions(tid)}["compile:default"] == "ok"
+    assert sum(s.idea == "compile:default" for s in store.solutions(tid)) == 1
     store.close()

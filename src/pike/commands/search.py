@@ -38,7 +38,7 @@ def optimize_cmd(
     fix_model: Optional[str] = typer.Option(None, help="A different (cheaper) model for the error-fixing agent."),
     budget: Optional[int] = typer.Option(None, help="LLM queries per task (fixes count)."),
     max_usd: Optional[float] = typer.Option(None, help="USD budget for the whole run."),
-    time_limit: Optional[float] = typer.Option(None, help="Minutes for this invocation: then nothing new starts, what is in flight finishes and the final tables are made."),
+    time_limit: Optional[float] = typer.Option(None, help="Minutes for this invocation: then nothing new starts, the offline portfolio stops the variant in flight (a resume tries it again), LLM strategies let evaluations in flight finish, and the final tables are made."),
     config: Optional[Path] = typer.Option(None, help="TOML config file."),
     set_: list[str] = typer.Option([], "--set", help="Override any knob: section.key=value (repeatable)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<target>-<time>)."),

@@ -158,7 +158,8 @@ class Offline:
                     late.append(v.name)
                     return
                 sid = sol.id if sol is not None else run.store.add_solution(run.task_id, v.source, "offline", idea=v.name)
-                await run.evaluate(sid, trusted=True)
+                if await run.evaluate(sid, trusted=True, until_deadline=True) is None:
+                    late.append(v.name)  # stopped at the time limit
 
         await asyncio.gather(*(one(v) for v in todo))
         if late:  # a resume tries them

@@ -108,9 +108,20 @@ class TaskRun:
 
     # ------------------------------------------------------------ evaluation
 
-    async def evaluate(self, sid: int, *, trusted: bool = False) -> EvalResult:
+    async def evaluate(self, sid: int, *, trusted: bool = False, until_deadline: bool = False) -> EvalResult | None:
+        """Evaluate solution ``sid`` and record the result. With ``until_deadline`` (the offline
+        portfolio), an evaluation still running at the time limit is stopped there and not recorded
+        (None): the solution stays pending and a resume tries it again. Else one compile started just
+        before the limit could hold the run for the evaluator's whole timeout (max-autotune: 300 s)."""
         sol = self.store.solution(sid)
-        result = await self.pool.evaluate(self.task, sol.code, trusted=trusted, eager_ms=self.eager_ms)
+        cut_at = None
+        if until_deadline and self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left < self.cfg.eval.timeout_s:
+                cut_at = max(left, 1.0)
+        result = await self.pool.evaluate(self.task, sol.code, trusted=trusted, eager_ms=self.eager_ms, timeout_s=cut_at)
+        if cut_at is not None and result.status == "timeout" and self.out_of_time:
+            return None
         self.store.record_evaluation(sid, result)
         self.notify("evaluated", solution=sid, result=result)
         return result
