@@ -15,7 +15,8 @@ On a machine of several GPUs, `--gpus 4,5,6,7 --cpus 80-127` runs one task per G
 `pike optimize` seeing only its GPU (CUDA_VISIBLE_DEVICES) and an equal share of the listed cores,
 so tasks never share a GPU or a timing core. `--stop-at S` fits the whole call into S seconds: no
 task starts after S minus --reserve, and each task's time limit ends its search --reserve seconds
-before S (the reserve is for its final table, which compiles the compile modes).
+before S (the reserve is for its final table, which compiles the compile modes; a resumed task
+whose last final table took longer gets that and a quarter more).
 """
 
 from __future__ import annotations
@@ -88,6 +89,32 @@ def latest(path: Path) -> dict[str, dict]:
     return out
 
 
+def final_table(db_path: Path) -> dict:
+    """The run's last final table as its store keeps it (``state.final``)."""
+    db = sqlite3.connect(db_path)
+    try:
+        row = db.execute("select state from tasks").fetchone()
+    except sqlite3.Error:
+        return {}
+    finally:
+        db.close()
+    return ((json.loads(row[0]) or {}).get("final") or {}) if row and row[0] else {}
+
+
+def compile_modes(final: dict) -> dict:
+    """Each compile mode's figure in the final table: its ms, or why there is none ("timeout",
+    "mismatch", "not measured: time limit")."""
+    ms, status = final.get("compile_ms") or {}, final.get("compile_status") or {}
+    return {m: ms.get(m) or status.get(m) for m in {**status, **ms}}
+
+
+def reserve_for(name: str, a, out: Path) -> float:
+    """--reserve, or more for a task whose last final table took longer (a quarter on top): a
+    recurrent task's final table re-compiles its compile modes, minutes where most tasks need one."""
+    before = latest(out).get(name, {}).get("final_s")
+    return max(a.reserve, 1.25 * before) if before else a.reserve
+
+
 def seed_runs(out: Path, stores: Path, runs: Path, redo: list[str]) -> list[str]:
     """Run directories made from stores kept in the repository (``run.db`` is all a resume needs), for
     the tasks cut short (or killed) on a machine that is gone: a fresh machine then goes on with their portfolio."""
@@ -128,10 +155,15 @@ def summary(path: Path) -> str:
     fp32 = [r for r in done if precision(r.get("winner")) == "fp32"]
     lines.append(f"winners that kept fp32 ({len(fp32)}): geomean {geomean([r['row']['speedup_eager'] for r in fp32]):.3f}x vs eager, "
                  f"{geomean([r['row']['speedup_best_compile'] for r in fp32 if r['row'].get('speedup_best_compile')]):.3f}x vs the best compile mode")
+    for r in done:  # each compile mode's figure, where the record has it
+        if r.get("compile_modes"):
+            modes = ", ".join(f"{m} {v:.4f}" if isinstance(v, (int, float)) else f"{m} {v}" for m, v in sorted(r["compile_modes"].items()))
+            lines.append(f"  {r['task']}: {modes}; final table {r.get('final_s') or float('nan'):.0f} s")
     stopped = [r["task"] for r in done if r["row"].get("status") == "stopped"]
     if stopped:
         lines.append(f"cut by the time limit (partial portfolio, resumed by the next call): {', '.join(stopped)}")
-    lines.append(f"{len(done)} tasks: geomean {ge:.3f}x vs eager, {gc:.3f}x vs the best single compile mode; "
+    gd = geomean([r["row"]["speedup_compile"] for r in done if r["row"].get("speedup_compile")])
+    lines.append(f"{len(done)} tasks: geomean {ge:.3f}x vs eager, {gd:.3f}x vs compile default, {gc:.3f}x vs the best single compile mode; "
                  f"below 1.0x vs eager: {sum(r['row']['speedup_eager'] < 1.0 for r in done)}")
     return "\n".join(lines)
 
@@ -152,7 +184,9 @@ def run_task(name: str, a, gpu: str | None, cpus: list[int] | None, t_start: flo
     cmd += ["--out", str(run_dir)] if fresh else ["--resume", str(run_dir)]
     minutes = a.task_minutes
     if a.stop_at is not None:
-        left = (a.stop_at - a.reserve - (time.monotonic() - t_start)) / 60
+        with lock:  # the other GPUs' threads append to --out
+            reserve = reserve_for(name, a, out)
+        left = (a.stop_at - reserve - (time.monotonic() - t_start)) / 60
         minutes = min(minutes, left) if minutes else left
     if minutes:
         cmd += ["--time-limit", f"{max(minutes, 0.5):.2f}"]
@@ -172,6 +206,9 @@ def run_task(name: str, a, gpu: str | None, cpus: list[int] | None, t_start: flo
     if (run_dir / "run.db").exists():
         rec["variants"] = variant_rows(run_dir / "run.db")
         rec["pool"] = pool_summary(run_dir / "run.db")
+        final = final_table(run_dir / "run.db")
+        rec["final_s"] = final.get("duration_s")
+        rec["compile_modes"] = compile_modes(final)
         best = (run_dir / "best" / f"{name}.py")
         if best.exists():
             head = best.read_text().split("# ==== PIKE offline variant: ", 1)
@@ -179,7 +216,7 @@ def run_task(name: str, a, gpu: str | None, cpus: list[int] | None, t_start: flo
     with lock:
         with out.open("a") as f:
             f.write(json.dumps(rec) + "\n")
-        print(f"{name}: gpu={gpu} rc={p.returncode} {wall:.0f} s winner={rec.get('winner')} "
+        print(f"{name}: gpu={gpu} rc={p.returncode} {wall:.0f} s (final table {rec.get('final_s') or 0:.0f} s) winner={rec.get('winner')} "
               f"x_eager={rec.get('row', {}).get('speedup_eager')} pool={json.dumps(rec.get('pool'))}", flush=True)
 
 

@@ -8,6 +8,7 @@ inflated, so the finalists are ranked again by that re-timing.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 from pike.evaluate.baselines import baseline_source
@@ -78,6 +79,7 @@ def retime_timeout(run, compiles: dict, finalists) -> float | None:
 
 async def finalize_task(run, run_dir: Path, *, modes: tuple[str, ...], retime: bool = True) -> dict:
     task, store = run.task, run.store
+    t0 = time.monotonic()
     known, _, skipped = compile_plan(run, modes)
     compiles = {m: known[m] if m in known else await run.pool.baseline(task, m) for m in modes if m not in skipped}
     if run.cfg.search.strategy == "offline":
@@ -127,6 +129,9 @@ async def finalize_task(run, run_dir: Path, *, modes: tuple[str, ...], retime: b
         "retimed_slower": retimed_slower,
         "best_is_eager": best_is_eager and not retimed_slower,
         "best_is_compile": same_as if best is not None else None,
+        # Compiles and the re-timing process: minutes on recurrent tasks; what a caller that fits a
+        # run into a window (offline_suite.py --reserve) has to leave for it.
+        "duration_s": time.monotonic() - t0,
     }
     store.set_task(run.task_id, baselines={**(store.task_json(run.task_id, "baselines") or {}),
                                            **{f"compile:{m}": r.to_json() for m, r in compiles.items()}})
