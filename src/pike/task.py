@@ -17,6 +17,8 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from pike.astparse import parse
+
 REQUIRED = ("Model", "get_inputs", "get_init_inputs")
 
 
@@ -109,7 +111,7 @@ def apply_overrides(source: str, overrides: dict, path: str | Path = "<source>")
     """
     if not overrides:
         return source
-    tree = ast.parse(source, filename=str(path))
+    tree = parse(source, filename=str(path))
     consts = _constant_assignments(tree)
     lines = source.splitlines(keepends=True)
     # Edit from the bottom so earlier offsets stay valid.
@@ -136,7 +138,7 @@ def _offset(lines: list[str], lineno: int, col: int) -> int:
 def parse_task_source(source: str, path: str | Path) -> tuple[ast.Module, dict, str]:
     """Static checks of a task file; returns (tree, SIZES, docstring)."""
     try:
-        tree = ast.parse(source, filename=str(path))
+        tree = parse(source, filename=str(path))
     except SyntaxError as e:
         raise TaskError(path, f"syntax error at line {e.lineno}: {e.msg}") from None
     names = _top_level_names(tree)

@@ -14,6 +14,8 @@ import re
 import textwrap
 from dataclasses import dataclass
 
+from pike.astparse import parse
+
 TARGETS = ("ModelNew", "Model")  # in order of preference
 
 _OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([\w+#.-]*)")
@@ -86,7 +88,7 @@ def _block(index: int, lang: str, body: str) -> _Block:
 def _parse(text: str) -> tuple[ast.Module | None, str, int]:
     """(tree, "", 0) or (None, "line N: msg", N)."""
     try:
-        return ast.parse(text), "", 0
+        return parse(text), "", 0
     except SyntaxError as e:
         return None, f"line {e.lineno}: {e.msg}", e.lineno or 1
     except ValueError as e:  # e.g. null bytes in the source

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Iterable
 
+from pike.astparse import parse
+
 # --- rule tables -------------------------------------------------------------------------------------
 
 # Modules whose attributes a candidate may not assign, delete or setattr: patching them can fake a
@@ -400,7 +402,7 @@ def _defines(tree: ast.Module) -> str | None:
 def check_source(source: str, *, task_module_names: Iterable[str] = ()) -> StaticReport:
     """Static checks and tags for one candidate's source (evaluator step 1)."""
     try:
-        tree = ast.parse(source)
+        tree = parse(source)
     except SyntaxError as e:
         return StaticReport(False, [f"line {e.lineno or 1}: syntax error: {e.msg}"], [], None)
     except ValueError as e:  # e.g. null bytes

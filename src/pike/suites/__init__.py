@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+from pike.astparse import parse
 from pike.task import Task, TaskError, discover
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
@@ -154,7 +155,7 @@ def describe_value(value) -> str:
 
 def _static_tier(task: Task) -> str | None:
     """The module-level ``TIER`` literal, read without running the file."""
-    for node in ast.parse(task.source).body:
+    for node in parse(task.source).body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "TIER" for t in node.targets):
             try:
                 value = ast.literal_eval(node.value)
