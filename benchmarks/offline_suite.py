@@ -82,9 +82,12 @@ def latest(path: Path) -> dict[str, dict]:
         for line in path.read_text().splitlines():
             if line.strip():
                 r = json.loads(line)
+                prev = out.get(r["task"], {})
                 # A run started from scratch (no run directory to resume) starts the count again.
-                before = 0.0 if r.get("fresh") else out.get(r["task"], {}).get("total_wall_s", 0.0)
-                r["total_wall_s"] = before + r["wall_s"]
+                r["total_wall_s"] = (0.0 if r.get("fresh") else prev.get("total_wall_s", 0.0)) + r["wall_s"]
+                if not r.get("row") and prev.get("row") and not r.get("fresh"):
+                    # Killed before its final table: the last table made stands (its time counts).
+                    r = {**prev, "total_wall_s": r["total_wall_s"], "killed_after": r.get("error", "")[-300:]}
                 out[r["task"]] = r
     return out
 
