@@ -212,6 +212,7 @@ class Engine:
             run.save_state(stopped="time limit" if stopped else None)
             if stopped:
                 run.notify("time_limit")
+            run.notify("final_table")
             await finalize_task(run, self.run_dir, modes=final_compile_modes(self.cfg),
                                 retime=self.cfg.eval.retime_final)
             # Cut short by the time limit: final tables made, but a resume goes on with the search.

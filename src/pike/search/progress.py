@@ -18,8 +18,14 @@ class RunProgress:
         self.pool_stats = pool_stats
 
     def __call__(self, run, event: str, **info) -> None:
-        row = self.rows.setdefault(run.task.name, {"status": "starting", "evaluated": 0, "ok": 0, "best": None, "last": ""})
-        if event == "evaluated":
+        row = self.rows.setdefault(run.task.name, {"status": "starting", "evaluated": 0, "ok": 0, "best": None, "last": "",
+                                                   "in_flight": {}})
+        if event == "evaluating":
+            row["in_flight"][info["solution"]] = (info.get("label") or "", time.monotonic())
+        elif event == "cut":
+            row["in_flight"].pop(info["solution"], None)
+        elif event == "evaluated":
+            row["in_flight"].pop(info.get("solution"), None)
             r = info["result"]
             row["evaluated"] += 1
             row["ok"] += r.ok
@@ -34,6 +40,9 @@ class RunProgress:
                 row["last"] = info.get("error", "")[:60]
         elif event == "time_limit":
             row["status"], row["last"] = "finishing", "time limit reached"
+        elif event == "final_table":
+            # Compiles the compile modes and re-times the finalists side by side: minutes on big tasks.
+            row["status"], row["final_t0"] = "final table", time.monotonic()
         elif event == "llm_error":
             row["last"] = f"{info.get('role')}: {info.get('error', '')[:50]}"
         elif event == "phase":
@@ -42,9 +51,24 @@ class RunProgress:
         row["queries"] = run.budget.queries_used
         row["usd"] = run.store.spent(run.task_id)[1]
         if self.live is not None:
-            self.live.update(self.table())
+            self.live.refresh()
+        elif event == "final_table":
+            self.console.print(f"{run.task.label}: final table (compile baselines and the finalists, re-timed side by side)", highlight=False)
         elif event in ("evaluated", "done", "error", "stalled", "time_limit"):
             self.console.print(f"{run.task.label}: {event} {row['last']} (queries {row['queries']}, best {row['best'] or 0:.2f}x)", highlight=False)
+
+    @staticmethod
+    def now_doing(row: dict) -> str:
+        """What the task is waiting on, with its seconds so far: the oldest evaluation in flight (and
+        how many more), or the final table; else the last result."""
+        now = time.monotonic()
+        if row["status"] == "final table" and "final_t0" in row:
+            return f"final table, {now - row['final_t0']:.0f} s"
+        if not row["in_flight"]:
+            return row["last"]
+        label, t0 = min(row["in_flight"].values(), key=lambda v: v[1])
+        more = len(row["in_flight"]) - 1
+        return f"{label[:40]}, {now - t0:.0f} s" + (f" (+{more})" if more else "")
 
     def table(self) -> Table:
         title = f"pike optimize ({time.monotonic() - self.t0:.0f} s)"
@@ -56,17 +80,27 @@ class RunProgress:
             if any(a is not None for a in active):
                 title += "; kernels active: " + ", ".join("-" if a is None else f"{a:.0%}" for a in active)
         t = Table(title=title, expand=False)
-        for col in ("task", "status", "phase", "queries", "evaluated", "valid", "best vs eager", "USD", "last"):
-            t.add_column(col, justify="right" if col not in ("task", "status", "last") else "left")
-        for name, r in self.rows.items():
-            valid = f"{r['ok'] / r['evaluated']:.0%}" if r["evaluated"] else "-"
-            t.add_row(name, r["status"], str(r.get("phase", "-")), str(r.get("queries", 0)), str(r["evaluated"]), valid,
-                      f"{r['best']:.2f}x" if r["best"] else "-", f"{r.get('usd', 0):.3f}", r["last"])
+        cells = {name: {
+            "task": name, "status": r["status"], "phase": str(r.get("phase", "-")), "queries": str(r.get("queries", 0)),
+            "evals": str(r["evaluated"]), "valid": f"{r['ok'] / r['evaluated']:.0%}" if r["evaluated"] else "-",
+            "best": f"{r['best']:.2f}x" if r["best"] else "-", "USD": f"{r.get('usd', 0):.3f}", "latest": self.now_doing(r),
+        } for name, r in self.rows.items()}
+        # A run with no LLM (offline) has no phases, queries or dollars: those columns would only take
+        # the width that the task's name and what it is doing need on an 80-column terminal.
+        unused = {"phase": "-", "queries": "0", "USD": "0.000"}
+        cols = [c for c in ("task", "status", "phase", "queries", "evals", "valid", "best", "USD", "latest")
+                if c not in unused or any(row[c] != unused[c] for row in cells.values())]
+        for col in cols:
+            t.add_column(col, justify="left" if col in ("task", "status", "latest") else "right",
+                         no_wrap=col in ("task", "status"), overflow="fold" if col == "latest" else "ellipsis")
+        for row in cells.values():
+            t.add_row(*(row[c] for c in cols))
         return t
 
     def __enter__(self):
         if self.console.is_terminal:
-            self.live = Live(self.table(), console=self.console, refresh_per_second=4, transient=True)
+            # Rebuilt at every refresh, so the elapsed seconds run on between events.
+            self.live = Live(console=self.console, refresh_per_second=4, transient=True, get_renderable=self.table)
             self.live.__enter__()
         return self
 

@@ -119,8 +119,11 @@ class TaskRun:
             left = self.deadline - time.monotonic()
             if left < self.cfg.eval.timeout_s:
                 cut_at = max(left, 1.0)
+        # The progress display names what is being evaluated and for how long (a compile: minutes).
+        self.notify("evaluating", solution=sid, label=sol.idea if sol.origin == "offline" else f"{sol.origin} #{sid}")
         result = await self.pool.evaluate(self.task, sol.code, trusted=trusted, eager_ms=self.eager_ms, timeout_s=cut_at)
         if cut_at is not None and result.status == "timeout" and self.out_of_time:
+            self.notify("cut", solution=sid)
             return None
         self.store.record_evaluation(sid, result)
         self.notify("evaluated", solution=sid, result=result)

@@ -1,0 +1,57 @@
+"""The live progress display: what each task is evaluating, for how long, and its final table."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+from rich.console import Console
+
+from pike.evaluate.result import EvalResult, Timing
+from pike.search.progress import RunProgress
+
+
+def _run():
+    task = SimpleNamespace(name="lstm_stack", label="lstm_stack")
+    return SimpleNamespace(task=task, task_id=1, budget=SimpleNamespace(queries_used=0),
+                           store=SimpleNamespace(spent=lambda tid: (0, 0.0)), pool=None)
+
+
+def _text(progress) -> str:
+    out = io.StringIO()
+    Console(file=out, width=200).print(progress.table())
+    return out.getvalue()
+
+
+def test_progress_names_the_evaluation_in_flight_and_the_final_table(monkeypatch):
+    import pike.search.progress as progress_mod
+
+    clock = [100.0]
+    monkeypatch.setattr(progress_mod.time, "monotonic", lambda: clock[0])
+    log = io.StringIO()
+    progress, run = RunProgress(Console(file=log, width=200)), _run()
+    progress(run, "started")
+    progress(run, "evaluating", solution=7, label="compile:reduce-overhead")
+    clock[0] += 142
+    # A compile in flight shows with its seconds so far (the table is rebuilt at every refresh).
+    assert "compile:reduce-overhead, 142 s" in _text(progress)
+    progress(run, "evaluating", solution=8, label="tf32+cuda_graph")
+    assert "(+1)" in _text(progress)
+    result = EvalResult(status="ok", timing=Timing(median_ms=5.0, iqr_ms=0.0, runs=5), eager_ms=15.0)
+    progress(run, "evaluated", solution=7, result=result)
+    progress(run, "cut", solution=8)  # stopped at the time limit: no longer in flight
+    assert "compile:" not in _text(progress) and "cuda_graph" not in _text(progress) and "ok 3.00x" in _text(progress)
+    progress(run, "final_table")
+    clock[0] += 30
+    assert "final table, 30 s" in _text(progress)
+    # Without a terminal, the final table gets its own line in the log.
+    assert "lstm_stack: final table" in log.getvalue()
+
+
+def test_live_display_on_a_terminal_starts_and_stops():
+    out = io.StringIO()
+    progress, run = RunProgress(Console(file=out, force_terminal=True, width=200)), _run()
+    with progress:
+        assert progress.live is not None
+        progress(run, "evaluating", solution=1, label="eager")
+    assert progress.live is None
