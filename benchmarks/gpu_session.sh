@@ -17,6 +17,8 @@
 #   bash benchmarks/gpu_session.sh x2b         # 2-GPU machine: offline on both GPUs
 #   bash benchmarks/gpu_session.sh x2c         # 2-GPU machine: handoff (3 set-ups) on GPU 0, offline on 1 (0 joins)
 #   bash benchmarks/gpu_session.sh x2e         # 2-GPU machine: one lane against two lanes per GPU, side by side
+#   bash benchmarks/gpu_session.sh x2f         # 2-GPU machine: reduce-overhead on mamba_selective_scan and rwkv_time_mix
+#   bash benchmarks/gpu_session.sh limit       # any GPU: the offline --time-limit stops its variant in flight
 # On a machine of several GPUs the x8 steps run parts side by side, each on its own GPUs and cores
 # (device time counts the machine, not its GPUs), each part logging to $OUT/<part>.log.
 # Results go to $OUT (default ./gpu-results). Every step has its own time limit so one slow step
@@ -254,6 +256,32 @@ x2e)
     wait
     grep -E '^(rc=|search)' "$OUT/lanes1.log" "$OUT/lanes2.log"
     ;;
+x2f)
+    # The offline suite's missing compile cells: reduce-overhead on the two tasks whose portfolio
+    # stopped before it (compile:default alone took 259-285 s there), each on its own GPU, timed
+    # side by side with eager by `pike baseline` (its evaluation, both sizes, then the re-timing).
+    smi_log &
+    tasks_dir /tmp/ro0 mamba_selective_scan; tasks_dir /tmp/ro1 rwkv_time_mix
+    on 0 0-15 ro_mamba timeout -s INT 560 $PY -m pike baseline /tmp/ro0 --modes eager,reduce-overhead --device cuda --timeout 520 --out "$OUT/ro_mamba.json" &
+    on 1 16-31 ro_rwkv timeout -s INT 560 $PY -m pike baseline /tmp/ro1 --modes eager,reduce-overhead --device cuda --timeout 520 --out "$OUT/ro_rwkv.json" &
+    wait %2 %3
+    kill %1
+    tail -n 15 "$OUT/ro_mamba.log" "$OUT/ro_rwkv.log"
+    ;;
+limit)
+    # The offline time limit on a GPU: a 1.5-minute search, whose variant in flight at the limit is
+    # stopped there (it was a 300 s max-autotune compile before); the wall time, the variants
+    # evaluated and the store come back.
+    T1=$(date +%s)
+    timeout -s INT 400 $PY -m pike optimize unet_resblock_attention --device cuda --time-limit 1.5 --out /tmp/limit --json > "$OUT/limit.json" 2> "$OUT/limit.log"
+    echo "rc=$? wall=$(( $(date +%s) - T1 ))s" | tee -a "$OUT/limit.log"
+    $PY -c 'import sqlite3, json
+c = sqlite3.connect("/tmp/limit/run.db")
+for row in c.execute("select idea, status, runtime_ms from solutions order by id"): print(*row)
+st = json.loads(c.execute("select state from tasks").fetchone()[0])
+print({k: v for k, v in st.get("skipped", {}).items() if "time limit" in v})
+print("final table s:", (st.get("final") or {}).get("duration_s"))' | tee -a "$OUT/limit.log"
+    ;;
 x2b)
     smi_log &
     offline_parallel 0,1 0-31 "${STOP_AT:-555}"
@@ -263,5 +291,5 @@ x2b)
     tail -n 40 "$OUT/offline.log"
     ;;
 *)
-    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b|x2c|x2e" >&2; exit 2 ;;
+    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|limit|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b|x2c|x2e|x2f" >&2; exit 2 ;;
 esac
