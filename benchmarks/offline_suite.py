@@ -59,19 +59,25 @@ def variant_rows(db_path: Path) -> list[dict]:
     return out
 
 
-def pool_summary(db_path: Path) -> dict | None:
-    """The run's utilisation record (held, timing and kernels-active fractions per GPU), as `pike
-    optimize` stores it: the product's own kernels-active display, checked on every suite run."""
+def store_json(db_path: Path, sql: str):
+    """One JSON value from a run's store (the first column of ``sql``'s first row); None when the
+    store has no such row or cannot be read."""
     db = sqlite3.connect(db_path)
     try:
-        row = db.execute("select value from meta where key = 'pool'").fetchone()
+        row = db.execute(sql).fetchone()
     except sqlite3.Error:
         return None
     finally:
         db.close()
-    if not row:
+    return json.loads(row[0]) if row and row[0] else None
+
+
+def pool_summary(db_path: Path) -> dict | None:
+    """The run's utilisation record (held, timing and kernels-active fractions per GPU), as `pike
+    optimize` stores it: the product's own kernels-active display, checked on every suite run."""
+    rec = store_json(db_path, "select value from meta where key = 'pool'")
+    if not rec:
         return None
-    rec = json.loads(row[0])
     return {k: rec.get(k) for k in ("devices", "started_at", "wall_s", "held_fraction", "timing_fraction", "kernels_active", "kernels_active_note", "jobs")}
 
 
@@ -94,14 +100,7 @@ def latest(path: Path) -> dict[str, dict]:
 
 def final_table(db_path: Path) -> dict:
     """The run's last final table as its store keeps it (``state.final``)."""
-    db = sqlite3.connect(db_path)
-    try:
-        row = db.execute("select state from tasks").fetchone()
-    except sqlite3.Error:
-        return {}
-    finally:
-        db.close()
-    return ((json.loads(row[0]) or {}).get("final") or {}) if row and row[0] else {}
+    return (store_json(db_path, "select state from tasks") or {}).get("final") or {}
 
 
 def compile_modes(final: dict) -> dict:
@@ -242,7 +241,8 @@ def main() -> None:
                          "short is lost when the machine does not stay up for the next call)")
     ap.add_argument("--seed-runs", default=None,
                     help="a folder of <task>.db stores kept from an earlier machine: a task whose last record is 'stopped' "
-                         "and that has no run directory here resumes from its store instead of starting over")
+                         "(or killed before its final table) and that has no run directory here resumes from its store instead "
+                         "of starting over")
     ap.add_argument("--later", default="", help="GPUs (of --gpus) that join only once --later-file exists (another part ran there first)")
     ap.add_argument("--later-file", default=None)
     a = ap.parse_args()
