@@ -107,20 +107,22 @@ def run_reference(job: dict, job_dir: Path) -> dict:
         raise TaskFailure("Model must be a subclass of torch.nn.Module")
     seed_all(job["init_seed"])
     init_inputs = task_call(mod.get_init_inputs, "get_init_inputs")
+
+    def build(seed: int, on: bool):
+        seed_all(seed)
+        return construct(Model, init_inputs, device, on).to(device)
+
     # Built on the device when asked (and possible): candidates are then built there too (harness.construct).
-    on_device, built_note = job.get("init_on", "cpu") == "device" and device.type != "cpu", ""
-    try:
-        seed_all(job["init_seed"])
-        model = construct(Model, init_inputs, device, on_device).to(device)
-    except Exception as e:  # noqa: BLE001
-        if not on_device:
-            raise TaskFailure(f"Model(*get_init_inputs()) raised {type(e).__name__}: {e}\n{tb(3000)}") from None
-        on_device, built_note = False, f"built on the CPU: under torch.device({str(device)!r}) Model(*init_inputs) raised {type(e).__name__}: {e}"[:300]
+    asked = job.get("init_on", "cpu") == "device" and device.type != "cpu"
+    on_device, built_note = False, ""
+    for on in ((True, False) if asked else (False,)):
         try:
-            seed_all(job["init_seed"])
-            model = construct(Model, init_inputs, device, False).to(device)
-        except Exception as e2:  # noqa: BLE001
-            raise TaskFailure(f"Model(*get_init_inputs()) raised {type(e2).__name__}: {e2}\n{tb(3000)}") from None
+            model, on_device = build(job["init_seed"], on), on
+            break
+        except Exception as e:  # noqa: BLE001
+            if not on:
+                raise TaskFailure(f"Model(*get_init_inputs()) raised {type(e).__name__}: {e}\n{tb(3000)}") from None
+            built_note = f"built on the CPU: under torch.device({str(device)!r}) Model(*init_inputs) raised {type(e).__name__}: {e}"[:300]
     lap("import_init_s")
     call_seed = job["call_seed"]
     keep = max(1, job["random_count"])  # sets kept in memory for the probes below
@@ -181,8 +183,7 @@ def run_reference(job: dict, job_dir: Path) -> dict:
         del again, other_rng
     lap("probes_s")
     # Another seed's weights on the same inputs: the tolerance must tell them apart.
-    seed_all(job["init_seed"] + 1)
-    other = construct(Model, init_inputs, device, on_device).to(device)
+    other = build(job["init_seed"] + 1, on_device)
     with torch.inference_mode():
         seed_all(call_seed)
         save(to_cpu(other(*x0)), out_dir / "other_seed.pt")
