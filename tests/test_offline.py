@@ -259,6 +259,12 @@ def test_a_stopped_offline_run_adopts_the_compile_baseline_it_measured(tmp_path,
         store.close()
 
 
+def _variant_name(code: str) -> str:
+    """The offline variant a solution file is (its generated header names it); eager has none."""
+    head = code.split("# ==== PIKE offline variant: ", 1)
+    return head[1].split(" ", 1)[0] if len(head) > 1 else "eager"
+
+
 def _offline_run(tmp_path, name, pool, deadline=None):
     from pike.config import RunConfig
     from pike.search.taskrun import TaskRun
@@ -292,7 +298,7 @@ def test_the_portfolio_runs_its_cheap_combinations_before_any_compile(tmp_path):
     order, clock = [], {"deadline_after": None}
 
     async def evaluate(task, code, trusted=False, eager_ms=None, timeout_s=None):
-        name = code.split("# ==== PIKE offline variant: ", 1)[1].split(" ", 1)[0] if "PIKE offline variant" in code else "eager"
+        name = _variant_name(code)
         order.append(name)
         if clock["deadline_after"] == name:
             run.deadline = time.monotonic() - 1  # the time limit passes during this evaluation
@@ -351,7 +357,7 @@ def test_a_variant_in_flight_at_the_time_limit_is_stopped_there_and_resumed_late
     given = {}
 
     async def evaluate(task, code, trusted=False, eager_ms=None, timeout_s=None):
-        name = code.split("# ==== PIKE offline variant: ", 1)[1].split(" ", 1)[0] if "PIKE offline variant" in code else "eager"
+        name = _variant_name(code)
         given[name] = timeout_s
         if name == "compile:default" and timeout_s is not None:
             run.deadline = time.monotonic() - 1  # the evaluator killed it at timeout_s: the limit is over
