@@ -15,9 +15,11 @@
 #   bash benchmarks/gpu_session.sh x4c         # 4-GPU machine: the comparator against files (GPU 0), offline on 1,2,3
 #   bash benchmarks/gpu_session.sh x2a         # 2-GPU machine: x4c's two parts, the offline suite on GPU 1
 #   bash benchmarks/gpu_session.sh x2b         # 2-GPU machine: offline on both GPUs
+#   bash benchmarks/gpu_session.sh x1b         # 1-GPU machine: the same on its one GPU
 #   bash benchmarks/gpu_session.sh x2c         # 2-GPU machine: handoff (3 set-ups) on GPU 0, offline on 1 (0 joins)
 #   bash benchmarks/gpu_session.sh x2e         # 2-GPU machine: one lane against two lanes per GPU, side by side
 #   bash benchmarks/gpu_session.sh x2f         # 2-GPU machine: reduce-overhead on mamba_selective_scan and rwkv_time_mix
+#   bash benchmarks/gpu_session.sh ro TASK     # one GPU: x2f's measurement for one task (one call each)
 #   bash benchmarks/gpu_session.sh limit       # any GPU: the offline --time-limit stops its variant in flight
 # On a machine of several GPUs the x8 steps run parts side by side, each on its own GPUs and cores
 # (device time counts the machine, not its GPUs), each part logging to $OUT/<part>.log.
@@ -268,6 +270,15 @@ x2f)
     kill %1
     tail -n 15 "$OUT/ro_mamba.log" "$OUT/ro_rwkv.log"
     ;;
+ro)
+    # x2f on a machine of one GPU, one task per call: `pike baseline --modes eager,reduce-overhead`.
+    tasks_dir /tmp/ro "${2:?usage: $0 ro TASK}"
+    smi_log &
+    timeout -s INT 570 $PY -m pike baseline /tmp/ro --modes eager,reduce-overhead --device cuda --timeout 530 --out "$OUT/ro_$2.json" > "$OUT/ro_$2.log" 2>&1
+    echo "rc=$?" >> "$OUT/ro_$2.log"
+    kill %1
+    tail -n 15 "$OUT/ro_$2.log"
+    ;;
 limit)
     # The offline time limit on a GPU: a 1.5-minute search, whose variant in flight at the limit is
     # stopped there (it was a 300 s max-autotune compile before); the wall time, the variants
@@ -282,14 +293,14 @@ st = json.loads(c.execute("select state from tasks").fetchone()[0])
 print({k: v for k, v in st.get("skipped", {}).items() if "time limit" in v})
 print("final table s:", (st.get("final") or {}).get("duration_s"))' | tee -a "$OUT/limit.log"
     ;;
-x2b)
+x1b|x2b)
     smi_log &
-    offline_parallel 0,1 0-31 "${STOP_AT:-555}"
+    if [ "$1" = x1b ]; then offline_parallel 0 0-15 "${STOP_AT:-555}"; else offline_parallel 0,1 0-31 "${STOP_AT:-555}"; fi
     kill %1
     # The device returns at most 8 files: the stores and reference metas travel as one archive.
     tar czf "$OUT/stores.tgz" -C "$OUT" runs refmeta && rm -rf "$OUT/runs" "$OUT/refmeta"
     tail -n 40 "$OUT/offline.log"
     ;;
 *)
-    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|limit|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b|x2c|x2e|x2f" >&2; exit 2 ;;
+    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|ro|limit|x1b|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b|x2c|x2e|x2f" >&2; exit 2 ;;
 esac
