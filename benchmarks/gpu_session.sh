@@ -20,6 +20,7 @@
 #   bash benchmarks/gpu_session.sh x2e         # 2-GPU machine: one lane against two lanes per GPU, side by side
 #   bash benchmarks/gpu_session.sh x2f         # 2-GPU machine: reduce-overhead on mamba_selective_scan and rwkv_time_mix
 #   bash benchmarks/gpu_session.sh ro TASK     # one GPU: x2f's measurement for one task (one call each)
+#   bash benchmarks/gpu_session.sh share       # one GPU: a task's offline portfolio with 1 lane, then 3 lanes (shared checks)
 #   bash benchmarks/gpu_session.sh limit       # any GPU: the offline --time-limit stops its variant in flight
 # On a machine of several GPUs the x8 steps run parts side by side, each on its own GPUs and cores
 # (device time counts the machine, not its GPUs), each part logging to $OUT/<part>.log.
@@ -279,6 +280,26 @@ ro)
     kill %1
     tail -n 15 "$OUT/ro_$2.log"
     ;;
+share)
+    # eval.share_checks measured: one task's whole offline portfolio with one lane, then with three
+    # lanes whose compiles and checks share the GPU, each from a cold cache of its own. Compare the
+    # wall time, and each variant's search timing (a timing disturbed by another lane would be slower).
+    for lanes in ${LANES:-1 3}; do
+        T1=$(date +%s)
+        PIKE_CACHE_DIR=/tmp/cache-share$lanes timeout -s INT "${SHARE_LIMIT:-280}" $PY -m pike optimize "${TASK:-rotary_attention}" \
+            --device cuda --set eval.lanes=$lanes --out /tmp/share$lanes --json > "$OUT/share$lanes.json" 2> "$OUT/share$lanes.log"
+        echo "lanes=$lanes rc=$? wall=$(( $(date +%s) - T1 ))s" | tee -a "$OUT/share.txt"
+        $PY -c 'import sqlite3, json, sys
+c = sqlite3.connect(sys.argv[1])
+for idea, status, ms, res in c.execute("select s.idea, s.status, s.runtime_ms, (select e.result from evaluations e where e.solution_id = s.id order by e.id desc limit 1) from solutions s order by s.id"):
+    nan = float("nan")
+    total = (json.loads(res) if res else {}).get("durations_s", {}).get("total_s", nan)
+    print(f"{idea:50s} {status:10s} {ms or nan:9.4f} {total:7.1f} s")
+for k, v in c.execute("select key, value from meta"): print(k, v[:400]) if k in ("pool",) else None
+st = json.loads(c.execute("select state from tasks").fetchone()[0])
+print("final table s:", (st.get("final") or {}).get("duration_s"))' /tmp/share$lanes/run.db | tee -a "$OUT/share.txt"
+    done
+    ;;
 limit)
     # The offline time limit on a GPU: a 1.5-minute search, whose variant in flight at the limit is
     # stopped there (it was a 300 s max-autotune compile before); the wall time, the variants
@@ -302,5 +323,5 @@ x1b|x2b)
     tail -n 40 "$OUT/offline.log"
     ;;
 *)
-    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|ro|limit|x1b|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b|x2c|x2e|x2f" >&2; exit 2 ;;
+    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|ro|share|limit|x1b|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b|x2c|x2e|x2f" >&2; exit 2 ;;
 esac

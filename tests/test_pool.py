@@ -175,3 +175,177 @@ def test_lanes_prepare_the_next_candidates_outside_the_device(tmp_path):
     # One lane holds the device through the three 2 s sleeps in __init__; two lanes sleep outside it.
     assert held_one >= 3 * 2.0
     assert held_two < held_one - 3.0, (held_one, held_two)
+
+
+def _overlap(a, b) -> bool:
+    return a[1] < b[2] and b[1] < a[2]
+
+
+def test_device_gate_shares_checks_and_keeps_timing_alone():
+    """Shared holders run together; an exclusive holder waits for them and keeps new shared holders
+    out meanwhile; the exclusive holder's nested holds pass; held time is the union of all holds."""
+    import threading
+
+    from pike.evaluate.pool import DeviceGate
+
+    st = SlotStats("cuda:0")
+    gate = DeviceGate(st)
+    events, lock = [], threading.Lock()
+
+    def note(what):
+        with lock:
+            events.append(what)
+
+    def checker(name, hold_s):
+        gate.acquire(shared=True)
+        note(f"{name} in")
+        time.sleep(hold_s)
+        note(f"{name} out")
+        gate.release()
+
+    a = threading.Thread(target=checker, args=("a", 0.4))
+    a.start()
+    time.sleep(0.05)
+    b = threading.Thread(target=checker, args=("b", 0.4))
+    b.start()
+    time.sleep(0.05)
+    assert events == ["a in", "b in"]  # both share it
+
+    def timer():
+        with gate:
+            note("timer in")
+            gate.acquire(shared=True)  # its own nested evaluation passes
+            gate.acquire()
+            gate.release()
+            gate.release()
+            time.sleep(0.1)
+            note("timer out")
+
+    t = threading.Thread(target=timer)
+    t.start()
+    time.sleep(0.05)
+    late = threading.Thread(target=checker, args=("late", 0.05))
+    late.start()  # arrives while the timer waits: goes after it
+    for th in (a, b, t, late):
+        th.join(5)
+    assert events.index("timer in") > max(events.index("a out"), events.index("b out"))
+    assert events.index("late in") > events.index("timer out")
+    modes = [h[0] for h in gate.history]
+    assert sorted(modes) == ["exclusive", "shared", "shared", "shared"]
+    excl = [h for h in gate.history if h[0] == "exclusive"]
+    assert not any(_overlap(excl[0], h) for h in gate.history if h is not excl[0])
+    # Three holds (a and b together, the timer, late), each counted once: b's 0.35 s inside a's 0.4 s
+    # is not added again.
+    assert st.jobs == 3 and st.busy_since is None and 0.5 < st.held_s < 0.8, st
+
+
+def test_device_gate_upgrade_waits_for_the_other_shared_holders():
+    import threading
+
+    from pike.evaluate.pool import DeviceGate
+
+    gate = DeviceGate(SlotStats("cuda:0"))
+    order = []
+
+    def other():
+        gate.acquire(shared=True)
+        time.sleep(0.3)
+        order.append("other done")
+        gate.release()
+
+    gate.acquire(shared=True)
+    th = threading.Thread(target=other)
+    th.start()
+    time.sleep(0.05)
+    gate.upgrade()
+    order.append("timing")
+    gate.upgrade()  # already exclusive: nothing
+    gate.release()
+    th.join(5)
+    assert order == ["other done", "timing"]
+    with pytest.raises(RuntimeError, match="release"):
+        gate.acquire(shared=True)
+        try:
+            gate.acquire(shared=True)
+        finally:
+            gate.release()
+
+
+SLOW_CHECKS = """
+import time
+
+_calls = [0]
+
+
+class ModelNew(Model):
+    def forward(self, *args):
+        _calls[0] += 1
+        if _calls[0] <= 6:
+            time.sleep(0.4)  # {tag}: the checks' calls are slow (as a compile would be), the timing's are not
+        return super().forward(*args)
+"""
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_lanes_share_the_checks_and_time_alone(tmp_path, share):
+    """With two lanes and shared checks, two candidates' checks overlap on the device while every
+    timing holds it alone; with share_checks off, every hold is exclusive."""
+    task = load_task(Path(__file__).parent / "tasks" / "ln_mlp.py", size="small")
+    sources = [task.source + SLOW_CHECKS.replace("{tag}", f"candidate {i}") for i in range(3)]
+
+    async def run():
+        cfg = EvalConfig(cache_dir=tmp_path / "cache", timeout_s=60, timing=TimingConfig(warmup_ms=5, max_time_s=0.1))
+        with EvalPool(cfg, devices=["cpu"], lanes=2, share_checks=share) as pool:
+            await pool.reference_meta(task)
+            gate = pool._gates[0]
+            gate.history.clear()
+            results = await asyncio.gather(*(pool.evaluate(task, s, trusted=True) for s in sources))
+            return [r.status for r in results], list(gate.history)
+
+    statuses, history = asyncio.run(run())
+    assert statuses == ["ok"] * 3
+    excl = [h for h in history if h[0] == "exclusive"]
+    shared = [h for h in history if h[0] == "shared"]
+    for e in excl:
+        assert not any(_overlap(e, h) for h in history if h is not e), history
+    if share:
+        assert len(shared) == 3 and len(excl) == 3  # each candidate: checks shared, then its timing alone
+        assert any(_overlap(x, y) for i, x in enumerate(shared) for y in shared[i + 1:]), history
+    else:
+        assert not shared and len(excl) == 3
+
+
+OOM_ONCE = """
+import os
+
+
+class ModelNew(Model):
+    def forward(self, *args):
+        if not os.path.exists({marker!r}):
+            open({marker!r}, "w").close()
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (a stand-in for a neighbour's memory)")
+        return super().forward(*args)
+"""
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_a_candidate_out_of_memory_while_sharing_is_evaluated_again_alone(tmp_path, share):
+    task = load_task(Path(__file__).parent / "tasks" / "ln_mlp.py", size="small")
+    source = task.source + OOM_ONCE.format(marker=str(tmp_path / "oom-once"))
+
+    async def run():
+        cfg = EvalConfig(cache_dir=tmp_path / "cache", timeout_s=60, timing=TimingConfig(warmup_ms=5, max_time_s=0.1))
+        with EvalPool(cfg, devices=["cpu"], lanes=2, share_checks=share) as pool:
+            await pool.reference_meta(task)
+            gate = pool._gates[0]
+            gate.history.clear()
+            r = await pool.evaluate(task, source, trusted=True)
+            return r, [h[0] for h in gate.history]
+
+    r, modes = asyncio.run(run())
+    if share:
+        assert r.status == "ok", r.message
+        assert modes == ["shared", "exclusive"]  # the failed try shared it; the second held it alone throughout
+    else:
+        assert r.status == "runtime_error" and "out of memory" in r.message
+        assert modes == ["exclusive"]

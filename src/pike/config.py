@@ -88,6 +88,10 @@ class EvalSettings:
     # Evaluation processes per device: with 2+, the next candidates import their code while one holds
     # the GPU (experimental: not yet measured on a GPU).
     lanes: int = 1
+    # With lanes: candidates' compiles and correctness checks share the device, their timings hold it
+    # alone (a candidate that runs out of GPU memory while sharing is evaluated again, alone); off:
+    # each candidate holds it alone from its first CUDA use to its end.
+    share_checks: bool = True
     gpus: list[int] = field(default_factory=list)  # a subset of the visible GPUs
     # on: outputs compared by a comparator process on the device, handed over as memory (CUDA IPC),
     # not through files; off: the orchestrator compares the child's files; auto: on for a GPU

@@ -148,6 +148,7 @@ class Evaluator:
         self.child_env = self._child_env()
         self.sandbox = Sandbox(c.start_method)
         self.gate = None  # a DeviceGate when this evaluator is one of several lanes of its device (pool)
+        self.share_checks = False  # with a gate: candidates' checks hold it shared, their timing exclusively
         self._builder: Builder | None = None
         self._refs: dict[str, Reference] = {}
         self._info: dict | None = None
@@ -364,9 +365,10 @@ class Evaluator:
 
     def run(
         self, prep: "Prepared", ref: Reference, alt_ref: Reference | None, *, eager_ms: float | None = None,
-        time_it: bool | None = None, timeout_s: float | None = None,
+        time_it: bool | None = None, timeout_s: float | None = None, exclusive: bool = False,
     ) -> EvalResult:
-        """Steps 3-7 and 9-10: one fresh child holds the device for the checks and the timing."""
+        """Steps 3-7 and 9-10: one fresh child holds the device for the checks and the timing (with
+        ``share_checks``, the checks beside other lanes' checks, unless ``exclusive``)."""
         c = self.config
         timeout_s = timeout_s or c.timeout_s
         rng = random.Random(hashlib.sha256(f"{prep.source}{next(self._counter)}{c.seed}".encode()).digest())
@@ -376,6 +378,7 @@ class Evaluator:
         verdict: dict = {}
         compare_s = [0.0]
         gate, held = self.gate, []
+        shared = gate is not None and self.share_checks and not exclusive
         if gate is not None:
             job["gpu_gate"] = True  # the child asks for the device before its first use of it
         if self.uses_comparator:
@@ -384,14 +387,17 @@ class Evaluator:
         def on_ask(name: str) -> dict:
             if name == "gpu":
                 if gate is not None and not held:
-                    gate.acquire()
+                    gate.acquire(shared=shared)
                     held.append(True)
                 return {}
             t_cmp = time.monotonic()
             try:
-                return answer(name)
+                reply = answer(name)
             finally:
                 compare_s[0] += time.monotonic() - t_cmp
+            if reply.get("time") and shared and held:
+                gate.upgrade()  # the timing runs alone on the device
+            return reply
 
         def answer(name: str) -> dict:
             if name == "timing_file":  # compared from timing.pt once the child is done
@@ -433,6 +439,11 @@ class Evaluator:
         finally:
             self._cleanup(d)
         result.durations_s = {**durations, **result.durations_s}
+        if shared and result.status == "runtime_error" and "out of memory" in (result.message or "").lower():
+            # Possibly the other lanes' memory, not the candidate's own need: once more, alone.
+            again = self.run(prep, ref, alt_ref, eager_ms=eager_ms, time_it=time_it, timeout_s=timeout_s, exclusive=True)
+            again.durations_s["run_s"] = again.durations_s.get("run_s", 0.0) + durations["run_s"]
+            return again
         return result
 
     def _candidate_job(self, task, main_src, ref, alt_task, alt_ref, source, rng, time_it, trusted=False):

@@ -16,6 +16,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -102,27 +103,71 @@ class SlotQueue:
 
 
 class DeviceGate:
-    """One device's exclusive use, when it has several lanes (``EvalPool(lanes=N)``): a lane's child
-    prepares (import, construction on the CPU) without it and asks for it at its first CUDA use; the
-    reference job, re-timing and profiling hold it throughout. Re-entrant: a holder's own nested
-    evaluation (the extra check's trials) passes. Its hold time is the device's "held" figure."""
+    """One device's use, when it has several lanes (``EvalPool(lanes=N)``): a lane's child prepares
+    (import, construction on the CPU) without it and asks for it at its first CUDA use.
+
+    Two ways to hold it. Exclusive: the reference job, re-timing, profiling, baselines and a
+    candidate's timing; nothing else runs on the device meanwhile. Shared (``share_checks``): a
+    candidate's compile and correctness checks, which may run beside other lanes' checks, since a
+    check's verdict does not depend on the device being idle. A lane that wants it exclusively
+    waits for the shared holders to finish and keeps new ones out meanwhile (a timing never waits
+    behind a stream of checks). Re-entrant for the exclusive holder: its own nested evaluation (the
+    extra check's trials) passes. The time anyone holds it is the device's "held" figure; ``history``
+    keeps the last holds (mode, start, end) for tests and diagnosis."""
 
     def __init__(self, stats: SlotStats):
-        self._lock = threading.RLock()
+        self._cond = threading.Condition()
         self._stats = stats
-        self._depth = 0
+        self._owner: int | None = None  # the thread holding it exclusively
+        self._depth = 0  # the owner's nested holds
+        self._shared: dict[int, float] = {}  # thread -> since when it holds it shared
+        self._waiting = 0  # threads waiting to hold it exclusively
+        self._since = 0.0
+        self.history: deque[tuple[str, float, float]] = deque(maxlen=1000)
 
-    def acquire(self) -> None:
-        self._lock.acquire()
-        self._depth += 1
-        if self._depth == 1:
-            self._stats.take()
+    def acquire(self, shared: bool = False) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return
+            if me in self._shared:
+                raise RuntimeError("DeviceGate: a shared holder must release before holding it again (see upgrade)")
+            if shared:
+                self._cond.wait_for(lambda: self._owner is None and not self._waiting)
+            else:
+                self._waiting += 1
+                try:
+                    self._cond.wait_for(lambda: self._owner is None and not self._shared)
+                finally:
+                    self._waiting -= 1
+            if self._owner is None and not self._shared:
+                self._stats.take()
+            if shared:
+                self._shared[me] = time.monotonic()
+            else:
+                self._owner, self._depth, self._since = me, 1, time.monotonic()
 
     def release(self) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            self._stats.give_back()
-        self._lock.release()
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth -= 1
+                if self._depth:
+                    return
+                self._owner = None
+                self.history.append(("exclusive", self._since, time.monotonic()))
+            else:
+                self.history.append(("shared", self._shared.pop(me), time.monotonic()))
+            if self._owner is None and not self._shared:
+                self._stats.give_back()
+            self._cond.notify_all()
+
+    def upgrade(self) -> None:
+        """From shared to exclusive (before a timing): the others' checks finish first."""
+        if threading.get_ident() in self._shared:
+            self.release()
+            self.acquire()
 
     def __enter__(self):
         self.acquire()
@@ -159,7 +204,7 @@ def default_devices(config: EvalConfig, gpus: list[int] | None = None, cpu_worke
 
 class EvalPool:
     def __init__(self, config: EvalConfig, devices: list[str] | None = None, build_workers: int | None = None,
-                 lanes: int = 1):
+                 lanes: int = 1, share_checks: bool = True):
         self.config = config
         devices = devices or [config.device]
         timing_cores, build_cores = split_cores(devices)
@@ -167,6 +212,8 @@ class EvalPool:
         # ``lanes`` evaluation processes per device: with more than one, the next candidates import and
         # build their models while one holds the device (DeviceGate); only the holder's child may use it.
         self.lanes = max(1, int(lanes))
+        # With lanes, candidates' compiles and checks may overlap on a device; their timings never do.
+        self.share_checks = share_checks
         self._lane_device = [d for d in range(len(devices)) for _ in range(self.lanes)]
         # Each slot times on its own cores; before that (import, compile, checks) it may also use the
         # build cores, never another slot's timing cores. Lanes share their device's timing cores (one
@@ -251,6 +298,7 @@ class EvalPool:
         ev = Evaluator(self._slot_configs[i])
         if self._gates is not None:
             ev.gate, ev._info = self._gates[self._lane_device[i]], info
+            ev.share_checks = self.share_checks
         return ev
 
     def _replace(self, i: int) -> None:

@@ -146,7 +146,7 @@ class Engine:
             devices = [s.device for s in pool_cm.stats.slots]
         elif e.executor == "local":
             devices = default_devices(ecfg, gpus=e.gpus or None, cpu_workers=e.workers)
-            pool_cm = EvalPool(ecfg, devices=devices, lanes=e.lanes)
+            pool_cm = EvalPool(ecfg, devices=devices, lanes=e.lanes, share_checks=e.share_checks)
         else:
             raise ValueError(f"eval.executor must be local or ray, not {e.executor!r}")
         self.pool = pool_cm
