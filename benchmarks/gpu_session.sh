@@ -287,7 +287,7 @@ share)
     for lanes in ${LANES:-1 3}; do
         T1=$(date +%s)
         PIKE_CACHE_DIR=/tmp/cache-share$lanes timeout -s INT "${SHARE_LIMIT:-280}" $PY -m pike optimize "${TASK:-rotary_attention}" \
-            --device cuda --set eval.lanes=$lanes --out /tmp/share$lanes --json > "$OUT/share$lanes.json" 2> "$OUT/share$lanes.log"
+            --device cuda --set eval.lanes=$lanes ${SHARE_ARGS:-} --out /tmp/share$lanes --json > "$OUT/share$lanes.json" 2> "$OUT/share$lanes.log"
         echo "lanes=$lanes rc=$? wall=$(( $(date +%s) - T1 ))s" | tee -a "$OUT/share.txt"
         $PY -c 'import sqlite3, json, sys
 c = sqlite3.connect(sys.argv[1])

@@ -89,9 +89,11 @@ class EvalSettings:
     # the GPU (experimental: not yet measured on a GPU).
     lanes: int = 1
     # With lanes: candidates' compiles and correctness checks share the device, their timings hold it
-    # alone (a candidate that runs out of GPU memory while sharing is evaluated again, alone); off:
-    # each candidate holds it alone from its first CUDA use to its end.
-    share_checks: bool = True
+    # alone (a candidate that runs out of GPU memory while sharing is evaluated again, alone). Off by
+    # default: on an H200, none of three concurrent compiles of a recurrent task finished in 530 s,
+    # where one alone takes 285 s (BENCHMARKS.md, seventh session). Off, a candidate holds the device
+    # alone from its first CUDA use to its end.
+    share_checks: bool = False
     gpus: list[int] = field(default_factory=list)  # a subset of the visible GPUs
     # on: outputs compared by a comparator process on the device, handed over as memory (CUDA IPC),
     # not through files; off: the orchestrator compares the child's files; auto: on for a GPU

@@ -204,7 +204,7 @@ def default_devices(config: EvalConfig, gpus: list[int] | None = None, cpu_worke
 
 class EvalPool:
     def __init__(self, config: EvalConfig, devices: list[str] | None = None, build_workers: int | None = None,
-                 lanes: int = 1, share_checks: bool = True):
+                 lanes: int = 1, share_checks: bool = False):
         self.config = config
         devices = devices or [config.device]
         timing_cores, build_cores = split_cores(devices)
