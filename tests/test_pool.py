@@ -271,6 +271,22 @@ def test_device_gate_upgrade_waits_for_the_other_shared_holders():
             gate.release()
 
 
+def _on_two_lanes(tmp_path, share: bool, task, sources: list[str]):
+    """Evaluate ``sources`` at once on one CPU device with two lanes; their results and the device
+    gate's holds (mode, start, end) while they ran."""
+
+    async def run():
+        cfg = EvalConfig(cache_dir=tmp_path / "cache", timeout_s=60, timing=TimingConfig(warmup_ms=5, max_time_s=0.1))
+        with EvalPool(cfg, devices=["cpu"], lanes=2, share_checks=share) as pool:
+            await pool.reference_meta(task)
+            gate = pool._gates[0]
+            gate.history.clear()
+            results = await asyncio.gather(*(pool.evaluate(task, s, trusted=True) for s in sources))
+            return results, list(gate.history)
+
+    return asyncio.run(run())
+
+
 SLOW_CHECKS = """
 import time
 
@@ -293,17 +309,8 @@ def test_lanes_share_the_checks_and_time_alone(tmp_path, share):
     task = load_task(Path(__file__).parent / "tasks" / "ln_mlp.py", size="small")
     sources = [task.source + SLOW_CHECKS.replace("{tag}", f"candidate {i}") for i in range(3)]
 
-    async def run():
-        cfg = EvalConfig(cache_dir=tmp_path / "cache", timeout_s=60, timing=TimingConfig(warmup_ms=5, max_time_s=0.1))
-        with EvalPool(cfg, devices=["cpu"], lanes=2, share_checks=share) as pool:
-            await pool.reference_meta(task)
-            gate = pool._gates[0]
-            gate.history.clear()
-            results = await asyncio.gather(*(pool.evaluate(task, s, trusted=True) for s in sources))
-            return [r.status for r in results], list(gate.history)
-
-    statuses, history = asyncio.run(run())
-    assert statuses == ["ok"] * 3
+    results, history = _on_two_lanes(tmp_path, share, task, sources)
+    assert [r.status for r in results] == ["ok"] * 3
     excl = [h for h in history if h[0] == "exclusive"]
     shared = [h for h in history if h[0] == "shared"]
     for e in excl:
@@ -333,16 +340,8 @@ def test_a_candidate_out_of_memory_while_sharing_is_evaluated_again_alone(tmp_pa
     task = load_task(Path(__file__).parent / "tasks" / "ln_mlp.py", size="small")
     source = task.source + OOM_ONCE.format(marker=str(tmp_path / "oom-once"))
 
-    async def run():
-        cfg = EvalConfig(cache_dir=tmp_path / "cache", timeout_s=60, timing=TimingConfig(warmup_ms=5, max_time_s=0.1))
-        with EvalPool(cfg, devices=["cpu"], lanes=2, share_checks=share) as pool:
-            await pool.reference_meta(task)
-            gate = pool._gates[0]
-            gate.history.clear()
-            r = await pool.evaluate(task, source, trusted=True)
-            return r, [h[0] for h in gate.history]
-
-    r, modes = asyncio.run(run())
+    (r,), history = _on_two_lanes(tmp_path, share, task, [source])
+    modes = [h[0] for h in history]
     if share:
         assert r.status == "ok", r.message
         assert modes == ["shared", "exclusive"]  # the failed try shared it; the second held it alone throughout
