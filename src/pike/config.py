@@ -86,7 +86,7 @@ class EvalSettings:
     require_state_dict: bool = True  # user-facing; benchmark runs may allow seeded-only
     workers: int = 1  # CPU evaluation workers (GPU: one per visible GPU)
     # Evaluation processes per device: with 2+, the next candidates import their code while one holds
-    # the GPU (experimental: not yet measured on a GPU).
+    # the GPU (experimental: measured on a GPU only with share_checks).
     lanes: int = 1
     # With lanes: candidates' compiles and correctness checks share the device, their timings hold it
     # alone (a candidate that runs out of GPU memory while sharing is evaluated again, alone). Off by
