@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import pytest
 
 from pike.evaluate.evaluator import EvalConfig
 from pike.evaluate.timing import TimingConfig
-from pike.evaluate.pool import CANDIDATE, STARTUP, EvalPool, SlotQueue, SlotStats
+from pike.evaluate.pool import EvalPool
+from pike.evaluate.slots import CANDIDATE, STARTUP, DeviceGate, SlotQueue, SlotStats
 from pike.search.engine import pool_record
 from scripted import FUSED, TASK
 from pike.task import load_task
@@ -184,10 +186,6 @@ def _overlap(a, b) -> bool:
 def test_device_gate_shares_checks_and_keeps_timing_alone():
     """Shared holders run together; an exclusive holder waits for them and keeps new shared holders
     out meanwhile; the exclusive holder's nested holds pass; held time is the union of all holds."""
-    import threading
-
-    from pike.evaluate.pool import DeviceGate
-
     st = SlotStats("cuda:0")
     gate = DeviceGate(st)
     events, lock = [], threading.Lock()
@@ -240,10 +238,6 @@ def test_device_gate_shares_checks_and_keeps_timing_alone():
 
 
 def test_device_gate_upgrade_waits_for_the_other_shared_holders():
-    import threading
-
-    from pike.evaluate.pool import DeviceGate
-
     gate = DeviceGate(SlotStats("cuda:0"))
     order = []
 

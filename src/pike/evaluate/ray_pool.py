@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 
 from pike.evaluate.evaluator import EvalConfig, Evaluator
-from pike.evaluate.pool import CANDIDATE, STARTUP, PoolStats, SlotQueue, SlotStats
+from pike.evaluate.slots import CANDIDATE, STARTUP, PoolStats, SlotQueue, SlotStats
 from pike.evaluate.result import EvalResult, Timing
 from pike.task import Task, TaskError
 
