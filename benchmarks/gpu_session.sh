@@ -78,6 +78,18 @@ for p in (p for p in map(pathlib.Path, sys.argv[2:]) if p.exists()):
     src.backup(dst); dst.close(); src.close()' "$OUT/runs" /tmp/pike-offline-runs/*/run.db
     for m in "$PIKE_CACHE_DIR"/references/*/meta.json; do [ -f "$m" ] && cp "$m" "$OUT/refmeta/$(basename "$(dirname "$m")").json"; done
 }
+store_summary() {  # store_summary RUN_DB: one task's variants (status, search ms, seconds each), what the
+    # time limit left out, the pool's record and the final table's seconds
+    $PY -c 'import sqlite3, json, sys
+c, nan = sqlite3.connect(sys.argv[1]), float("nan")
+for idea, status, ms, res in c.execute("select s.idea, s.status, s.runtime_ms, (select e.result from evaluations e where e.solution_id = s.id order by e.id desc limit 1) from solutions s order by s.id"):
+    total = (json.loads(res) if res else {}).get("durations_s", {}).get("total_s", nan)
+    print(f"{idea:50s} {status:10s} {ms or nan:9.4f} {total:7.1f} s")
+st = json.loads(c.execute("select state from tasks").fetchone()[0])
+print({k: v for k, v in st.get("skipped", {}).items() if "time limit" in v})
+for (pool,) in c.execute("select value from meta where key = ?", ("pool",)): print("pool", pool[:400])
+print("final table s:", (st.get("final") or {}).get("duration_s"))' "$1"
+}
 smi_log() {  # utilization.gpu of every GPU once a second, with timestamps, until killed
     exec nvidia-smi --query-gpu=timestamp,index,utilization.gpu --format=csv,noheader -lms 1000 > "$OUT/smi.csv"
 }
@@ -289,15 +301,7 @@ share)
         PIKE_CACHE_DIR=/tmp/cache-share$lanes timeout -s INT "${SHARE_LIMIT:-280}" $PY -m pike optimize "${TASK:-rotary_attention}" \
             --device cuda --set eval.lanes=$lanes ${SHARE_ARGS:-} --out /tmp/share$lanes --json > "$OUT/share$lanes.json" 2> "$OUT/share$lanes.log"
         echo "lanes=$lanes rc=$? wall=$(( $(date +%s) - T1 ))s" | tee -a "$OUT/share.txt"
-        $PY -c 'import sqlite3, json, sys
-c = sqlite3.connect(sys.argv[1])
-for idea, status, ms, res in c.execute("select s.idea, s.status, s.runtime_ms, (select e.result from evaluations e where e.solution_id = s.id order by e.id desc limit 1) from solutions s order by s.id"):
-    nan = float("nan")
-    total = (json.loads(res) if res else {}).get("durations_s", {}).get("total_s", nan)
-    print(f"{idea:50s} {status:10s} {ms or nan:9.4f} {total:7.1f} s")
-for k, v in c.execute("select key, value from meta"): print(k, v[:400]) if k in ("pool",) else None
-st = json.loads(c.execute("select state from tasks").fetchone()[0])
-print("final table s:", (st.get("final") or {}).get("duration_s"))' /tmp/share$lanes/run.db | tee -a "$OUT/share.txt"
+        store_summary /tmp/share$lanes/run.db | tee -a "$OUT/share.txt"
     done
     ;;
 limit)
@@ -307,12 +311,7 @@ limit)
     T1=$(date +%s)
     timeout -s INT 400 $PY -m pike optimize unet_resblock_attention --device cuda --time-limit 1.5 --out /tmp/limit --json > "$OUT/limit.json" 2> "$OUT/limit.log"
     echo "rc=$? wall=$(( $(date +%s) - T1 ))s" | tee -a "$OUT/limit.log"
-    $PY -c 'import sqlite3, json
-c = sqlite3.connect("/tmp/limit/run.db")
-for row in c.execute("select idea, status, runtime_ms from solutions order by id"): print(*row)
-st = json.loads(c.execute("select state from tasks").fetchone()[0])
-print({k: v for k, v in st.get("skipped", {}).items() if "time limit" in v})
-print("final table s:", (st.get("final") or {}).get("duration_s"))' | tee -a "$OUT/limit.log"
+    store_summary /tmp/limit/run.db | tee -a "$OUT/limit.log"
     ;;
 x1b|x2b)
     smi_log &
