@@ -297,6 +297,7 @@ share)
     # lanes whose compiles and checks share the GPU, each from a cold cache of its own. Compare the
     # wall time, and each variant's search timing (a timing disturbed by another lane would be slower).
     for lanes in ${LANES:-1 3}; do
+        rm -rf /tmp/share$lanes /tmp/cache-share$lanes  # a second call on a warm machine: cold again, not refused
         T1=$(date +%s)
         PIKE_CACHE_DIR=/tmp/cache-share$lanes timeout -s INT "${SHARE_LIMIT:-280}" $PY -m pike optimize "${TASK:-rotary_attention}" \
             --device cuda --set eval.lanes=$lanes ${SHARE_ARGS:-} --out /tmp/share$lanes --json > "$OUT/share$lanes.json" 2> "$OUT/share$lanes.log"
