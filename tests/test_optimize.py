@@ -54,6 +54,7 @@ def optimize(tmp_path, server, prices, *extra, env=None, timeout=600):
     env = {**os.environ, "PIKE_CACHE_DIR": str(tmp_path / "cache"), "NO_PROXY": "127.0.0.1,localhost", **(env or {})}
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     assert p.returncode == 0, p.stderr[-4000:]
+    (tmp_path / "stderr.log").write_text(p.stderr)  # the progress lines
     return out, json.loads(p.stdout)
 
 
@@ -230,16 +231,47 @@ def test_bad_setting_is_an_error_before_any_work(tmp_path, setting, message):
 
 
 def test_improved_preset_feedback_then_replay(tmp_path, prices):
-    """pike-b-plus puts measured feedback in the prompts (speedups, profile, best history), re-times
-    parents interleaved; `pike replay` re-evaluates the stored candidates and prints the same table."""
-    script = Script([fenced(FUSED), fenced(SLOW)])
+    """pike-b-plus puts measured feedback in the prompts (eager and compile times, profiles, speedups,
+    best history) from the brainstorm on, gives sibling branches distinct prompts, asks again once
+    after a reply with no code, re-times parents interleaved; `pike replay` re-evaluates the stored
+    candidates and prints the same table."""
+    prose = "I would rather not write code today: fuse the two linear layers."
+    script = Script([fenced(FUSED), prose, fenced(SLOW), fenced(FUSED)])
     with FakeLLMServer(script) as server:
         out, doc = optimize(tmp_path, server, prices, "--strategy", "pike-b-plus", "--budget", "6")
     con = db(out)
-    later = [json.loads(e["prompt"])[-1]["content"] for e in con.execute("SELECT prompt FROM exchanges WHERE role = 'coa' AND phase >= 1")]
+    ex = con.execute("SELECT * FROM exchanges ORDER BY id").fetchall()
+    prompts = {e["id"]: json.loads(e["prompt"]) for e in ex}
+    later = [prompts[e["id"]][-1]["content"] for e in ex if e["role"] == "coa" and e["phase"] >= 1]
     assert later
     assert any("Self CPU" in p for p in later)  # the parent's profile (top operators by time)
     assert any("vs eager" in p or "speedup" in p.lower() for p in later)
+    # The brainstorm and phase 0 already see the measured times and where the reference's time goes.
+    first = [prompts[e["id"]][-1]["content"] for e in ex if e["role"] in ("iba", "coa") and e["phase"] == 0 and not e["reask_of"]]
+    assert len(first) == 5
+    for text in first:
+        assert "PyTorch eager (the reference): " in text and "torch.compile (default mode): " in text
+        assert "Both timed side by side" in text and "## Profile of the reference" in text
+        assert "Target device: the CPU" in text and "## Target device\nCPU: " in text
+        assert "Inputs the evaluator uses: [16, 48] (size set 'small'); correctness is also checked on size set 'small_alt'" in text
+    # No two prompts of a phase are the same.
+    for phase in {e["phase"] for e in ex if e["role"] == "coa"}:
+        texts = [json.dumps(prompts[e["id"]]) for e in ex if e["role"] == "coa" and e["phase"] == phase and not e["reask_of"]]
+        assert len(texts) == len(set(texts)), phase
+    # The prose reply: recorded with its reason, asked again once with a reminder, shown and counted.
+    unusable = [e for e in ex if e["unusable"]]
+    assert unusable and all(e["unusable"] == "no code block" and e["response"].startswith("I would rather") for e in unusable)
+    for e in unusable:
+        if e["reask_of"] is None:
+            again = [x for x in ex if x["reask_of"] == e["id"]]
+            assert len(again) == 1 or len([x for x in ex if x["role"] in ("coa", "efa")]) == 6  # or the budget ran out
+            for x in again:
+                assert prompts[x["id"]][:2] == prompts[e["id"]] and "could not be used: no code block" in prompts[x["id"]][-1]["content"]
+    row = doc["rows"][0]
+    assert row["unusable"] == len(unusable) and row["unusable_reasons"] == {"no code block": len(unusable)}
+    assert row["candidates"] == con.execute("SELECT COUNT(*) FROM solutions WHERE origin IN ('coa', 'efa')").fetchone()[0]
+    assert row["queries"] == 6 and row["valid_rate"] == row["valid"] / (row["evaluated"] + len(unusable))
+    assert "reply unusable: no code block" in (tmp_path / "stderr.log").read_text()
     state = json.loads(con.execute("SELECT state FROM tasks").fetchone()[0])
     assert state.get("retimed")  # top candidates re-timed before being chosen as parents
     env = {**os.environ, "PIKE_CACHE_DIR": str(tmp_path / "cache")}

@@ -55,3 +55,14 @@ def test_live_display_on_a_terminal_starts_and_stops():
         assert progress.live is not None
         progress(run, "evaluating", solution=1, label="eager")
     assert progress.live is None
+
+
+def test_a_reply_without_code_is_shown_and_counts_against_the_valid_rate():
+    log = io.StringIO()
+    progress, run = RunProgress(Console(file=log, width=200)), _run()
+    progress(run, "started")
+    progress(run, "evaluated", solution=1, result=EvalResult(status="ok", timing=Timing(median_ms=5.0, iqr_ms=0.0, runs=5), eager_ms=10.0))
+    progress(run, "no_code", role="coa", error="no code block", reask=False)
+    text = _text(progress)
+    assert "no code" in text and "50%" in text  # one candidate valid of one candidate and one unusable reply
+    assert "lstm_stack: no_code coa reply unusable: no code block" in log.getvalue()

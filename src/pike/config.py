@@ -73,6 +73,13 @@ class SearchConfig:
     profile: bool = False
     roofline: bool = False
     best_history: bool = False
+    # A reply with no usable code (or ideas) is asked again once, with a reminder of the format; the
+    # re-ask is a query of its own (the paper's code drops such a reply and still charges it)
+    reask: bool = False
+    # PIKE-B: the branches of a phase that share a parent get distinct ideas (brainstormed ones, then
+    # the device's broad directions; the first keeps the model's own choice) and are told what the
+    # others try, so that no two prompts of a phase are the same (the paper's are identical)
+    diverse_branches: bool = False
 
 
 @dataclass
@@ -132,7 +139,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # candidates before they become parents. The default strategy when an LLM is configured.
     "pike-b-plus": dict(
         num_branches=10, top_k=4, max_fix_attempts=5, iba=True, parents_from="all_time", retime_top=4,
-        gpu_facts=True, parent_speedups=True, best_history=True, profile=True,
+        gpu_facts=True, parent_speedups=True, best_history=True, profile=True, reask=True,
+        diverse_branches=True,
     ),
     "offline": dict(),
     # PIKE-O (OpenEvolve-style islands and elite archive; see pike.search.pike_o). The design's defaults,
@@ -169,7 +177,8 @@ PRESET_NOTES = {
     "pike-b-no-efa": "PIKE-B without the error-fixing agent",
     "pike-b-cheap-efa": "PIKE-B with fixes by llm.fix_model (set it: --fix-model)",
     "pike-b-no-iba": "PIKE-B without brainstormed ideas in the first phase",
-    "pike-b-plus": "PIKE-B + all-time elites, GPU facts, speedups, profile and best history in prompts, re-timed parents",
+    "pike-b-plus": "PIKE-B + all-time elites, device facts, measured times, profile and best history in prompts, distinct"
+                   " branches, unusable replies asked again once, re-timed parents",
     "offline": "no LLM: torch.compile modes, CUDA graphs, TF32, bf16/fp16 autocast, channels_last",
     "pike-o": "OpenEvolve-style: 1 island, population 25, archive 12, parents from the archive, top 3 programs in prompts, 5 fixes",
     "pike-o-no-efa": "PIKE-O without the error-fixing agent",

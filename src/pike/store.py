@@ -3,7 +3,9 @@
 Tables: ``meta`` (config, prices, versions, device), ``tasks``, ``solutions`` (code and lineage),
 ``evaluations`` (every evaluator result, re-timings included) and ``exchanges`` (every LLM exchange
 with tokens, cost and latency; a row is written *before* its request is sent, so a run killed with the
-request in flight still counts it as spent when it resumes).
+request in flight still counts it as spent when it resumes). An exchange leads to its candidate
+(``solution_id``: the extracted code and, through the solution, its verdict) or says why its reply
+was unusable (``unusable``); a re-ask names the exchange it repeats (``reask_of``).
 
 Writes are committed immediately (WAL mode): a ``kill -9`` loses nothing that had finished.
 """
@@ -42,10 +44,12 @@ CREATE TABLE IF NOT EXISTS exchanges (
     id INTEGER PRIMARY KEY, task_id INTEGER, solution_id INTEGER, role TEXT, model TEXT,
     phase INTEGER, slot INTEGER, prompt TEXT, response TEXT, input_tokens INTEGER, output_tokens INTEGER,
     cost_usd REAL, reserved_usd REAL, latency_s REAL, attempts INTEGER, error TEXT,
-    status TEXT DEFAULT 'pending', created REAL, finished REAL
+    status TEXT DEFAULT 'pending', created REAL, finished REAL, unusable TEXT, reask_of INTEGER
 );
 CREATE INDEX IF NOT EXISTS exchanges_task ON exchanges(task_id);
 """
+# Columns added since the first stores; a resumed older store gets them (empty).
+ADDED_COLUMNS = {"exchanges": {"unusable": "TEXT", "reask_of": "INTEGER"}}
 
 
 def code_hash(code: str) -> str:
@@ -85,6 +89,11 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        for table, columns in ADDED_COLUMNS.items():
+            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
         self._lock = threading.Lock()
 
     def _x(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
@@ -188,10 +197,10 @@ class Store:
     def start_exchange(self, role: str, model: str, messages: list[dict], reserved_usd: float, meta: dict | None = None) -> int:
         meta = meta or {}
         cur = self._x(
-            "INSERT INTO exchanges(task_id, solution_id, role, model, phase, slot, prompt, reserved_usd, status, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+            "INSERT INTO exchanges(task_id, solution_id, role, model, phase, slot, prompt, reserved_usd, status, created, reask_of)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
             (meta.get("task_id"), meta.get("solution_id"), role, model, meta.get("phase"), meta.get("slot"),
-             json.dumps(messages), reserved_usd, time.time()),
+             json.dumps(messages), reserved_usd, time.time(), meta.get("reask_of")),
         )
         return cur.lastrowid
 
@@ -206,6 +215,16 @@ class Store:
 
     def link_exchange(self, exchange_id: int, solution_id: int) -> None:
         self._x("UPDATE exchanges SET solution_id = ? WHERE id = ?", (solution_id, exchange_id))
+
+    def mark_unusable(self, exchange_id: int, reason: str) -> None:
+        """Why nothing could be taken from this exchange's reply (no code block, code that does not parse...)."""
+        self._x("UPDATE exchanges SET unusable = ? WHERE id = ?", (reason, exchange_id))
+
+    def unusable(self, task_id: int, roles: tuple[str, ...] = ("coa", "efa")) -> list[str]:
+        """The reasons of a task's replies that gave nothing usable, in order."""
+        rows = self._x(f"SELECT unusable FROM exchanges WHERE task_id = ? AND unusable IS NOT NULL"
+                       f" AND role IN ({', '.join('?' * len(roles))}) ORDER BY id", (task_id, *roles)).fetchall()
+        return [r["unusable"] for r in rows]
 
     def exchanges(self, task_id: int | None = None) -> list[sqlite3.Row]:
         if task_id is None:

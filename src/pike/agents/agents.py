@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
-from pike.agents.context import Hardware, HistoryEntry, ParentInfo, PromptFlags, TaskContext
+from pike.agents.context import Branch, Hardware, HistoryEntry, ParentInfo, PromptFlags, TaskContext
 from pike.agents.extract import ExtractionError, extract_code
 from pike.agents.ideas import parse_ideas
 from pike.agents.templates import render, section
@@ -20,8 +20,8 @@ PROFILE_LIMIT = 3000
 HISTORY_LIMIT = 5  # best solutions listed in the optimiser prompt
 IDEA_LIMIT = 300  # chars per idea in that list
 
-__all__ = ["AgentReply", "brainstorm", "coa_messages", "efa_messages", "fix", "iba_messages",
-           "optimise", "parse_ideas", "truncate_middle"]
+__all__ = ["AgentReply", "brainstorm", "coa_messages", "directions", "efa_messages", "fix", "iba_messages",
+           "optimise", "parse_ideas", "reask", "truncate_middle"]
 
 
 class LLM(Protocol):
@@ -58,7 +58,8 @@ def truncate_middle(text: str, limit: int = FEEDBACK_LIMIT, head: int = 1000) ->
 # ---- prompt builders ------------------------------------------------------------------------------
 
 def _messages(task: TaskContext, user: str, prompt_dir: str | None) -> list[dict]:
-    system = render("system.txt", {"device": task.device}, prompt_dir)
+    expertise = section(f"expertise_{task.kind}", {}, prompt_dir)
+    system = render("system.txt", {"device": task.device, "expertise": expertise}, prompt_dir)
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
@@ -75,8 +76,29 @@ def _task_values(task: TaskContext, flags: PromptFlags, hardware: Hardware | Non
         "precision": task.precision,
         "reference": task.reference.strip("\n"),
         "gpu_facts": _block("gpu_facts", {"facts": "\n".join(facts)}, prompt_dir) if facts else "",
-        "requirements": section("requirements", {}, prompt_dir),
+        "requirements": section("requirements", {"code_forms": section(f"code_forms_{task.kind}", {}, prompt_dir)},
+                                prompt_dir),
+        "idea_examples": section(f"idea_examples_{task.kind}", {}, prompt_dir),
+        "measured": _measured_section(task, prompt_dir) if flags.parent_speedups and task.eager_ms else "",
+        "profile": _profile_section(task.profile, "profile_reference", prompt_dir) if flags.profile else "",
     }
+
+
+def _measured_section(task: TaskContext, d: str | None) -> str:
+    compile_line = section("measured_compile", {"ms": _ms(task.compile_ms)}, d) if task.compile_ms else ""
+    how = section("measured_paired" if task.paired and task.compile_ms else "measured_apart", {}, d)
+    inputs = section("measured_inputs", {"inputs": task.inputs}, d) if task.inputs else ""
+    return _block("measured", {"eager": _ms(task.eager_ms), "compile": compile_line, "how": how, "inputs": inputs}, d)
+
+
+def _profile_section(profile: str | None, name: str, d: str | None) -> str:
+    if not profile or not profile.strip():
+        return ""
+    return _block(name, {"profile": truncate_middle(profile, PROFILE_LIMIT, head=PROFILE_LIMIT - 500)}, d)
+
+
+def _ms(ms: float) -> str:
+    return f"{ms:.4g} ms"
 
 
 def iba_messages(task: TaskContext, n: int, flags: PromptFlags, hardware: Hardware | None = None,
@@ -88,21 +110,21 @@ def iba_messages(task: TaskContext, n: int, flags: PromptFlags, hardware: Hardwa
 def coa_messages(task: TaskContext, parent: ParentInfo | None, idea: str | None, flags: PromptFlags,
                  hardware: Hardware | None = None,
                  history: Iterable[HistoryEntry | tuple[float, str]] | None = None,
-                 *, prompt_dir: str | None = None) -> list[dict]:
+                 *, branch: Branch | None = None, prompt_dir: str | None = None) -> list[dict]:
     """Optimiser prompt. ``parent=None`` optimises the reference directly; ``idea=None`` lets the
-    model choose the change."""
+    model choose the change; ``branch`` says what the sibling queries try."""
     d = prompt_dir
     values = _task_values(task, flags, hardware, d) | {
         "parent": _parent_section(parent, d) if parent else _block("no_parent", {}, d),
-        "parent_speedups": "", "profile": "", "roofline": "", "best_history": "",
+        "parent_speedups": "", "roofline": "", "best_history": "",
         "idea": idea.strip() if idea and idea.strip() else section("no_idea", {}, d),
+        "branch": _branch_section(branch, idea, d) if branch else "",
     }
     if parent and flags.parent_speedups and (parent.speedup_vs_eager or parent.speedup_vs_compile):
         values["parent_speedups"] = _block("parent_speedups", {
             "eager": _x(parent.speedup_vs_eager), "compile": _x(parent.speedup_vs_compile)}, d)
-    if parent and flags.profile and parent.profile and parent.profile.strip():
-        profile = truncate_middle(parent.profile, PROFILE_LIMIT, head=PROFILE_LIMIT - 500)
-        values["profile"] = _block("profile", {"profile": profile}, d)
+    if parent and flags.profile:  # the parent's own profile instead of the reference's
+        values["profile"] = _profile_section(parent.profile, "profile", d)
     if parent and flags.roofline and parent.roofline_fraction is not None:
         values["roofline"] = _block("roofline", {"percent": f"{parent.roofline_fraction:.0%}"}, d)
     entries = _history_lines(history) if flags.best_history and history else []
@@ -115,9 +137,19 @@ def _parent_section(parent: ParentInfo, d: str | None) -> str:
     return _block("parent", {
         "code": parent.code.strip("\n"),
         "origin": section("parent_origin", {"idea": _one_line(parent.idea)}, d) if parent.idea else "",
-        "measured": (section("parent_measured", {"runtime": f"{parent.runtime_ms:.4g} ms"}, d)
+        "measured": (section("parent_measured", {"runtime": _ms(parent.runtime_ms)}, d)
                      if parent.runtime_ms is not None else ""),
     }, d)
+
+
+def _branch_section(branch: Branch, idea: str | None, d: str | None) -> str:
+    def what(other: str | None) -> str:
+        if other is None:
+            return section("branch_own_choice", {}, d)
+        return section("branch_same_idea", {}, d) if other == idea else _one_line(other)
+
+    others = "\n".join(f"- branch {k}: {what(i)}" for k, i in branch.others)
+    return _block("branch", {"k": branch.k, "n": branch.n, "others": others}, d)
 
 
 def _history_lines(history: Iterable[HistoryEntry | tuple[float, str]]) -> list[str]:
@@ -148,6 +180,13 @@ def efa_messages(task: TaskContext, code: str, result: EvalResult, attempt: int,
     return _messages(task, render("efa.txt", values, d), d)
 
 
+def directions(kind: str, prompt_dir: str | None = None) -> list[str]:
+    """Broad optimisation directions for a device kind ("cuda" or "cpu"), one per sibling branch
+    that no brainstormed idea is left for."""
+    text = section(f"directions_{kind}", {}, prompt_dir)
+    return [line.lstrip("- ").strip() for line in text.splitlines() if line.strip()]
+
+
 def _x(speedup: float | None) -> str:
     return f"{speedup:.2f}x" if speedup else "unknown"
 
@@ -166,7 +205,10 @@ def _text(completion: Any) -> str:
 
 async def brainstorm(llm: LLM, task: TaskContext, n: int, flags: PromptFlags,
                      hardware: Hardware | None = None, *, prompt_dir: str | None = None) -> AgentReply:
-    messages = iba_messages(task, n, flags, hardware, prompt_dir=prompt_dir)
+    return await _ideas_reply(llm, iba_messages(task, n, flags, hardware, prompt_dir=prompt_dir), n)
+
+
+async def _ideas_reply(llm: LLM, messages: list[dict], n: int) -> AgentReply:
     completion = await llm.ask("iba", messages)
     ideas = parse_ideas(_text(completion), n)
     return AgentReply("iba", completion, ideas=ideas, error=None if ideas else "no ideas found",
@@ -181,11 +223,23 @@ async def _code_reply(llm: LLM, role: str, messages: list[dict]) -> AgentReply:
         return AgentReply(role, completion, error=str(e), messages=messages)
 
 
+async def reask(llm: LLM, first: AgentReply, *, n: int = 0, prompt_dir: str | None = None) -> AgentReply:
+    """The same question once more, after a reply with nothing usable in it: the conversation so far
+    plus a reminder of the answer's format that says what was wrong (``n``: ideas wanted, for IBA)."""
+    said = _text(first.completion).strip() or "(an empty reply)"
+    reminder = section("reminder_ideas" if first.role == "iba" else "reminder_code",
+                       {"reason": first.error or "nothing usable", "n": n}, prompt_dir)
+    messages = [*first.messages, {"role": "assistant", "content": said}, {"role": "user", "content": reminder}]
+    if first.role == "iba":
+        return await _ideas_reply(llm, messages, n)
+    return await _code_reply(llm, first.role, messages)
+
+
 async def optimise(llm: LLM, task: TaskContext, parent: ParentInfo | None, idea: str | None,
                    flags: PromptFlags, hardware: Hardware | None = None,
                    history: Iterable[HistoryEntry | tuple[float, str]] | None = None,
-                   *, prompt_dir: str | None = None) -> AgentReply:
-    messages = coa_messages(task, parent, idea, flags, hardware, history, prompt_dir=prompt_dir)
+                   *, branch: Branch | None = None, prompt_dir: str | None = None) -> AgentReply:
+    messages = coa_messages(task, parent, idea, flags, hardware, history, branch=branch, prompt_dir=prompt_dir)
     return await _code_reply(llm, "coa", messages)
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pike.agents.hardware import Hardware
 from pike.evaluate.result import EvalResult
+
+__all__ = ["Branch", "Hardware", "HistoryEntry", "ParentInfo", "PromptFlags", "TaskContext"]
 
 
 @dataclass
@@ -13,28 +16,13 @@ class TaskContext:
     reference: str  # source of the task file (Model, get_inputs, get_init_inputs)
     device: str = "cuda"  # free text, e.g. "NVIDIA H100 80GB HBM3, CUDA 12.4, torch 2.5"
     precision: str = "fp32; lower precision allowed within tolerance 1e-2"
-
-
-@dataclass
-class Hardware:
-    name: str | None = None
-    sms: int | None = None
-    memory_gb: float | None = None
-    peak_tflops_fp32: float | None = None
-    peak_tflops_bf16: float | None = None
-    bandwidth_gbs: float | None = None
-
-    def facts(self) -> list[str]:
-        """One "label: value" line per known field (unknown ones are left out, not guessed)."""
-        rows = [
-            ("GPU", self.name, "{}"),
-            ("streaming multiprocessors", self.sms, "{}"),
-            ("memory", self.memory_gb, "{:g} GB"),
-            ("peak fp32", self.peak_tflops_fp32, "{:g} TFLOP/s"),
-            ("peak bf16 (tensor cores)", self.peak_tflops_bf16, "{:g} TFLOP/s"),
-            ("memory bandwidth", self.bandwidth_gbs, "{:g} GB/s"),
-        ]
-        return [f"{label}: {fmt.format(v)}" for label, v, fmt in rows if v is not None]
+    kind: str = "cuda"  # "cuda" or "cpu": the system prompt and the requirements follow it
+    # Measured on the target device (None: not measured)
+    eager_ms: float | None = None
+    compile_ms: float | None = None  # torch.compile, default mode
+    paired: bool = False  # eager and compile timed side by side (interleaved, one process)
+    inputs: str | None = None  # the shapes they were timed on, e.g. "[16, 48] (size set 'small')"
+    profile: str | None = None  # the reference's profile, where the first prompts look for the time
 
 
 @dataclass
@@ -69,6 +57,15 @@ class ParentInfo:
         runtime = result.runtime_ms
         vs_compile = compile_ms / runtime if compile_ms and runtime else None
         return cls(code, runtime, result.speedup_vs_eager, vs_compile, idea=idea, **extra)
+
+
+@dataclass
+class Branch:
+    """Where a COA query sits among its siblings: the queries of one phase from one parent."""
+
+    k: int  # this branch, from 1
+    n: int
+    others: list[tuple[int, str | None]]  # (branch, idea) of the others; None: the model's own choice
 
 
 @dataclass

@@ -40,7 +40,10 @@ def optimize_cmd(
     max_usd: Optional[float] = typer.Option(None, help="USD budget for the whole run."),
     time_limit: Optional[float] = typer.Option(None, help="Minutes for this invocation: then nothing new starts, the offline portfolio stops the variant in flight (a resume tries it again), LLM strategies let evaluations in flight finish, and the final tables are made."),
     config: Optional[Path] = typer.Option(None, help="TOML config file."),
-    set_: list[str] = typer.Option([], "--set", help="Override any knob: section.key=value (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="Override any knob: section.key=value (repeatable). LLM knobs: llm.concurrency"
+                                   " (requests in flight; 0 = 6 per evaluation slot), llm.temperature, llm.max_tokens, llm.timeout_s,"
+                                   " llm.max_retries, llm.iba_model, llm.prices_file; search and eval knobs: `pike presets` and"
+                                   " config.toml of any run."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<target>-<time>)."),
     resume: Optional[Path] = typer.Option(None, help="Continue a killed run from its directory."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N."),
@@ -141,41 +144,21 @@ def optimize_cmd(
 
 
 def print_table(doc: dict, title: str) -> None:
-    llm = any(r["queries"] for r in doc["rows"])
-    cols = ["task", "eager ms", "compile ms", "best ms", "vs eager", "vs compile", "vs best compile"]
-    if llm:
-        cols += ["queries", "USD", "valid", "fixed/fixes"]
+    from pike.report.tables import errors, final_table, geomean_line, unusable_lines
+
+    cols, rows = final_table(doc)
     t = Table(title=title)
     for col in cols:
         t.add_column(col, justify="left" if col == "task" else "right")
-
-    def f(v, fmt):
-        return fmt.format(v) if v is not None else "-"
-
-    for r in doc["rows"]:
-        if r["status"] == "error":
-            t.add_row(r["task"], "[red]error[/]", *[""] * (len(cols) - 2))
-            continue
-        label = r["task"] + (" (fallback: eager)" if r["fallback"] else "")
-        cells = [
-            label, f(r["eager_ms"], "{:.4f}"), f(r["compile_ms"], "{:.4f}"), f(r["best_ms"], "{:.4f}"),
-            f(r["speedup_eager"], "{:.2f}x"), f(r["speedup_compile"], "{:.2f}x"),
-            f(r["speedup_best_compile"], "{:.2f}x") + (f" ({r['best_compile_mode']})" if r.get("best_compile_mode") else ""),
-        ]
-        if llm:
-            cells += [str(r["queries"]), f"{r['usd']:.3f}", f(r["valid_rate"], "{:.0%}"), f"{r['chains_fixed']}/{r['fix_attempts']}"]
-        t.add_row(*cells)
+    for cells in rows:
+        t.add_row(*(f"[red]{c}[/]" if c == "error" and i == 1 else c for i, c in enumerate(cells)))
     console.print(t)
-    g = doc
-    parts = [f"geomean vs eager {g['geomean_eager']:.2f}x" if g.get("geomean_eager") else None,
-             f"(clamped at 1: {g['geomean_eager_clamped']:.2f}x)" if g.get("geomean_eager_clamped") else None,
-             f"vs compile {g['geomean_compile']:.2f}x" if g.get("geomean_compile") else None,
-             f"vs best compile mode {g['geomean_best_compile']:.2f}x" if g.get("geomean_best_compile") else None,
-             f"{g['queries']} queries, ${g['usd']:.3f}" if llm else None]
-    console.print("  ".join(p for p in parts if p), highlight=False)
-    for r in doc["rows"]:
-        if r["status"] == "error":
-            console.print(f"[red]{r['task']}:[/] {r['error']}", highlight=False)
+    console.print(geomean_line(doc), highlight=False)
+    for line in unusable_lines(doc):
+        console.print(line, highlight=False)
+    for line in errors(doc):
+        task, _, error = line.partition(": ")
+        console.print(f"[red]{task}:[/] {error}", highlight=False)
 
 
 @app.command("replay")

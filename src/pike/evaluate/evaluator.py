@@ -195,8 +195,14 @@ class Evaluator:
         if not self.config.keep_jobs:
             shutil.rmtree(d, ignore_errors=True)
 
-    def device_info(self) -> dict:
-        """Versions and device facts (name, SMs, memory, bandwidth), from a child; cached per device."""
+    def device_info(self, toolchain: bool = False) -> dict:
+        """Versions and device facts (name, SMs, memory, bandwidth), from a child; cached per device.
+        ``toolchain``: also which compilers work here, for the agents' prompts (a test build each,
+        cached per machine)."""
+        if toolchain:
+            from pike.evaluate.device_facts import toolchain_facts
+
+            return {**self.device_info(), **toolchain_facts(self.config.device_type, self.cache)}
         if self._info is None:
             out, d = self._run({"kind": "probe", "device": self.job_device, "bandwidth": self.config.device_type == "cuda"}, "probe", timeout=120)
             self._cleanup(d)

@@ -243,9 +243,9 @@ class EvalPool:
         await self._ensure_references(task)
         return await self._thread(lambda: self._slots[0].reference(task).meta)
 
-    async def device_info(self) -> dict:
+    async def device_info(self, toolchain: bool = False) -> dict:
         async with self._slot() as i:
-            return await self._thread(self._slots[i].device_info)
+            return await self._thread(self._slots[i].device_info, toolchain)
 
     def close(self) -> None:
         for ev in self._slots:

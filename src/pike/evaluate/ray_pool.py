@@ -56,8 +56,8 @@ class _Worker:
     def retime(self, task: dict, entries: dict, max_time_s: float, timeout_s: float | None = None) -> dict:
         return {k: asdict(t) for k, t in self.ev.retime(_task(task), entries, max_time_s=max_time_s, timeout_s=timeout_s).items()}
 
-    def device_info(self) -> dict:
-        return self.ev.device_info()
+    def device_info(self, toolchain: bool = False) -> dict:
+        return self.ev.device_info(toolchain)
 
     def profile(self, task: dict, source: str) -> str:
         return self.ev.profile(_task(task), source)
@@ -152,8 +152,8 @@ class RayPool:
         d = await self._call("retime", _task_dict(task), entries, max_time_s, timeout_s)
         return {k: Timing(**v) for k, v in d.items()}
 
-    async def device_info(self) -> dict:
-        return await self._call("device_info")
+    async def device_info(self, toolchain: bool = False) -> dict:
+        return await self._call("device_info", toolchain)
 
     async def profile(self, task: Task, source: str) -> str:
         return await self._call("profile", _task_dict(task), source)

@@ -51,6 +51,7 @@ def run_probe(job: dict, job_dir: Path) -> dict:
         info.update(
             device_name=p.name, sms=p.multi_processor_count, memory_bytes=p.total_memory,
             l2_bytes=getattr(p, "L2_cache_size", None), capability=f"{p.major}.{p.minor}",
+            cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         )
         if job.get("bandwidth"):
             n = 256 * 2**20  # 1 GiB of fp32 each way
@@ -71,7 +72,10 @@ def run_probe(job: dict, job_dir: Path) -> dict:
     else:
         import platform
 
+        from pike.evaluate.device_facts import cpu_facts
+
         info.update(device_name=platform.processor() or platform.machine(), cpus=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(), threads=torch.get_num_threads())
+        info.update(cpu_facts(), cpu_capability=torch.backends.cpu.get_cpu_capability())
     return {"status": "ok", "info": info}
 
 

@@ -100,9 +100,9 @@ class TaskReport:
     name: str
     status: str
     curve: TaskCurve
-    evaluated: int
+    evaluated: int  # candidates evaluated plus LLM replies that held no usable code
     valid: int
-    llm_evaluated: int  # COA and EFA candidates only
+    llm_evaluated: int  # COA and EFA candidates only, plus those replies
     llm_valid: int
     chains: list[FixChain]
     best_id: int | None  # the final table's best (None: eager stays)
@@ -294,11 +294,12 @@ def load_run(run_dir: str | Path) -> RunData:
             best = best_solution(sols, state.get("final"))
             evaluated = [s for s in sols if s.status != "pending"]
             llm = [s for s in evaluated if s.origin in LLM_ORIGINS]
+            unusable = len(store.unusable(t["id"]))  # replies with no code: invalid attempts too
             tasks.append(TaskReport(
                 name=t["name"], status=t["status"],
                 curve=task_curve(t["name"], sols, store.exchanges(t["id"]), t0),
-                evaluated=len(evaluated), valid=sum(s.ok for s in evaluated),
-                llm_evaluated=len(llm), llm_valid=sum(s.ok for s in llm),
+                evaluated=len(evaluated) + unusable, valid=sum(s.ok for s in evaluated),
+                llm_evaluated=len(llm) + unusable, llm_valid=sum(s.ok for s in llm),
                 chains=fix_chains(sols), best_id=best.id if best else None,
                 lineage=lineage(best, by_id),
                 diff=code_diff(t["source"], best.code, t["name"], best.id) if best else "",

@@ -18,7 +18,7 @@ def final_table(doc: dict) -> tuple[list[str], list[list[str]]]:
     llm = any(r["queries"] for r in doc["rows"])
     cols = ["task", "eager ms", "compile ms", "best ms", "vs eager", "vs compile", "vs best compile"]
     if llm:
-        cols += ["queries", "USD", "valid", "fixed/fixes"]
+        cols += ["candidates/queries", "USD", "valid", "fixed/fixes"]
     rows = []
     for r in doc["rows"]:
         if r["status"] == "error":
@@ -31,9 +31,21 @@ def final_table(doc: dict) -> tuple[list[str], list[list[str]]]:
             _f(r["speedup_best_compile"], "{:.2f}x") + (f" ({r['best_compile_mode']})" if r.get("best_compile_mode") else ""),
         ]
         if llm:
-            cells += [str(r["queries"]), f"{r['usd']:.3f}", _f(r["valid_rate"], "{:.0%}"), f"{r['chains_fixed']}/{r['fix_attempts']}"]
+            cells += [f"{r.get('candidates', '-')}/{r['queries']}", f"{r['usd']:.3f}", _f(r["valid_rate"], "{:.0%}"),
+                      f"{r['chains_fixed']}/{r['fix_attempts']}"]
         rows.append(cells)
     return cols, rows
+
+
+def unusable_lines(doc: dict) -> list[str]:
+    """Per task whose LLM replies were not all usable: "N candidates from M queries" and why."""
+    out = []
+    for r in doc["rows"]:
+        if r.get("unusable"):
+            why = ", ".join(f"{reason} ({n})" for reason, n in r["unusable_reasons"].items())
+            out.append(f"{r['task']}: {r['candidates']} candidates from {r['queries']} queries; "
+                       f"{r['unusable']} replies had no usable code: {why}")
+    return out
 
 
 def geomean_line(doc: dict) -> str:

@@ -16,12 +16,12 @@ from pathlib import Path
 from pike import config as config_mod
 from pike.agents import Hardware
 from pike.config import RunConfig
-from pike.evaluate.baselines import compile_modes
+from pike.evaluate.baselines import baseline_source, compile_modes
 from pike.evaluate.evaluator import EvalConfig
 from pike.evaluate.gpu_activity import KernelActivity
 from pike.evaluate.pool import EvalPool, default_devices
 from pike.llm.budget import Budget
-from pike.search.output import finalize_task
+from pike.search.output import finalize_task, retime_timeout
 from pike.search.strategies import make_strategy
 from pike.search.taskrun import TaskRun
 from pike.store import Store
@@ -151,14 +151,10 @@ class Engine:
             raise ValueError(f"eval.executor must be local or ray, not {e.executor!r}")
         self.pool = pool_cm
         with pool_cm as pool:
-            info = await pool.device_info()
+            info = await pool.device_info(toolchain=bool(self.clients))  # the toolchain: for the prompts
             self.store.set_meta("device", info)
-            hardware = Hardware(
-                name=info.get("device_name"), sms=info.get("sms"),
-                memory_gb=round(info["memory_bytes"] / 2**30, 1) if info.get("memory_bytes") else None,
-                bandwidth_gbs=round(info["bandwidth_gbs"]) if info.get("bandwidth_gbs") else None,
-            )
-            device_text = f"{info.get('device_name')} (torch {info.get('torch')}, CUDA {info.get('cuda')}, Triton {info.get('triton')})"
+            hardware = Hardware.from_info(info, "cuda" if e.device.startswith("cuda") else "cpu")
+            device_text = hardware.describe()
             # Kernels active per GPU (nvidia-smi), beside the pool's own held and timing fractions; not
             # for a Ray cluster's GPUs, which are on other machines.
             gpus = pool.physical_gpus() if hasattr(pool, "physical_gpus") else []
@@ -203,6 +199,16 @@ class Engine:
             if self.cfg.search.parent_speedups and self.cfg.search.strategy != "offline":
                 comp = await pool.baseline(task, "default")
                 run.compile_ms = comp.runtime_ms if comp.ok else None
+                if comp.ok:
+                    # The prompts compare with these: side by side, as the final table will (two
+                    # separate timings of a small task on a busy CPU once disagreed 5x with it).
+                    try:
+                        timings = await pool.retime(task, {"eager": task.source, "compile": baseline_source(task, "default")},
+                                                    timeout_s=retime_timeout(run, {"default": comp}, []))
+                        run.eager_ms, run.compile_ms = timings["eager"].median_ms, timings["compile"].median_ms
+                        run.baselines_paired = True
+                    except RuntimeError as e:  # the separate figures stay, and the prompts say so
+                        run.notify("warning", error=f"eager and compile side by side: {e}"[:200])
             self.store.set_task(tid, baselines={"eager": eager.to_json()})
             run.notify("started")
             self.searching += 1

@@ -196,6 +196,7 @@ def summary_row(store: Store, task_id: int) -> dict:
     efa = [s for s in sols if s.origin == "efa"]
     chains_fixed = {s.fix_of for s in efa if s.status == "ok"}
     queries, usd = store.spent(task_id, roles=("coa", "efa"))
+    unusable = store.unusable(task_id)  # replies that gave no candidate: an invalid answer each
     _, usd_all = store.spent(task_id)
     eager = final.get("eager_ms")
     best = final.get("best_ms") or eager
@@ -211,7 +212,9 @@ def summary_row(store: Store, task_id: int) -> dict:
         "speedup_compile": (default / best) if default and best else None,
         "speedup_best_compile": (compile_ms[best_mode] / best) if best_mode and best else None,
         "queries": queries, "usd": usd_all, "evaluated": len(evaluated), "valid": len(ok),
-        "valid_rate": (len(ok) / len(evaluated)) if evaluated else None,
+        "valid_rate": (len(ok) / (len(evaluated) + len(unusable))) if evaluated or unusable else None,
+        "candidates": sum(1 for s in sols if s.origin in ("coa", "efa")), "unusable": len(unusable),
+        "unusable_reasons": {r: unusable.count(r) for r in dict.fromkeys(unusable)},
         "fix_attempts": len(efa), "fixes_ok": len({s.id for s in efa if s.status == "ok"}), "chains_fixed": len(chains_fixed),
         "lowered_precision": bool(final.get("best_solution")) and lowered_precision(next((s.tags for s in sols if s.id == final.get("best_solution")), [])),
     }

@@ -19,7 +19,7 @@ class RunProgress:
 
     def __call__(self, run, event: str, **info) -> None:
         row = self.rows.setdefault(run.task.name, {"status": "starting", "evaluated": 0, "ok": 0, "best": None, "last": "",
-                                                   "in_flight": {}})
+                                                   "in_flight": {}, "unusable": 0})
         if event == "evaluating":
             row["in_flight"][info["solution"]] = (info.get("label") or "", time.monotonic())
         elif event == "cut":
@@ -43,6 +43,11 @@ class RunProgress:
         elif event == "final_table":
             # Compiles the compile modes and re-times the finalists side by side: minutes on big tasks.
             row["status"], row["final_t0"] = "final table", time.monotonic()
+        elif event == "no_code":  # a reply with nothing usable: counted against the valid rate
+            row["unusable"] += 1
+            row["last"] = f"{info.get('role')} reply unusable: {info.get('error', '')}"[:60]
+        elif event == "warning":
+            row["last"] = info.get("error", "")[:60]
         elif event == "llm_error":
             row["last"] = f"{info.get('role')}: {info.get('error', '')[:50]}"
         elif event == "phase":
@@ -54,7 +59,7 @@ class RunProgress:
             self.live.refresh()
         elif event == "final_table":
             self.console.print(f"{run.task.label}: final table (compile baselines and the finalists, re-timed side by side)", highlight=False)
-        elif event in ("evaluated", "done", "error", "stalled", "time_limit"):
+        elif event in ("evaluated", "no_code", "done", "error", "stalled", "time_limit"):
             self.console.print(f"{run.task.label}: {event} {row['last']} (queries {row['queries']}, best {row['best'] or 0:.2f}x)", highlight=False)
 
     @staticmethod
@@ -82,13 +87,14 @@ class RunProgress:
         t = Table(title=title, expand=False)
         cells = {name: {
             "task": name, "status": r["status"], "phase": str(r.get("phase", "-")), "queries": str(r.get("queries", 0)),
-            "evals": str(r["evaluated"]), "valid": f"{r['ok'] / r['evaluated']:.0%}" if r["evaluated"] else "-",
+            "evals": str(r["evaluated"]), "no code": str(r["unusable"]),
+            "valid": f"{r['ok'] / (r['evaluated'] + r['unusable']):.0%}" if r["evaluated"] + r["unusable"] else "-",
             "best": f"{r['best']:.2f}x" if r["best"] else "-", "USD": f"{r.get('usd', 0):.3f}", "latest": self.now_doing(r),
         } for name, r in self.rows.items()}
         # A run with no LLM (offline) has no phases, queries or dollars: those columns would only take
         # the width that the task's name and what it is doing need on an 80-column terminal.
-        unused = {"phase": "-", "queries": "0", "USD": "0.000"}
-        cols = [c for c in ("task", "status", "phase", "queries", "evals", "valid", "best", "USD", "latest")
+        unused = {"phase": "-", "queries": "0", "USD": "0.000", "no code": "0"}
+        cols = [c for c in ("task", "status", "phase", "queries", "evals", "no code", "valid", "best", "USD", "latest")
                 if c not in unused or any(row[c] != unused[c] for row in cells.values())]
         for col in cols:
             t.add_column(col, justify="left" if col in ("task", "status", "latest") else "right",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 
+from pike.agents import Branch, directions
 from pike.search.taskrun import TaskRun
 from pike.store import Solution
 
@@ -25,6 +26,32 @@ def resize_ideas(ideas: list[str], n: int) -> list[str | None]:
     for i, idea in enumerate(ideas):
         out += [idea] * (base + (1 if i < extra else 0))
     return out
+
+
+def branch_plan(jobs: list[tuple[Solution | None, str | None]]) -> list[Branch | None]:
+    """Each job's place among the jobs of its parent: branch k of n and the others' ideas (None for
+    a parent with one branch), so that no two prompts of a phase are the same."""
+    groups: dict[int | None, list[int]] = {}
+    for i, (parent, _) in enumerate(jobs):
+        groups.setdefault(parent.id if parent else None, []).append(i)
+    plan: list[Branch | None] = [None] * len(jobs)
+    for members in groups.values():
+        if len(members) > 1:
+            for k, i in enumerate(members, 1):
+                others = [(j, jobs[m][1]) for j, m in enumerate(members, 1) if m != i]
+                plan[i] = Branch(k, len(members), others)
+    return plan
+
+
+def fresh_ideas(run: TaskRun, parent: Solution | None, n: int) -> list[str]:
+    """Up to ``n`` ideas not yet applied on the way to ``parent``: the brainstormed ones first, then
+    the device's broad directions."""
+    applied, s = set(), parent
+    while s is not None:
+        applied.add(s.idea)
+        s = run.store.solution(s.parent_id) if s.parent_id else None
+    pool = [*run.state().get("ideas", []), *directions(run.device_kind)]
+    return [i for i in dict.fromkeys(pool) if i not in applied][:n]
 
 
 def split_branches(n: int, k: int) -> list[int]:
@@ -68,8 +95,10 @@ class PikeB:
         phase = 0
         while not run.exhausted:
             if phase == 0:
-                ideas = resize_ideas(await run.ideas(c.num_ideas) if c.iba else [], c.num_branches)
-                jobs = [(seed, idea) for idea in ideas]
+                ideas = await run.ideas(c.num_ideas) if c.iba else []
+                if c.diverse_branches:  # fewer ideas than branches: broad directions for the rest
+                    ideas = list(dict.fromkeys([*ideas, *directions(run.device_kind)]))[: c.num_branches]
+                jobs = [(seed, idea) for idea in resize_ideas(ideas, c.num_branches)]
             else:
                 if c.retime_top > 1:
                     pool = sorted(run.ok_solutions(), key=lambda s: (s.runtime_ms, s.id))[: c.retime_top]
@@ -78,8 +107,12 @@ class PikeB:
                 parents = self.parents(run, phase)
                 jobs = []
                 for parent, n in zip(parents, split_branches(c.num_branches, len(parents))):
-                    jobs += [(parent, None)] * n
-            done = await asyncio.gather(*(run.slot(phase, i, p, idea) for i, (p, idea) in enumerate(jobs)))
+                    ideas = [None] * n
+                    if c.diverse_branches and n > 1:  # the first branch keeps the model's own choice
+                        ideas[1:] = resize_ideas(fresh_ideas(run, parent, n - 1), n - 1)
+                    jobs += [(parent, idea) for idea in ideas]
+            plan = branch_plan(jobs) if c.diverse_branches else [None] * len(jobs)
+            done = await asyncio.gather(*(run.slot(phase, i, p, idea, branch=plan[i]) for i, (p, idea) in enumerate(jobs)))
             run.notify("phase", phase=phase, candidates=sum(1 for d in done if d is not None))
             if all(d is None for d in done) and run.exhausted:
                 break

@@ -12,7 +12,9 @@ import asyncio
 import time
 from dataclasses import dataclass, field, replace
 
-from pike.agents import Hardware, HistoryEntry, ParentInfo, PromptFlags, TaskContext, brainstorm, fix, optimise
+from pike.agents import (
+    AgentReply, Branch, Hardware, HistoryEntry, ParentInfo, PromptFlags, TaskContext, brainstorm, fix, optimise, reask,
+)
 from pike.config import RunConfig
 from pike.evaluate.result import EvalResult
 from pike.llm.budget import Budget, BudgetExhausted, BudgetGroup
@@ -45,6 +47,7 @@ class TaskRun:
     device_text: str = ""
     eager_ms: float | None = None
     compile_ms: float | None = None
+    baselines_paired: bool = False  # eager_ms and compile_ms from one interleaved re-timing
     events: list = field(default_factory=list)  # callbacks(event: str, **info) for progress displays
     deadline: float | None = None  # time.monotonic() after which nothing new starts (search.time_limit_min)
 
@@ -55,7 +58,7 @@ class TaskRun:
         self.flags = PromptFlags(s.gpu_facts, s.parent_speedups, s.profile, s.roofline, s.best_history)
         tol = "1e-4 (strict)" if self.cfg.eval.strict else "1e-2"
         self.context = TaskContext(self.task.name, self.task.source, self.device_text or self.cfg.eval.device,
-                                   f"fp32 reference; lower precision allowed within tolerance {tol}")
+                                   f"fp32 reference; lower precision allowed within tolerance {tol}", self.device_kind)
         self._lock = asyncio.Lock()
         self._profile_lock = asyncio.Lock()
 
@@ -68,6 +71,10 @@ class TaskRun:
     @property
     def solutions(self) -> list[Solution]:
         return self.store.solutions(self.task_id)
+
+    @property
+    def device_kind(self) -> str:
+        return "cuda" if self.cfg.eval.device.startswith("cuda") else "cpu"
 
     @property
     def out_of_time(self) -> bool:
@@ -148,27 +155,65 @@ class TaskRun:
             st = self.state()
             if "ideas" in st:
                 return st["ideas"]
-            try:
-                reply = await brainstorm(self._asker("iba", phase=0), self.context, n, self.flags, self.hardware)
-                ideas = reply.ideas or []
-            except (LLMError, BudgetExhausted) as e:
-                self.notify("llm_error", role="iba", error=str(e))
-                ideas = []
+            await self.measured_context()
+            reply, _ = await self._query("iba", lambda asker: brainstorm(asker, self.context, n, self.flags, self.hardware),
+                                         n=n, phase=0)
+            ideas = reply.ideas if reply is not None else []
             self.save_state(ideas=ideas)
             return ideas
 
+    async def _query(self, role: str, first, *, n: int = 0, **meta) -> tuple[AgentReply | None, int | None]:
+        """One agent query (``first(asker)``) and, with ``search.reask``, when its reply holds nothing
+        usable, one more with a reminder of the format (a query of its own, charged like any other).
+        Every unusable reply is recorded with its reason and shown. Returns the last reply (None when
+        none came: budget spent, LLM error) and its exchange."""
+        reply, exchange = None, None
+        for again in range(2 if self.cfg.search.reask else 1):
+            asker = self._asker(role, **meta, **({"reask_of": exchange} if again else {}))
+            try:
+                reply = await (reask(asker, reply, n=n) if again else first(asker))
+            except BudgetExhausted:
+                break
+            except LLMError as e:
+                self.notify("llm_error", role=role, error=str(e))
+                break
+            exchange = asker.recorder.last_id
+            if reply.ok:
+                break
+            self.store.mark_unusable(exchange, reply.error)
+            self.notify("no_code", role=role, error=reply.error, reask=bool(again))
+        return reply, exchange
+
     async def parent_info(self, parent: Solution | None) -> ParentInfo | None:
         if parent is None or parent.origin == "reference":
+            await self.measured_context()
             return None
         info = self._parent_info(parent)
         if self.flags.profile:
-            async with self._profile_lock:  # sibling branches share a parent: profile it once
-                profiles = self.state().get("profiles", {})
-                if str(parent.id) not in profiles:
-                    profiles[str(parent.id)] = await self.pool.profile(self.task, parent.code)
-                    self.save_state(profiles={**self.state().get("profiles", {}), **profiles})
-            info.profile = profiles[str(parent.id)] or None
+            info.profile = await self._profile(str(parent.id), parent.code)
         return info
+
+    async def measured_context(self) -> None:
+        """What the first prompts are told about the reference: its eager and compile times and,
+        with the profile flag, where its time goes (profiled once per task)."""
+        self.context.eager_ms, self.context.compile_ms = self.eager_ms, self.compile_ms
+        self.context.paired = self.baselines_paired
+        if self.context.inputs is None:
+            shapes = (await self.pool.reference_meta(self.task)).get("input_shapes") or []
+            size = f" (size set {self.task.size!r})" if self.task.size else ""
+            alt = (f"; correctness is also checked on size set {self.task.alt_size!r}, so do not hard-wire shapes"
+                   if self.task.alt_size else "")
+            self.context.inputs = ", ".join(str(s) for s in shapes) + size + alt
+        if self.flags.profile and self.context.profile is None:
+            self.context.profile = await self._profile("reference", self.task.source)
+
+    async def _profile(self, key: str, code: str) -> str | None:
+        async with self._profile_lock:  # sibling branches share a parent: profile it once
+            profiles = self.state().get("profiles", {})
+            if key not in profiles:
+                profiles[key] = await self.pool.profile(self.task, code)
+                self.save_state(profiles={**self.state().get("profiles", {}), **profiles})
+        return profiles[key] or None
 
     def _parent_info(self, parent: Solution) -> ParentInfo:
         result = self.store.evaluation(parent.id)
@@ -186,52 +231,44 @@ class TaskRun:
         return [HistoryEntry(self.eager_ms / self.rank_ms(s), s.idea or s.origin) for s in self.best(n)]
 
     async def slot(self, phase: int, slot: int, parent: Solution | None, idea: str | None, *, island: int | None = None,
-                   history: list[HistoryEntry] | None = None) -> Solution | None:
+                   history: list[HistoryEntry] | None = None, branch: Branch | None = None) -> Solution | None:
         """One branch of a phase: a COA candidate from ``parent`` (None: the reference) with ``idea``,
         then up to ``max_fix_attempts`` EFA repairs. Resumes a chain already in the store.
         ``history``: programs to show in the prompt instead of the task's best so far (PIKE-O shows
-        its island's top programs); shown whatever the best_history flag says."""
+        its island's top programs); shown whatever the best_history flag says. ``branch``: what the
+        sibling branches of this phase try."""
         chain = [s for s in self.solutions if s.phase == phase and s.slot == slot]
         if not chain:
             if self.exhausted:
                 return None
-            asker = self._asker("coa", phase=phase, slot=slot)
             flags = self.flags if history is None else replace(self.flags, best_history=bool(history))
             if history is None:
                 history = self.history() if self.flags.best_history else None
-            try:
-                reply = await optimise(asker, self.context, await self.parent_info(parent), idea, flags, self.hardware, history)
-            except BudgetExhausted:
-                return None
-            except LLMError as e:
-                self.notify("llm_error", role="coa", error=str(e))
-                return None
-            if reply.code is None:
-                self.notify("no_code", role="coa", error=reply.error)
+            info = await self.parent_info(parent)
+            reply, exchange = await self._query(
+                "coa", lambda asker: optimise(asker, self.context, info, idea, flags, self.hardware, history, branch=branch),
+                phase=phase, slot=slot)
+            if reply is None or reply.code is None:
                 return None
             sid = self.store.add_solution(self.task_id, reply.code, "coa", parent_id=parent.id if parent else None,
                                           idea=idea, phase=phase, slot=slot, island=island)
-            self.store.link_exchange(asker.recorder.last_id, sid)
+            self.store.link_exchange(exchange, sid)
             chain = [self.store.solution(sid)]
         last = chain[-1]
         result = self.store.evaluation(last.id) if last.status != "pending" else await self.evaluate(last.id)
         attempt = last.attempt
         while result is not None and not result.ok and attempt < self.cfg.search.max_fix_attempts and not self.exhausted:
             attempt += 1
-            asker = self._asker("efa", phase=phase, slot=slot)
-            try:
-                reply = await fix(asker, self.context, last.code, result, attempt, self.flags, self.hardware)
-            except BudgetExhausted:
+            reply, exchange = await self._query(
+                "efa", lambda asker: fix(asker, self.context, last.code, result, attempt, self.flags, self.hardware),
+                phase=phase, slot=slot)
+            if reply is None and self.exhausted:
                 break
-            except LLMError as e:
-                self.notify("llm_error", role="efa", error=str(e))
-                continue
-            if reply.code is None:
-                self.notify("no_code", role="efa", error=reply.error)
+            if reply is None or reply.code is None:
                 continue  # the attempt is spent; try again from the same code
             sid = self.store.add_solution(self.task_id, reply.code, "efa", parent_id=last.parent_id, idea=last.idea,
                                           phase=phase, slot=slot, island=island, fix_of=last.id, attempt=attempt)
-            self.store.link_exchange(asker.recorder.last_id, sid)
+            self.store.link_exchange(exchange, sid)
             last = self.store.solution(sid)
             result = await self.evaluate(sid)
         return self.store.solution(last.id)
