@@ -120,7 +120,7 @@ def test_outputs_go_through_files_when_the_comparator_fails(evs, monkeypatch):
         raise ComparatorError("simulated")
 
     monkeypatch.setattr(Comparator, "compare", broken)
-    on._comparator().failures = 0
+    on.comparator().failures = 0
     before = len(on.comparator_fallbacks)
     ok = on.evaluate(task, (HERE / "candidates" / "ln_fused.py").read_text())
     wrong = on.evaluate(task, (HERE / "candidates" / "ln_count_cache.py").read_text())
@@ -142,7 +142,7 @@ def test_a_failing_comparator_is_given_up(evs, monkeypatch):
         raise ComparatorError("simulated")
 
     monkeypatch.setattr(Comparator, "compare", broken)
-    on._comparator().failures = 0
+    on.comparator().failures = 0
     src = (HERE / "candidates" / "ln_fused.py").read_text()
     results = [on.evaluate(task, src) for _ in range(Evaluator.COMPARATOR_MAX_FAILURES + 2)]
     assert [r.status for r in results] == ["ok"] * len(results)

@@ -10,7 +10,7 @@ import pike.evaluate.worker as _w
 
 def _no_outputs(job_dir, name, outputs, rows, keep, device):  # runs with the worker's globals
     save_atomic(to_cpu({} if name == "checks" else {"spot": [], "refill": []}), job_dir / f"{name}.pt")  # noqa: F821
-    return ask(job_dir, f"{name}_file") if keep else ask(job_dir, name)  # noqa: F821
+    return ask(job_dir, f"{name}-file")  # noqa: F821
 
 
 _w.hand_over.__code__ = _no_outputs.__code__

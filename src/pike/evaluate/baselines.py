@@ -1,10 +1,19 @@
 """Baselines as solution files: eager is the task itself; each torch.compile mode wraps its forward.
 
-Baselines go through the same evaluator (same checks, same timing code) as every candidate.
+Baselines go through the same pipeline (same checks, same timing code) as every candidate, and their
+results are cached per task, device and torch.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from pike.evaluate import pipeline
+from pike.evaluate.references import CACHE_FORMAT
+from pike.evaluate.result import EvalResult
 from pike.task import Task
 
 GPU_COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead")
@@ -44,6 +53,25 @@ class ModelNew(Model):
     def forward(self, *args, **kwargs):
         return self._pike_forward(*args, **kwargs)
 """
+
+
+async def baseline(place, cache: Path, info: dict, task: Task, mode: str, *, fresh: bool = False) -> EvalResult:
+    """Baseline ``mode`` of ``task`` through the pipeline on ``place``; ``info``: the device's facts.
+    ``fresh``: measure again (and refresh the cache) instead of reading an earlier run's number, so
+    that one measurement taken under load does not follow every later run."""
+    c = place.config
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, task.resolved_source, mode, c.strict, c.require_state_dict, info.get("device_name"),
+                                     info.get("torch"), c.device_type, c.timing.to_json()]).encode()).hexdigest()[:20]
+    path = Path(cache) / "baselines" / f"{key}.json"
+    if path.exists() and not fresh:
+        return EvalResult.from_json(json.loads(path.read_text()))
+    result = await pipeline.evaluate(place, task, baseline_source(task, mode), trusted=True, baseline=True)
+    if result.ok:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result.to_json()))
+        os.replace(tmp, path)
+    return result
 
 
 async def measure_baselines(pool, task: Task, modes: list[str], *, interleaved: bool = True, on_mode=None) -> dict:

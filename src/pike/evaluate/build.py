@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pike.evaluate.devices import usable_cpus
+from pike.evaluate.jobs import BuildJob
 from pike.evaluate.sandbox import Sandbox
 
 
@@ -96,8 +97,8 @@ class Builder:
         job_dir.mkdir(parents=True, exist_ok=True)
         code = job_dir / f"{module_name}.py"
         code.write_text(source)
-        job = {"kind": "build", "code": str(code), "module_name": module_name}
-        out = self.sandbox.run(job, job_dir, timeout=timeout, env=self.env(source))
+        job = BuildJob(code=str(code), module_name=module_name)
+        out = self.sandbox.run(job.to_json(), job_dir, timeout=timeout, env=self.env(source))
         wall = time.monotonic() - t0
         if out.timed_out:
             return BuildOutcome("timeout", f"the build took longer than {timeout:.0f} s", out.log_tail, wall)

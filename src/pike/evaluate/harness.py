@@ -283,17 +283,17 @@ def construct(cls, init_inputs: list, device: torch.device, on_device: bool):
     return cls(*init_inputs).eval()
 
 
-def build_model(job_part: dict, name: str, device: torch.device, init_seed: int, integrity: Integrity, stage_sfx: str = "",
+def build_model(code: str, ref: RefData, name: str, device: torch.device, init_seed: int, integrity: Integrity, stage_sfx: str = "",
                 cpu_first: bool = False):
-    """``cpu_first``: built on the CPU and left there (the caller moves it once it holds the device).
-    Not for a reference built on the device: the model is built there too, and a lane's gate asks
-    for the device at the construction's first CUDA call."""
-    ref = RefData(job_part["ref"])
+    """The model defined in file ``code``, built as ``ref``'s was. ``cpu_first``: built on the CPU and
+    left there (the caller moves it once it holds the device). Not for a reference built on the
+    device: the model is built there too, and a lane's gate asks for the device at the
+    construction's first CUDA call."""
     on_device = ref.meta.get("built_on") == "device"
     cpu_first = cpu_first and not on_device
     with extension_lock():  # extensions compile at import or in __init__
         try:
-            mod = import_file(Path(job_part["code"]), name)
+            mod = import_file(Path(code), name)
         except Exception as e:  # noqa: BLE001
             status = "build_error" if "Error building extension" in str(e) else "runtime_error"
             raise Failure(status, "import" + stage_sfx, f"importing the candidate raised {type(e).__name__}: {e}"[:2000], tb()) from None
@@ -312,7 +312,7 @@ def build_model(job_part: dict, name: str, device: torch.device, init_seed: int,
             where = (f" (built under torch.device({str(device)!r}), as the reference was, so that seeded weights match; "
                      "a task whose Model can only be built on the CPU sets eval.init_on=cpu)") if on_device else ""
             raise Failure("runtime_error", "init" + stage_sfx, f"ModelNew(*init_inputs) raised {type(e).__name__}: {e}{where}"[:2000], tb()) from None
-    return model, ref
+    return model
 
 
 def run_trials(model, ref: RefData, ids: list[int], device, call_seed: int, stage: str, check_inputs: bool,

@@ -3,8 +3,10 @@
 Each slot is an :class:`Evaluator` bound to one device (a GPU, or a CPU worker); one candidate at a
 time holds a slot for its checks and timing, while extension builds for other candidates run on the
 build pool at the same time. Callers ``await pool.evaluate(...)`` concurrently; results come back as
-they finish. A slot whose evaluator fails (not a candidate failing: the harness itself) is replaced by a
-fresh one and the call is answered with a runtime error, so the queue never stalls.
+they finish. The pool is a placement of the pipeline's stages (``pipeline.Placement``): the order of
+stages is the pipeline's, the pool only says where each runs. A slot whose evaluator fails (not a
+candidate failing: the harness itself) is replaced by a fresh one and the call is answered with a
+runtime error, so the queue never stalls.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import replace
 
+from pike.evaluate import baselines, pipeline
 from pike.evaluate.build import Builder
 from pike.evaluate.devices import usable_cpus
 from pike.evaluate.evaluator import EvalConfig, Evaluator
 from pike.evaluate.result import EvalResult, Timing
 from pike.evaluate.slots import CANDIDATE, STARTUP, DeviceGate, PoolStats, SlotQueue, SlotStats
-from pike.task import Task
+from pike.task import Task, TaskError
 
 
 def split_cores(devices: list[str]) -> tuple[list[tuple[int, ...]] | None, tuple[int, ...] | None]:
@@ -160,7 +163,9 @@ class EvalPool:
         except Exception:  # noqa: BLE001
             pass
 
-    async def _ensure_references(self, task: Task) -> None:
+    # -------------------------------------------------------------- placement of the pipeline's stages
+
+    async def references(self, task: Task) -> None:
         """References are computed once per task (on a device slot) and then read from disk."""
         key = task.key
         if key in self._refs_ready:
@@ -173,17 +178,12 @@ class EvalPool:
                 await self._thread(lambda: self._with(i, self._slots[i].references, task))
             self._refs_ready.add(key)
 
-    async def evaluate(
-        self, task: Task, source: str, *, trusted: bool = False, eager_ms: float | None = None,
-        time_it: bool | None = None, timeout_s: float | None = None,
-    ) -> EvalResult:
-        t_start = time.monotonic()
-        prep = self._slots[0].static(task, source, trusted=trusted)
-        if isinstance(prep, EvalResult):
-            return prep
-        await self._ensure_references(task)
-        if prep.needs_build:
-            self.stats.building += 1
+    async def build(self, prep: pipeline.Prepared) -> EvalResult | None:
+        """On the build pool (CPU cores only), beside the device slots' work."""
+        if not prep.needs_build:
+            return None
+        self.stats.building += 1
+        try:
             if self._builders is None:
                 arch = await self._thread(self._slots[0].arch_list)
                 self._builders = queue.Queue()
@@ -193,54 +193,54 @@ class EvalPool:
             builder = await self._thread(self._builders.get)
             try:
                 t0 = time.monotonic()
-                failed = await self._thread(self._slots[0].build, prep, builder)
+                failed = await self._thread(pipeline.build, self.config, prep, builder, self._slots[0].job_dir("build"))
                 self.stats.builds += 1
                 self.stats.build_s += time.monotonic() - t0
             finally:
                 self._builders.put(builder)
-                self.stats.building -= 1
-            if failed is not None:
-                return failed
-        async with self._slot(CANDIDATE) as i:
+        finally:
+            self.stats.building -= 1
+        return failed
+
+    async def on_device(self, work, priority: int) -> EvalResult:
+        """``work`` on a free slot's evaluator, in a thread; a slot whose evaluator fails (the harness,
+        not the candidate) is replaced, and the evaluation is answered with a runtime error."""
+        async with self._slot(priority) as i:
             ev = self._slots[i]
-
-            def work() -> EvalResult:
-                ref, alt = ev.references(task)
-                r = ev.run(prep, ref, alt, eager_ms=eager_ms, time_it=time_it, timeout_s=timeout_s)
-                if not ev.needs_extra_check(r):
-                    return r
-                return self._with(i, ev.extra_check, prep, r)  # new references and a re-timing: the device throughout
-
             try:
-                result = await self._thread(work)
+                result = await self._thread(work, ev, lambda: self._held(i))
+            except TaskError:
+                raise
             except Exception as e:  # noqa: BLE001 - the harness failed, not the candidate
-                from pike.task import TaskError
-
-                if isinstance(e, TaskError):
-                    raise
                 self._replace(i)
                 return EvalResult("runtime_error", f"evaluator failure ({type(e).__name__}: {e}); the worker was replaced", stage="harness", device=ev.config.device)
         self.stats.slots[self._lane_device[i]].timed_s += result.durations_s.get("timing_s", 0.0)
-        result.durations_s["total_s"] = time.monotonic() - t_start
         return result
 
+    # -------------------------------------------------------------- the pool's interface
+
+    async def evaluate(
+        self, task: Task, source: str, *, trusted: bool = False, eager_ms: float | None = None,
+        time_it: bool | None = None, timeout_s: float | None = None,
+    ) -> EvalResult:
+        return await pipeline.evaluate(self, task, source, trusted=trusted, eager_ms=eager_ms, time_it=time_it, timeout_s=timeout_s)
+
     async def baseline(self, task: Task, mode: str, *, fresh: bool = False) -> EvalResult:
-        await self._ensure_references(task)
-        async with self._slot() as i:
-            return await self._thread(lambda: self._with(i, self._slots[i].baseline, task, mode, fresh=fresh))
+        info = self._slots[0]._info or await self.device_info()
+        return await baselines.baseline(self, self._slots[0].cache, info, task, mode, fresh=fresh)
 
     async def retime(self, task: Task, entries: dict[str, str], max_time_s: float = 3.0, timeout_s: float | None = None) -> dict[str, Timing]:
-        await self._ensure_references(task)
+        await self.references(task)
         async with self._slot() as i:
             return await self._thread(lambda: self._with(i, self._slots[i].retime, task, entries, max_time_s=max_time_s, timeout_s=timeout_s))
 
     async def profile(self, task: Task, source: str) -> str:
-        await self._ensure_references(task)
+        await self.references(task)
         async with self._slot(CANDIDATE) as i:
             return await self._thread(lambda: self._with(i, self._slots[i].profile, task, source))
 
     async def reference_meta(self, task: Task) -> dict:
-        await self._ensure_references(task)
+        await self.references(task)
         return await self._thread(lambda: self._slots[0].reference(task).meta)
 
     async def device_info(self, toolchain: bool = False) -> dict:

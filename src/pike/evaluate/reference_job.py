@@ -16,6 +16,7 @@ from time import perf_counter
 import torch
 
 from pike.evaluate import weights as weights_mod
+from pike.evaluate.jobs import ReferenceJob
 from pike.evaluate.harness import (
     TaskFailure, construct, leaves, nbytes, output_devices, same, save, seed_all, strict_fp32, tb, to_cpu, to_device, write_json, import_file,
 )
@@ -81,11 +82,11 @@ class Golden:
                 self.model, self.why_not = None, f"loading re-randomised weights failed: {type(e).__name__}: {e}"[:300]
 
 
-def run_reference(job: dict, job_dir: Path) -> dict:
+def run_reference(job: ReferenceJob, job_dir: Path) -> dict:
     """Each input set and its output go to their own file (``inputs/<i>.pt``, ``outputs/<i>.pt``) so that
     candidates and the orchestrator load only the sets they use."""
-    device = torch.device(job["device"])
-    out_dir = Path(job["out_dir"])
+    device = torch.device(job.device)
+    out_dir = Path(job.out_dir)
     for sub in ("inputs", "outputs", "random"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     strict_fp32()
@@ -99,13 +100,13 @@ def run_reference(job: dict, job_dir: Path) -> dict:
         t0 = now
 
     try:
-        mod = import_file(Path(job["task"]), job["module_name"])
+        mod = import_file(Path(job.task), job.module_name)
     except Exception as e:  # noqa: BLE001
         raise TaskFailure(f"importing the task raised {type(e).__name__}: {e}\n{tb(3000)}") from None
     Model = getattr(mod, "Model", None)
     if not (isinstance(Model, type) and issubclass(Model, torch.nn.Module)):
         raise TaskFailure("Model must be a subclass of torch.nn.Module")
-    seed_all(job["init_seed"])
+    seed_all(job.init_seed)
     init_inputs = task_call(mod.get_init_inputs, "get_init_inputs")
 
     def build(seed: int, on: bool):
@@ -113,25 +114,25 @@ def run_reference(job: dict, job_dir: Path) -> dict:
         return construct(Model, init_inputs, device, on).to(device)
 
     # Built on the device when asked (and possible): candidates are then built there too (harness.construct).
-    asked = job.get("init_on", "cpu") == "device" and device.type != "cpu"
+    asked = job.init_on == "device" and device.type != "cpu"
     on_device, built_note = False, ""
     for on in ((True, False) if asked else (False,)):
         try:
-            model, on_device = build(job["init_seed"], on), on
+            model, on_device = build(job.init_seed, on), on
             break
         except Exception as e:  # noqa: BLE001
             if not on:
                 raise TaskFailure(f"Model(*get_init_inputs()) raised {type(e).__name__}: {e}\n{tb(3000)}") from None
             built_note = f"built on the CPU: under torch.device({str(device)!r}) Model(*init_inputs) raised {type(e).__name__}: {e}"[:300]
     lap("import_init_s")
-    call_seed = job["call_seed"]
-    keep = max(1, job["random_count"])  # sets kept in memory for the probes below
+    call_seed = job.call_seed
+    keep = max(1, job.random_count)  # sets kept in memory for the probes below
     kept: list[list] = []
-    n_pool, mutates, flags = job["pool"], False, []
+    n_pool, mutates, flags = job.pool, False, []
     with torch.inference_mode():
         p = 0
         while p < n_pool:
-            seed_all(job["input_seed"] + p)
+            seed_all(job.input_seed + p)
             lap("save_s")
             inputs = to_cpu(task_call(mod.get_inputs, "get_inputs"))
             lap("inputs_s")
@@ -160,7 +161,7 @@ def run_reference(job: dict, job_dir: Path) -> dict:
                 first_out = out
                 # Bound the pool's disk and memory: big sets get fewer held-out copies.
                 per_set = nbytes(inputs) + nbytes(out)
-                n_pool = min(n_pool, max(job["min_pool"], job["pool_bytes"] // max(per_set, 1)))
+                n_pool = min(n_pool, max(job.min_pool, job.pool_bytes // max(per_set, 1)))
             save(inputs, out_dir / "inputs" / f"{p}.pt")
             save(out, out_dir / "outputs" / f"{p}.pt")
             if p < keep:
@@ -183,7 +184,7 @@ def run_reference(job: dict, job_dir: Path) -> dict:
         del again, other_rng
     lap("probes_s")
     # Another seed's weights on the same inputs: the tolerance must tell them apart.
-    other = build(job["init_seed"] + 1, on_device)
+    other = build(job.init_seed + 1, on_device)
     with torch.inference_mode():
         seed_all(call_seed)
         save(to_cpu(other(*x0)), out_dir / "other_seed.pt")
@@ -191,9 +192,9 @@ def run_reference(job: dict, job_dir: Path) -> dict:
     lap("other_seed_s")
     # Re-randomised weights, loaded into the reference; the candidate gets the same state_dict.
     spec = weights_mod.state_dict_spec(model)
-    n_random = min(job["random_count"], n_pool, len(kept)) if spec else 0
+    n_random = min(job.random_count, n_pool, len(kept)) if spec else 0
     if n_random:
-        sd = weights_mod.rerandomised_state_dict(model, job["init_seed"] + 2)
+        sd = weights_mod.rerandomised_state_dict(model, job.init_seed + 2)
         model.load_state_dict(sd)
         if golden is not None:
             golden.load_state_dict(sd)
@@ -221,7 +222,7 @@ def run_reference(job: dict, job_dir: Path) -> dict:
         "output_bytes": nbytes(first_out),
         "params": sum(p.numel() for p in model.parameters()),
         "input_shapes": [list(t.shape) if isinstance(t, torch.Tensor) else repr(t) for t in kept[0]],
-        "init_seed": job["init_seed"],
+        "init_seed": job.init_seed,
         "built_on": "device" if on_device else "cpu",  # where candidates are built (harness.construct)
         "built_note": built_note,
         "call_seed": call_seed,

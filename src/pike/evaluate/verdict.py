@@ -1,19 +1,26 @@
-"""From a child's saved outputs to the verdict (evaluator steps 6, 7's checks, 9 and 10).
+"""From a child's outputs to the verdict (evaluator steps 6, 7's checks, 9 and 10): the one place
+that checks.
 
 Runs in the orchestrator: the correctness trials, the spot checks of timed runs and the refill check
-are compared against the references, here (``local_diffs``) or, for outputs a child handed over as
-memory handles, in the comparator process (``comparator_diffs``); then the result is assembled with
-the I/O floor applied.
+are compared against the references that the ``Plan`` names, here (``local_diffs``) or, for outputs a
+child handed over as memory handles, in the comparator process (``comparator_diffs``); the
+``Checker`` does this while the child waits, and ``assemble_result`` turns its verdicts and the
+child's result into an ``EvalResult`` with the I/O floor applied.
 """
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from pike.evaluate.comparator import ComparatorError
 from pike.evaluate.compare import Diff, compare
+from pike.evaluate.jobs import TimingPlan
+from pike.evaluate.plan import Plan
 from pike.evaluate.result import EvalResult, Timing
 from pike.evaluate.sandbox import JobOutcome
 
@@ -56,14 +63,26 @@ def comparator_diffs(comparator, timeout_s: float):
     return diffs
 
 
-def uncovered_checks(checks, job: dict) -> str:
+@dataclass
+class Verdict:
+    """The outcome of one check of a candidate's outputs against the references."""
+
+    ok: bool
+    message: str = ""
+    feedback: str = ""
+    group: str = ""  # the check that failed: seeded, random (re-randomised weights) or alt (size)
+    diff: Diff = field(default_factory=lambda: Diff(True))
+    trials: int = 0  # outputs compared
+
+
+def uncovered_checks(checks, plan: Plan) -> str:
     """What the child's correctness outputs leave out of the plan ("" when nothing): code in the
     child's process could otherwise drop the trials it fails, and zero trials compare as equal."""
     if not isinstance(checks, dict) or not all(isinstance(v, dict) for v in checks.values()):
         return "the child's correctness outputs are not laid out per check"
-    want = {"seeded": job["main"]["trials"], "alt": job["alt"]["trials"] if job.get("alt") else []}
+    want = {"seeded": plan.trials, "alt": plan.alt_trials}
     if "random" in checks:  # absent when the state_dict differs from the reference's
-        want["random"] = job["main"]["random_trials"]
+        want["random"] = plan.random_trials
     for group, ids in want.items():
         got = sorted(checks.get(group, {}))
         if got != sorted(ids):
@@ -72,62 +91,127 @@ def uncovered_checks(checks, job: dict) -> str:
     return f"unexpected checks {extra}" if extra else ""
 
 
-def uncovered_timed(timed, tj: dict) -> str:
+def uncovered_timed(timed, tj: TimingPlan) -> str:
     """What the spot and refill outputs leave out of the timing plan ("" when nothing)."""
     try:
         spot = [(int(run_i), int(sid)) for run_i, sid, _ in timed["spot"]]
         refill = [(int(sid), int(new)) for sid, new, _ in timed["refill"]]
     except (KeyError, TypeError, ValueError):
         return "the timed runs' outputs are not laid out as planned"
-    if not spot or any(sid not in tj["sets"] for _, sid in spot):
-        return f"spot checks of timed runs on input sets {[s for _, s in spot]}, not on the timing sets {tj['sets']}"
-    if refill != list(zip(tj["sets"], tj["refill"])):
-        return f"refill checks {refill}, not the planned {list(zip(tj['sets'], tj['refill']))}"
+    if not spot or any(sid not in tj.sets for _, sid in spot):
+        return f"spot checks of timed runs on input sets {[s for _, s in spot]}, not on the timing sets {tj.sets}"
+    if refill != list(zip(tj.sets, tj.refill)):
+        return f"refill checks {refill}, not the planned {list(zip(tj.sets, tj.refill))}"
     return ""
 
 
-def check_outputs(checks: dict, ref, alt_ref, job: dict, diffs=local_diffs) -> dict:
-    """Compare the child's correctness outputs with the references (all that ``job`` planned); the
+def check_outputs(checks: dict, ref, alt_ref, plan: Plan, diffs=local_diffs) -> Verdict:
+    """Compare the child's correctness outputs with the references (all that ``plan`` planned); the
     verdict before timing."""
-    problem = uncovered_checks(checks, job)
+    problem = uncovered_checks(checks, plan)
     if problem:
-        return {"ok": False, "group": "seeded", "message": problem, "trials": 0}
+        return Verdict(False, problem, group="seeded")
     groups = [("seeded", ref, "outputs", "golden", "")]
     if "random" in checks:
         groups.append(("random", ref, "random", "golden_random", " with re-randomised weights"))
     if alt_ref is not None and "alt" in checks:
         groups.append(("alt", alt_ref, "outputs", "golden", f" at size {alt_ref.task.size}"))
-    plan = [(name, r, sub, gold, what, idx, out) for name, r, sub, gold, what in groups for idx, out in sorted(checks.get(name, {}).items())]
+    items = [(name, r, sub, gold, what, idx, out) for name, r, sub, gold, what in groups for idx, out in sorted(checks.get(name, {}).items())]
     total = Diff(True)
     n = 0
-    for (name, r, sub, gold, what, idx, out), d in zip(plan, diffs([p[1:4] + p[5:] for p in plan])):
+    for (name, r, sub, gold, what, idx, out), d in zip(items, diffs([p[1:4] + p[5:] for p in items])):
         n += 1
         total = Diff(total.ok, total.reason, max(total.max_abs, d.max_abs), max(total.max_rel, d.max_rel), total.note or d.note)
         if not d.ok:
-            return {"ok": False, "group": name, "message": f"trial on input set {idx}{what}: {d.reason}", "diff": total, "trials": n}
-    return {"ok": True, "diff": total, "trials": n, "random_checked": "random" in checks}
+            msg = f"trial on input set {idx}{what}: {d.reason}"
+            if name == "random":
+                msg = "correct only at the default initialisation: " + msg
+            return Verdict(False, msg, msg, group=name, diff=total, trials=n)
+    return Verdict(True, diff=total, trials=n)
 
 
-def check_timed(timed: dict, ref, tj: dict, diffs=local_diffs) -> dict:
+def check_timed(timed: dict, ref, tj: TimingPlan, diffs=local_diffs) -> Verdict:
     """The spot checks of timed runs and the refill check (all that the timing plan ``tj`` planned),
     against held-out references."""
     problem = uncovered_timed(timed, tj)
     if problem:
-        return {"ok": False, "message": problem, "feedback": problem}
-    plan = [("spot", run_i, sid, sid, o) for run_i, sid, o in timed["spot"]]
-    plan += [("refill", sid, sid, new, o) for sid, new, o in timed["refill"]]
-    for (kind, a, sid, idx, _), d in zip(plan, diffs([(ref, "outputs", "golden", p[3], p[4]) for p in plan])):
+        return Verdict(False, problem, problem)
+    items = [("spot", run_i, sid, sid, o) for run_i, sid, o in timed["spot"]]
+    items += [("refill", sid, sid, new, o) for sid, new, o in timed["refill"]]
+    for (kind, a, sid, idx, _), d in zip(items, diffs([(ref, "outputs", "golden", p[3], p[4]) for p in items])):
         if d.ok:
             continue
         if kind == "spot":
             msg = f"timed run {a} (input set {sid}) differs from the reference: {d.reason}"
-            return {"ok": False, "message": msg, "feedback": msg + "\n(a result that is right when checked but wrong while timed: outputs cached by call count, or work outside the current stream)"}
+            return Verdict(False, msg, msg + "\n(a result that is right when checked but wrong while timed: outputs cached by call count, or work outside the current stream)")
         msg = f"after the timing buffers were refilled in place with new values, the output was wrong: {d.reason}"
-        return {"ok": False, "message": msg, "feedback": msg + "\n(outputs cached by input pointer or by call count fail here)"}
-    return {"ok": True}
+        return Verdict(False, msg, msg + "\n(outputs cached by input pointer or by call count fail here)")
+    return Verdict(True)
 
 
-def assemble_result(c, out: JobOutcome, d: Path, verdict: dict, ref, tags: list[str], plan: dict, eager_ms: float | None, timeout_s: float, bandwidth_gbs: float | None) -> EvalResult:
+class Checker:
+    """Judges what a candidate's process hands over while it waits: its correctness outputs
+    (``checks``), then, if those passed and the plan times it, its timed runs' outputs (``timing``).
+    The process asks ``<what>-ipc`` (memory handles in ``<what>.json``, compared by the comparator)
+    or ``<what>-file`` (saved to ``<what>.pt``, compared here). A comparator that cannot answer is no
+    verdict on the candidate: the answer is ``resend``, and the process saves a file and asks again.
+    Each is judged once, checks before timing; the verdicts stay here for ``assemble_result``."""
+
+    def __init__(self, plan: Plan, ref, alt_ref, job_dir: Path, *, comparator=lambda: None,
+                 fallbacks: list | None = None, timeout_s: float = 300.0):
+        self.plan, self.ref, self.alt_ref, self.dir = plan, ref, alt_ref, Path(job_dir)
+        self.comparator = comparator  # the comparator to use now, or None
+        self.fallbacks = fallbacks if fallbacks is not None else []  # why outputs went through files
+        self.timeout_s = timeout_s
+        self.checks: Verdict | None = None
+        self.timed: Verdict | None = None
+        self.compare_s = 0.0
+
+    def answer(self, name: str) -> dict:
+        what, _, via = name.partition("-")
+        due = self.checks is None if what == "checks" else what == "timing" and self.checks is not None and self.timed is None
+        if due:
+            t0 = time.monotonic()
+            try:
+                verdict = self._from_ipc(what) if via == "ipc" else self._from_file(what)
+            finally:
+                self.compare_s += time.monotonic() - t0
+            if verdict is None:
+                return {"resend": True}
+            setattr(self, "checks" if what == "checks" else "timed", verdict)
+        if what == "checks" and self.checks is not None:
+            return {"time": self.checks.ok and self.plan.time}
+        return {}
+
+    def _judge(self, what: str, outputs, diffs) -> Verdict:
+        if what == "checks":
+            return check_outputs(outputs, self.ref, self.alt_ref, self.plan, diffs)
+        if self.plan.timing is None or not self.checks.ok:
+            return Verdict(False, "timed outputs handed over for a run that was not to be timed")
+        return check_timed(outputs, self.ref, self.plan.timing, diffs)
+
+    def _from_ipc(self, what: str) -> Verdict | None:
+        cmp = self.comparator()
+        if cmp is None:  # given up on during this candidate
+            return None
+        try:
+            described = json.loads((self.dir / f"{what}.json").read_text())
+            if what == "checks":  # {group: [[input set, output], ...]}
+                described = {g: {int(i): o for i, o in rows} for g, rows in described.items()}
+            return self._judge(what, described, comparator_diffs(cmp, self.timeout_s))
+        except (ComparatorError, OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            self.fallbacks.append(f"{what}: {type(e).__name__}: {e}"[:300])
+            return None
+
+    def _from_file(self, what: str) -> Verdict:
+        try:
+            outputs = load_child_file(self.dir / f"{what}.pt")
+        except UnsafeOutputs as e:
+            return Verdict(False, str(e), str(e), group="seeded")
+        return self._judge(what, outputs, local_diffs)
+
+
+def assemble_result(c, out: JobOutcome, checker: Checker, ref, tags: list[str], plan: Plan, eager_ms: float | None, timeout_s: float, bandwidth_gbs: float | None) -> EvalResult:
     base = dict(tags=tags, device=c.device, task_flags=ref.flags)
     if out.timed_out:
         return EvalResult("timeout", f"the candidate ran longer than {timeout_s:g} s and was killed", out.log_tail[-4000:], stage="run", **base)
@@ -141,15 +225,13 @@ def assemble_result(c, out: JobOutcome, d: Path, verdict: dict, ref, tags: list[
         if log and res["status"] in ("runtime_error", "build_error"):
             feedback = f"{feedback}\n--- output ---\n{log[-3000:]}"
         return EvalResult(res["status"], res.get("message", ""), feedback, stage=res.get("stage", ""), durations_s=durations, **base)
-    diff: Diff = verdict.get("diff", Diff(True))
-    errs = dict(max_abs_err=diff.max_abs, max_rel_err=diff.max_rel, trials=verdict.get("trials", 0))
+    verdict = checker.checks or Verdict(False, "the candidate's process finished without handing over its outputs for checking")
+    diff = verdict.diff
+    errs = dict(max_abs_err=diff.max_abs, max_rel_err=diff.max_rel, trials=verdict.trials)
     compat = bool(res.get("state_dict_compatible"))
     base["state_dict_compatible"] = compat
-    if not verdict.get("ok"):
-        msg = verdict.get("message", "outputs differ from the reference")
-        if verdict.get("group") == "random":
-            msg = "correct only at the default initialisation: " + msg
-        return EvalResult("mismatch", msg, msg, stage="compare", durations_s=durations, **errs, **base)
+    if not verdict.ok:
+        return EvalResult("mismatch", verdict.message, verdict.feedback or verdict.message, stage="compare", durations_s=durations, **errs, **base)
     if c.require_state_dict and not compat:
         note = res.get("state_dict_note", "")
         return EvalResult(
@@ -159,19 +241,13 @@ def assemble_result(c, out: JobOutcome, d: Path, verdict: dict, ref, tags: list[
             note, stage="weights", durations_s=durations, **errs, **base,
         )
     how = f"; {diff.note}" if diff.note else ""  # passed by eager's own error against fp32, not elementwise
-    if not plan["time"]:
+    if not plan.time:
         return EvalResult("ok", "correct (not timed)" + how, stage="compare", durations_s=durations, eager_ms=eager_ms, **errs, **base)
     if "timing" not in res:
         return EvalResult("runtime_error", "the candidate finished without timing results", out.log_tail[-3000:], stage="timing", **base)
-    timed = verdict.get("timed")  # compared while the child waited (comparator), else from its file
-    if timed is None:
-        try:
-            saved = load_child_file(d / "timing.pt")
-        except UnsafeOutputs as e:
-            return EvalResult("mismatch", f"timed runs: {e}", str(e), stage="timing", durations_s=durations, **errs, **base)
-        timed = check_timed(saved, ref, plan["timing"])
-    if not timed["ok"]:
-        return EvalResult("mismatch", timed["message"], timed["feedback"], stage="timing", durations_s=durations, **errs, **base)
+    timed = checker.timed or Verdict(False, "the candidate's process finished without handing over its timed runs' outputs")
+    if not timed.ok:
+        return EvalResult("mismatch", timed.message, timed.feedback or timed.message, stage="timing", durations_s=durations, **errs, **base)
     ts = res["timing"]
     timing = Timing(
         median_ms=ts["median_ms"], iqr_ms=ts["iqr_ms"], runs=ts["runs"],

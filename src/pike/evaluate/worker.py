@@ -1,11 +1,12 @@
 """What runs inside an evaluation child (evaluator steps 4-7): one job per process.
 
-Jobs (``job.json`` in the job directory; results go to ``result.json`` and ``*.pt`` beside it):
+Jobs (``jobs``: ``job.json`` in the job directory; results go to ``result.json`` and ``*.pt`` beside it):
 - ``probe``: versions and device facts.
 - ``reference``: the task's own Model in strict fp32 on a pool of input sets, the determinism probes,
   another seed's output, and re-randomised weights with their outputs. Never imports candidate code.
 - ``candidate``: import, seeded build, correctness trials (seeded, re-randomised weights, alternate
-  size), then asks the orchestrator for the verdict and, if correct, times the forward.
+  size), then hands the outputs over and waits for the verdict and, if correct, times the forward
+  and hands the timed runs' outputs over.
 - ``retime`` (several verified models timed A B A B ...), ``profile`` (top kernels), ``build``
   (import only, to compile extensions with no GPU).
 Shared helpers live in ``harness`` and the reference job in ``reference_job``.
@@ -16,7 +17,6 @@ orchestrator compares.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import sys
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from pike.evaluate import ipc
+from pike.evaluate import ipc, jobs
 from pike.evaluate import timing as timing_mod
 from pike.evaluate import weights as weights_mod
 from pike.evaluate.build import extension_lock
@@ -32,12 +32,13 @@ from pike.evaluate.harness import (
     Failure, Integrity, RefData, TaskFailure, build_model, check_output_types, guarded_call,
     import_file, ask, output_devices, perf_counter, pin_for_timing, run_trials, save_atomic, seed_all, tb, to_cpu, to_device, write_json,
 )
+from pike.evaluate.jobs import BuildJob, CandidateJob, ProbeJob, ProfileJob, RetimeJob
 from pike.evaluate.reference_job import run_reference
 
 # ---------------------------------------------------------------- probe
 
 
-def run_probe(job: dict, job_dir: Path) -> dict:
+def run_probe(job: ProbeJob, job_dir: Path) -> dict:
     info = {"torch": torch.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0]}
     try:
         import triton
@@ -45,7 +46,7 @@ def run_probe(job: dict, job_dir: Path) -> dict:
         info["triton"] = triton.__version__
     except Exception:  # noqa: BLE001
         info["triton"] = None
-    device = torch.device(job["device"])
+    device = torch.device(job.device)
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         info.update(
@@ -53,7 +54,7 @@ def run_probe(job: dict, job_dir: Path) -> dict:
             l2_bytes=getattr(p, "L2_cache_size", None), capability=f"{p.major}.{p.minor}",
             cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         )
-        if job.get("bandwidth"):
+        if job.bandwidth:
             n = 256 * 2**20  # 1 GiB of fp32 each way
             a = torch.empty(n, device=device)
             b = torch.empty_like(a)
@@ -105,16 +106,17 @@ def gate_device(job_dir: Path, device: torch.device):
     return ask_once
 
 
-def run_candidate(job: dict, job_dir: Path) -> dict:
-    device = torch.device(job["device"])
-    gpu_ready = gate_device(job_dir, device) if job.get("gpu_gate") else None
+def run_candidate(job: CandidateJob, job_dir: Path) -> dict:
+    device = torch.device(job.device)
+    gpu_ready = gate_device(job_dir, device) if job.gpu_gate else None
     if gpu_ready is not None and os.environ.get("PIKE_EXT_LOCK"):
         # An extension's import holds its build lock: waiting for the device under it could deadlock
         # with a lane that holds the device and imports the same source for its alternate size.
         gpu_ready()
     integrity = Integrity()
     t0 = perf_counter()
-    model, ref = build_model(job["main"], job["module_name"], device, job["init_seed"], integrity, cpu_first=gpu_ready is not None)
+    ref = RefData(job.main.ref)
+    model = build_model(job.main.code, ref, job.module_name, device, job.init_seed, integrity, cpu_first=gpu_ready is not None)
     if gpu_ready is not None:
         gpu_ready()
         try:
@@ -124,17 +126,18 @@ def run_candidate(job: dict, job_dir: Path) -> dict:
     durations = {"import_init_s": perf_counter() - t0}
     call_seed = ref.meta["call_seed"]
     check_inputs = "mutates_inputs" not in ref.meta["flags"]
-    keep = job.get("handoff") == "ipc"  # outputs stay on the device for the comparator
-    checks = {"seeded": run_trials(model, ref, job["main"]["trials"], device, call_seed, "forward", check_inputs, keep)}
+    keep = job.ipc  # outputs stay on the device for the comparator
+    checks = {"seeded": run_trials(model, ref, job.main.trials, device, call_seed, "forward", check_inputs, keep)}
     compat, why = weights_mod.compatible(ref.meta["state_dict"], model)
-    if compat and job["main"]["random_trials"]:
+    if compat and job.main.random_trials:
         seeded_sd = {k: v.clone() for k, v in model.state_dict().items()}
         model.load_state_dict(ref.random_sd())
-        checks["random"] = run_trials(model, ref, job["main"]["random_trials"], device, call_seed, "forward (re-randomised weights)", check_inputs, keep)
+        checks["random"] = run_trials(model, ref, job.main.random_trials, device, call_seed, "forward (re-randomised weights)", check_inputs, keep)
         model.load_state_dict(seeded_sd)
-    if job.get("alt"):
-        alt_model, alt_ref = build_model(job["alt"], job["module_name"] + "_alt", device, job["init_seed"], integrity, " (alternate size)")
-        checks["alt"] = run_trials(alt_model, alt_ref, job["alt"]["trials"], device, alt_ref.meta["call_seed"], "forward (alternate size)", check_inputs, keep)
+    if job.alt is not None:
+        alt_ref = RefData(job.alt.ref)
+        alt_model = build_model(job.alt.code, alt_ref, job.module_name + "_alt", device, job.init_seed, integrity, " (alternate size)")
+        checks["alt"] = run_trials(alt_model, alt_ref, job.alt.trials, device, alt_ref.meta["call_seed"], "forward (alternate size)", check_inputs, keep)
         del alt_model
     changed = integrity.changed()
     if changed:
@@ -143,16 +146,13 @@ def run_candidate(job: dict, job_dir: Path) -> dict:
     verdict = hand_over(job_dir, "checks", checks, {g: [[i, o] for i, o in outs.items()] for g, outs in checks.items()}, keep, device)
     del checks
     result = {"status": "ok", "state_dict_compatible": compat, "state_dict_note": why, "durations": durations}
-    if not verdict.get("time") or not job.get("timing"):
+    if not verdict.get("time") or job.timing is None:
         return result
     pin_for_timing()
     t1 = perf_counter()
-    stats, spot, refill = _time(model, ref, job["timing"], device, call_seed, keep)
+    stats, spot, refill = _time(model, ref, job.timing.to_json(), device, call_seed, keep)
     timed = {"spot": spot, "refill": refill}
-    if keep:
-        hand_over(job_dir, "timing", timed, timed, keep, device)
-    else:
-        save_atomic(timed, job_dir / "timing.pt")
+    hand_over(job_dir, "timing", timed, timed, keep, device)
     del timed, spot, refill
     changed = integrity.changed()
     if changed:
@@ -163,24 +163,24 @@ def run_candidate(job: dict, job_dir: Path) -> dict:
 
 
 def hand_over(job_dir: Path, name: str, outputs, rows: dict, keep: bool, device) -> dict:
-    """Ask the orchestrator ``name`` about ``outputs``: with ``keep``, as memory handles for the
-    comparator in ``<name>.json`` (``rows``: the same outputs as ``{key: [[ids..., output], ...]}``);
-    else, or when the handles cannot be made or read, saved to ``<name>.pt`` (on the CPU) and asked
-    as ``<name>_file``."""
+    """Hand ``outputs`` over to the orchestrator's checks (``verdict.Checker``) and return its answer:
+    with ``keep``, as memory handles for the comparator in ``<name>.json`` (``rows``: the same outputs
+    as ``{key: [[ids..., output], ...]}``), asked as ``<name>-ipc``; else, or when the handles cannot
+    be made or read, saved to ``<name>.pt`` (on the CPU) and asked as ``<name>-file``."""
     if keep:
         held: list = []  # the shared tensors, alive until the answer
         try:
             _same_device(outputs, device)
             described = {k: [[*row[:-1], ipc.share(row[-1], held)] for row in v] for k, v in rows.items()}
             write_json(job_dir / f"{name}.json", described)
-            answer = ask(job_dir, name)
+            answer = ask(job_dir, f"{name}-ipc")
         except (ipc.NotShareable, RuntimeError):
             answer = {"resend": True}
         del held
         if not answer.get("resend"):
             return answer
     save_atomic(to_cpu(outputs), job_dir / f"{name}.pt")
-    return ask(job_dir, f"{name}_file") if keep else ask(job_dir, name)
+    return ask(job_dir, f"{name}-file")
 
 
 def _same_device(obj, device) -> None:
@@ -281,29 +281,28 @@ def _fresh_probe(call, buffers: dict, sets: list[int], device, cfg, prepare) -> 
 # ---------------------------------------------------------------- interleaved re-timing
 
 
-def run_retime(job: dict, job_dir: Path) -> dict:
+def run_retime(job: RetimeJob, job_dir: Path) -> dict:
     """Eager, compile and solutions timed A B A B ... in one process (already verified elsewhere)."""
-    device = torch.device(job["device"])
+    device = torch.device(job.device)
     integrity = Integrity()
     models = {}
-    ref = None
-    for i, entry in enumerate(job["entries"]):
-        os.environ.update(entry.get("env", {}))
-        part = {"code": entry["code"], "ref": job["ref"]}
-        models[entry["name"]], ref = build_model(part, f"{job['module_name']}_{i}", device, job["init_seed"], integrity)
+    ref = RefData(job.ref)
+    for i, entry in enumerate(job.entries):
+        os.environ.update(entry.env)
+        models[entry.name] = build_model(entry.code, ref, f"{job.module_name}_{i}", device, job.init_seed, integrity)
     call_seed = ref.meta["call_seed"]
-    sets = job["sets"]
+    sets = job.sets
     buffers = {sid: to_device(ref.inputs(sid), device) for sid in sets}
 
     prepare = _before_each_run(buffers, call_seed)
     calls = {name: (lambda m: (lambda sid: m(*buffers[sid])))(m) for name, m in models.items()}
-    cfg = timing_mod.TimingConfig(**job["config"])
+    cfg = timing_mod.TimingConfig(**job.config)
     with torch.inference_mode():
         for call in calls.values():  # compile (torch.compile, Triton) before the cores are narrowed
             prepare(sets[0])
             call(sets[0])
         pin_for_timing()
-        stats = timing_mod.interleaved(calls, sets, device, cfg, prepare, max_time_s=job["max_time_s"])
+        stats = timing_mod.interleaved(calls, sets, device, cfg, prepare, max_time_s=job.max_time_s)
     if integrity.changed():
         raise Failure("rejected", "retime", f"a model replaced {', '.join(integrity.changed())}")
     return {"status": "ok", "timings": stats}
@@ -312,12 +311,13 @@ def run_retime(job: dict, job_dir: Path) -> dict:
 # ---------------------------------------------------------------- profile
 
 
-def run_profile(job: dict, job_dir: Path) -> dict:
+def run_profile(job: ProfileJob, job_dir: Path) -> dict:
     """Top kernels (GPU) or operators (CPU) of a verified solution's forward, as text for the prompts."""
     from torch.profiler import ProfilerActivity, profile
 
-    device = torch.device(job["device"])
-    model, ref = build_model({"code": job["code"], "ref": job["ref"]}, job["module_name"], device, job["init_seed"], Integrity())
+    device = torch.device(job.device)
+    ref = RefData(job.ref)
+    model = build_model(job.code, ref, job.module_name, device, job.init_seed, Integrity())
     x = to_device(ref.inputs(0), device)
     cuda = device.type == "cuda"
     with torch.inference_mode():
@@ -327,26 +327,26 @@ def run_profile(job: dict, job_dir: Path) -> dict:
             torch.cuda.synchronize()
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
         with profile(activities=acts) as prof:
-            for _ in range(job.get("iters", 5)):
+            for _ in range(job.iters):
                 model(*x)
             if cuda:
                 torch.cuda.synchronize()
     key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     try:
-        table = prof.key_averages().table(sort_by=key, row_limit=job.get("rows", 10), max_name_column_width=60)
+        table = prof.key_averages().table(sort_by=key, row_limit=job.rows, max_name_column_width=60)
     except Exception:  # noqa: BLE001 - older/newer torch spell the CUDA column "device"
-        table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=job.get("rows", 10), max_name_column_width=60)
+        table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=job.rows, max_name_column_width=60)
     return {"status": "ok", "profile": table}
 
 
 # ---------------------------------------------------------------- build
 
 
-def run_build(job: dict, job_dir: Path) -> dict:
+def run_build(job: BuildJob, job_dir: Path) -> dict:
     """Import the candidate so that its extensions compile (no GPU in this process)."""
     try:
         with extension_lock():
-            import_file(Path(job["code"]), job["module_name"])
+            import_file(Path(job.code), job.module_name)
     except Exception as e:  # noqa: BLE001
         if "Error building extension" in str(e) or "CalledProcessError" in type(e).__name__:
             raise Failure("build_error", "build", f"building the extension failed: {type(e).__name__}", str(e)[-8000:]) from None
@@ -360,18 +360,16 @@ def run_build(job: dict, job_dir: Path) -> dict:
 
 def main(job_dir: str | os.PathLike) -> int:
     job_dir = Path(job_dir)
-    job = json.loads((job_dir / "job.json").read_text())
-    for k, v in job.get("env", {}).items():
-        os.environ[k] = v
+    job = jobs.load(job_dir)
     runners = {"probe": run_probe, "reference": run_reference, "candidate": run_candidate, "build": run_build, "retime": run_retime, "profile": run_profile}
     try:
-        result = runners[job["kind"]](job, job_dir)
+        result = runners[job.kind](job, job_dir)
     except Failure as f:
         result = {"status": f.status, "stage": f.stage, "message": f.message, "feedback": f.feedback}
     except TaskFailure as e:
         result = {"status": "task_error", "message": str(e)}
     except Exception as e:  # noqa: BLE001
-        result = {"status": "runtime_error", "stage": job["kind"], "message": f"{type(e).__name__}: {e}"[:2000], "feedback": tb()}
+        result = {"status": "runtime_error", "stage": job.kind, "message": f"{type(e).__name__}: {e}"[:2000], "feedback": tb()}
     write_json(job_dir / "result.json", result)
     return 0
 

@@ -1,0 +1,52 @@
+"""Jobs on already verified sources: interleaved re-timing (the numbers reported) and profiling (the
+optimiser's profile feedback). Orchestrator side; the child side is ``worker.run_retime`` and
+``worker.run_profile``."""
+
+from __future__ import annotations
+
+from pike.evaluate.jobs import ProfileJob, RetimeEntry, RetimeJob
+from pike.evaluate.result import Timing
+from pike.evaluate.static import check_source
+from pike.task import Task, apply_overrides
+
+
+def retime(ev, task: Task, entries: dict[str, str], *, max_time_s: float = 3.0, timeout_s: float | None = None) -> dict[str, Timing]:
+    """The given sources timed interleaved in one process. Entries that need an extension build must
+    have been built (evaluated) before."""
+    c = ev.config
+    ref = ev.reference(task)
+    d = ev.job_dir("retime")
+    d.mkdir(parents=True)
+    items = []
+    for i, (name, src) in enumerate(entries.items()):
+        main_src = apply_overrides(src, task.overrides)
+        f = d / f"entry_{i}.py"
+        f.write_text(main_src)
+        items.append(RetimeEntry(name=name, code=str(f), env=ev.extension_env(main_src, check_source(src).tags)))
+    job = RetimeJob(
+        device=ev.job_device, module_name=f"pike_retime_{task.name}", init_seed=ref.meta["init_seed"], ref=str(ref.dir),
+        entries=items, sets=list(range(min(c.timing_sets, ref.meta["pool"]))), config=c.timing.to_json(), max_time_s=max_time_s,
+    )
+    out = ev.sandbox.run(job.to_json(), d, timeout=timeout_s or max(c.timeout_s, 60 + 10 * len(items)), env=ev.child_env)
+    ev.cleanup(d)
+    if not out.result or out.result.get("status") != "ok":
+        msg = (out.result or {}).get("message") or out.describe_exit()
+        raise RuntimeError(f"interleaved re-timing of {task.label} failed: {msg}\n{out.log_tail[-2000:]}")
+    return {name: Timing(median_ms=t["median_ms"], iqr_ms=t["iqr_ms"], runs=t["runs"], samples_ms=t["samples_ms"]) for name, t in out.result["timings"].items()}
+
+
+def profile(ev, task: Task, source: str, *, rows: int = 10) -> str:
+    """A verified solution's top kernels by time ("" when profiling failed)."""
+    ref = ev.reference(task)
+    d = ev.job_dir("profile")
+    d.mkdir(parents=True)
+    main_src = apply_overrides(source, task.overrides)
+    f = d / "solution.py"
+    f.write_text(main_src)
+    job = ProfileJob(device=ev.job_device, module_name=f"pike_profile_{task.name}", code=str(f), ref=str(ref.dir),
+                     init_seed=ref.meta["init_seed"], rows=rows)
+    out = ev.sandbox.run(job.to_json(), d, timeout=ev.config.timeout_s, env={**ev.child_env, **ev.extension_env(main_src, check_source(source).tags)})
+    ev.cleanup(d)
+    if not out.result or out.result.get("status") != "ok":
+        return ""
+    return out.result["profile"]
