@@ -192,7 +192,7 @@ def test_auto_uses_the_comparator_on_a_gpu_only(tmp_path):
 
 
 def test_a_childs_ipc_files_are_removed(tmp_path):
-    from pike.evaluate.forkserver import remove_ipc_files
+    from pike.evaluate.child import remove_ipc_files
 
     mine = ["cuda.shm.0.3d7.1", "cuda.shm.1000.3d7.12", "torch_983_4145540512_0", "torch_983_1_12"]  # pid 983 = 0x3d7
     others = ["cuda.shm.0.3d70.1", "cuda.shm.0.3d.1", "cuda.shm.0.3d7", "other.3d7.1", "torch_9830_1_0", "torch_98_1_0", "torch_983_x_0"]

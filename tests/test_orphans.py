@@ -13,32 +13,42 @@ from pathlib import Path
 HERE = Path(__file__).parent
 
 ASKER = """
-import sys
+import os, sys
 from pathlib import Path
-from pike.evaluate.harness import ask
+from pike.evaluate.harness import ask, configure
+configure(alive_fd=int(sys.argv[2]))
 ask(Path(sys.argv[1]), "checks")
 """
+
+
+def _asker(job: Path) -> tuple[subprocess.Popen, int]:
+    """A child waiting for its answer, and the end of the pipe whose closing says the orchestrator is gone."""
+    r, w = os.pipe()
+    child = subprocess.Popen([sys.executable, "-c", ASKER, str(job), str(r)], pass_fds=(r,))
+    os.close(r)
+    return child, w
 
 
 def test_a_child_waiting_for_a_killed_orchestrator_leaves(tmp_path):
     from pike.evaluate.harness import ORPHANED
 
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    env = {**os.environ, "PIKE_ORCHESTRATOR_PID": str(gone.pid)}
-    p = subprocess.run([sys.executable, "-c", ASKER, str(tmp_path)], env=env, timeout=60)
-    assert p.returncode == ORPHANED and (tmp_path / "checks.ready").exists()
+    child, alive = _asker(tmp_path)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "checks.ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.close(alive)  # as the orchestrator's death closes it
+    assert child.wait(timeout=30) == ORPHANED
     # and when the job directory is removed under it (the orchestrator alive)
     job = tmp_path / "job"
     job.mkdir()
-    env["PIKE_ORCHESTRATOR_PID"] = str(os.getpid())
-    child = subprocess.Popen([sys.executable, "-c", ASKER, str(job)], env=env)
-    deadline = time.monotonic() + 30
+    child, alive = _asker(job)
+    deadline = time.monotonic() + 60
     while not (job / "checks.ready").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     (job / "checks.ready").unlink()
     job.rmdir()
     assert child.wait(timeout=30) == ORPHANED
+    os.close(alive)
 
 
 ORCHESTRATOR = """
@@ -53,37 +63,45 @@ ev.evaluate(load_task(here / "tasks" / "ln_mlp.py", size="small"), (here / "cand
 """
 
 
-def _processes_in(path: str) -> list[int]:
-    pids = []
+def _descendants(root: int) -> set[int]:
+    parent = {}
     for p in Path("/proc").iterdir():
         try:
-            if p.name.isdigit() and os.readlink(p / "cwd").startswith(path):
-                pids.append(int(p.name))
-        except OSError:
+            if p.name.isdigit():
+                parent[int(p.name)] = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             pass
-    return pids
+    found, todo = set(), [root]
+    while todo:
+        cur = todo.pop()
+        kids = [pid for pid, pp in parent.items() if pp == cur and pid not in found]
+        found.update(kids)
+        todo += kids
+    return found
 
 
 def test_a_hung_candidate_dies_with_its_orchestrator(tmp_path):
     orch = subprocess.Popen([sys.executable, "-c", ORCHESTRATOR, str(tmp_path), str(HERE)], stdout=subprocess.PIPE, text=True)
     try:
-        workdir = orch.stdout.readline().strip()
-        deadline = time.monotonic() + 120
-        while not _processes_in(workdir) and time.monotonic() < deadline:  # the candidate's child, looping
+        workdir = Path(orch.stdout.readline().strip())
+        deadline = time.monotonic() + 180
+        while not any('"candidate"' in j.read_text() for j in workdir.glob("jobs/*/job.json")) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _processes_in(workdir), "the candidate never started"
-        time.sleep(1.0)
+        time.sleep(3.0)  # the candidate's forward, looping
+        tree = _descendants(orch.pid)
+        assert any(b"pike.evaluate.child" in Path(f"/proc/{p}/cmdline").read_bytes() for p in tree if Path(f"/proc/{p}").exists()), \
+            "the candidate never started"
     finally:
         orch.kill()  # as a killed run: no clean-up of its own
         orch.wait()
     deadline = time.monotonic() + 20
-    while _processes_in(workdir) and time.monotonic() < deadline:
+    while {p for p in tree if Path(f"/proc/{p}").exists()} and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _processes_in(workdir), "the hung candidate outlived its orchestrator"
+    assert not {p for p in tree if Path(f"/proc/{p}").exists()}, "processes of the evaluation outlived their orchestrator"
 
 
 def test_scratch_directories_of_a_dead_run_are_removed(tmp_path):
-    from pike.evaluate.sandbox import OWNER_FILE, STALE_UNOWNED_S, owned_tempdir
+    from pike.evaluate.tempdirs import OWNER_FILE, STALE_UNOWNED_S, owned_tempdir
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # its pid is free now

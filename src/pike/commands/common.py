@@ -14,6 +14,18 @@ for _c in (console, err_console):
 STATUS_STYLE = {"ok": "bold green", "mismatch": "bold red", "rejected": "bold red", "build_error": "bold red", "runtime_error": "bold red", "timeout": "bold yellow", "suspect": "bold yellow"}
 
 
+def sandbox_text(cfg) -> str:
+    """What confines candidate code under EvalConfig ``cfg`` (fails with one line where
+    ``eval.sandbox = bwrap`` cannot run)."""
+    from pike.evaluate.confine import SandboxUnavailable
+    from pike.evaluate.sandbox import sandbox_summary
+
+    try:
+        return sandbox_summary(cfg.sandbox, cfg.limits, cfg.device_type)["text"]
+    except SandboxUnavailable as e:
+        fail(str(e))
+
+
 def fail(msg: str, code: int = 2) -> None:
     err_console.print(f"[bold red]error:[/] {msg}")
     raise typer.Exit(code)

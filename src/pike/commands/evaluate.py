@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from pike.commands.common import STATUS_STYLE, console, err_console, fail, load_one_task, load_tasks, progress_bar, resolve_size
+from pike.commands.common import STATUS_STYLE, console, err_console, fail, load_one_task, load_tasks, progress_bar, resolve_size, sandbox_text
 
 app = typer.Typer()
 
@@ -24,7 +24,9 @@ def eval_cmd(
     strict: bool = typer.Option(False, help="Tolerance 1e-4 instead of 1e-2 (fp32)."),
     allow_seeded_only: bool = typer.Option(False, help="Accept solutions whose state_dict differs from the reference's."),
     no_time: bool = typer.Option(False, "--no-time", help="Check correctness only."),
-    start_method: str = typer.Option("forkserver", help="forkserver (fast) or spawn."),
+    start_method: str = typer.Option("warm", help="warm (processes started before their jobs) or spawn."),
+    sandbox: str = typer.Option("auto", help="auto (bubblewrap where it runs, else none with a warning), bwrap or none."),
+    memory_limit_gb: float = typer.Option(0.0, help="Memory limit of each evaluation process (0: three quarters of the machine's)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Check a solution against its task and time it against eager PyTorch."""
@@ -35,7 +37,12 @@ def eval_cmd(
     if not solution.is_file():
         fail(f"{solution}: no such file")
     source = solution.read_text()
-    cfg = EvalConfig(device=device, timeout_s=timeout, trials=trials, strict=strict, require_state_dict=not allow_seeded_only, time=not no_time, start_method=start_method)
+    try:
+        cfg = EvalConfig(device=device, timeout_s=timeout, trials=trials, strict=strict, require_state_dict=not allow_seeded_only,
+                         time=not no_time, start_method=start_method, sandbox=sandbox, memory_limit_gb=memory_limit_gb)
+    except ValueError as e:
+        fail(str(e))
+    confined = sandbox_text(cfg)
     try:
         with Evaluator(cfg) as ev:
             eager = ev.eager(t) if not no_time else None
@@ -43,7 +50,7 @@ def eval_cmd(
             result = ev.evaluate(t, source, eager_ms=eager_ms)
     except TaskError as e:
         fail(str(e))
-    out = {"task": t.name, "size": t.size, "solution": str(solution), **result.to_json()}
+    out = {"task": t.name, "size": t.size, "solution": str(solution), **result.to_json(), "sandbox": confined}
     if as_json:
         print(json.dumps(out))
     else:
@@ -163,5 +170,6 @@ def _print_verdict(r: dict) -> None:
         console.print(f"  state-dict compatible: {'yes' if r['state_dict_compatible'] else 'no'}")
     if r.get("task_flags"):
         console.print(f"  task flags: {', '.join(r['task_flags'])}")
+    console.print(f"  sandbox: {r['sandbox']}", highlight=False)
     if r["status"] != "ok" and r.get("feedback"):
         console.print("  [dim]" + r["feedback"].strip()[-1500:].replace("[", "\\[") + "[/]")

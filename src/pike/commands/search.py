@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from pike.commands.common import console, err_console, fail, load_tasks, resolve_size
+from pike.commands.common import console, err_console, fail, load_tasks, resolve_size, sandbox_text
 
 app = typer.Typer()
 
@@ -57,7 +57,7 @@ def optimize_cmd(
     """Search for a faster, verified ModelNew for each task; writes RUN_DIR/best/<task>.py."""
     from pike import config as cfgmod
     from pike.llm.base import ConfigError
-    from pike.search.engine import Engine, check_config, resume_config
+    from pike.search.engine import Engine, check_config, eval_config, resume_config
     from pike.search.output import summary
     from pike.search.progress import RunProgress
     from pike.store import Store
@@ -127,6 +127,7 @@ def optimize_cmd(
     except ConfigError as e:
         fail(str(e))
     err_console.print(f"run directory: {run_dir}  strategy: {cfg.search.strategy}  device: {cfg.eval.device}  tasks: {len(tasks)}", highlight=False)
+    err_console.print(f"sandbox: {sandbox_text(eval_config(cfg))}", highlight=False)
     progress = RunProgress(err_console)
     engine.events.append(progress)
     try:

@@ -21,8 +21,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pike.evaluate.confine import Confinement, Mounts
 from pike.evaluate.devices import usable_cpus
 from pike.evaluate.jobs import BuildJob
+from pike.evaluate.limits import Limits
 from pike.evaluate.sandbox import Sandbox
 
 
@@ -40,21 +42,34 @@ def source_hash(source: str) -> str:
 
 def extension_env(root: Path, source: str) -> dict[str, str]:
     """Environment that points torch's extension cache at this source's build directory."""
-    h = source_hash(source)
-    return {"TORCH_EXTENSIONS_DIR": str(root / h), "PIKE_EXT_LOCK": str(root / f"{h}.lock")}
+    return {"TORCH_EXTENSIONS_DIR": str(root / source_hash(source))}
+
+
+def lock_path(ext_dir: str | os.PathLike) -> Path:
+    """The kernel lock of a build directory: beside it, made by the orchestrator's Builder."""
+    ext_dir = Path(ext_dir)
+    return ext_dir.parent / f"{ext_dir.name}.lock"
+
+
+def extension_lock_path(env: dict | None = None) -> Path | None:
+    """This job's build lock, if its extension cache is one of PIKE's (a user's own
+    ``TORCH_EXTENSIONS_DIR`` has no lock file beside it)."""
+    env = os.environ if env is None else env
+    ext_dir = env.get("TORCH_EXTENSIONS_DIR")
+    path = lock_path(ext_dir) if ext_dir else None
+    return path if path is not None and path.exists() else None
 
 
 @contextmanager
 def extension_lock(env: dict | None = None):
     """Held (in the child) around importing candidate code; see the module docstring."""
-    env = os.environ if env is None else env
-    lock_path = env.get("PIKE_EXT_LOCK")
-    if not lock_path:
+    path = extension_lock_path(env)
+    if path is None:
         yield
         return
-    ext_dir = Path(env["TORCH_EXTENSIONS_DIR"])
+    ext_dir = path.parent / path.name.removesuffix(".lock")
     ext_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         for stale in ext_dir.glob("*/lock"):
@@ -65,8 +80,12 @@ def extension_lock(env: dict | None = None):
 
 
 class Builder:
-    def __init__(self, cache_dir: Path, *, arch_list: str | None = None, max_jobs: int | None = None, start_method: str = "forkserver",
-                 cpu_affinity: tuple[int, ...] | None = None):
+    """Builds run sandboxed like every job that imports candidate code, each in a fresh instance that
+    may write only its job directory, its source's build directory and that directory's lock (no
+    instance can be started before its build is known)."""
+
+    def __init__(self, cache_dir: Path, *, arch_list: str | None = None, max_jobs: int | None = None,
+                 cpu_affinity: tuple[int, ...] | None = None, sandbox: Confinement | str = "auto", limits: Limits | None = None):
         self.root = Path(cache_dir) / "extensions"
         self.root.mkdir(parents=True, exist_ok=True)
         env = {"CUDA_VISIBLE_DEVICES": ""}  # builds never hold a GPU
@@ -74,15 +93,19 @@ class Builder:
         # Half the cores the build may use: its own (pinned) or this process's affinity.
         cores = len(cpu_affinity) if cpu_affinity else usable_cpus()
         env["MAX_JOBS"] = str(max_jobs or max(1, min(8, cores // 2)))
-        if cpu_affinity:
-            env["PIKE_CPU_AFFINITY"] = ",".join(map(str, cpu_affinity))
-        self.sandbox = Sandbox(start_method, env=env)
+        limits = limits or Limits()
+        self.sandbox = Sandbox("spawn", env=env, sandbox=sandbox if isinstance(sandbox, str) else "auto",
+                               confinement=sandbox if isinstance(sandbox, Confinement) else None, limits=limits,
+                               mounts=Mounts(hide=(str(cache_dir),), caches=(str(self.root),), tmpfs_bytes=int(limits.file_size_gb * 2**30)),
+                               cpus=cpu_affinity)
 
     def env(self, source: str) -> dict[str, str]:
         """For the build and for every later process that imports the candidate. The arch list must
         be in both: torch re-runs ninja at import, and a run stage that detected the arch from its GPU
         wrote different flags and rebuilt from scratch in the GPU slot (~70 s per candidate on H100)."""
         env = extension_env(self.root, source)
+        Path(env["TORCH_EXTENSIONS_DIR"]).mkdir(parents=True, exist_ok=True)
+        lock_path(env["TORCH_EXTENSIONS_DIR"]).touch()
         if self.arch_list:
             env["TORCH_CUDA_ARCH_LIST"] = self.arch_list
         return env
@@ -98,7 +121,9 @@ class Builder:
         code = job_dir / f"{module_name}.py"
         code.write_text(source)
         job = BuildJob(code=str(code), module_name=module_name)
-        out = self.sandbox.run(job.to_json(), job_dir, timeout=timeout, env=self.env(source))
+        env = self.env(source)
+        ext_dir = env["TORCH_EXTENSIONS_DIR"]
+        out = self.sandbox.run(job.to_json(), job_dir, timeout=timeout, env=env, writable=(ext_dir, str(lock_path(ext_dir))))
         wall = time.monotonic() - t0
         if out.timed_out:
             return BuildOutcome("timeout", f"the build took longer than {timeout:.0f} s", out.log_tail, wall)

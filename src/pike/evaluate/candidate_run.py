@@ -26,7 +26,7 @@ def run_candidate(
     timeout_s = timeout_s or c.timeout_s
     rng = random.Random(hashlib.sha256(f"{prep.source}{ev.next_id()}{c.seed}".encode()).digest())
     plan = plan_candidate(c, ref, alt_ref, rng, time_it=time_it, trusted=prep.trusted)
-    d = ev.job_dir("candidate")
+    d = ev.job_dir("candidate", prep.trusted)
     job = candidate_job(ev, prep, plan, ref, alt_ref)
     gate, held = ev.gate, []
     shared = gate is not None and ev.share_checks and not exclusive
@@ -48,7 +48,8 @@ def run_candidate(
 
     t0 = time.monotonic()
     try:
-        out = ev.sandbox.run(job.to_json(), d, timeout=timeout_s, env={**ev.child_env, **prep.env}, on_ask=on_ask)
+        out = ev.sandbox.run(job.to_json(), d, timeout=timeout_s, env={**ev.child_env, **prep.env}, on_ask=on_ask,
+                             trusted=prep.trusted)
     finally:
         if held:
             gate.release()

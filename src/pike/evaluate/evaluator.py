@@ -23,10 +23,13 @@ from pike.evaluate import baselines, candidate_run, pipeline
 from pike.evaluate import retime as retime_mod
 from pike.evaluate.build import Builder
 from pike.evaluate.comparator import Comparator
+from pike.evaluate.confine import BACKENDS, Mounts, resolve
 from pike.evaluate.jobs import Job, ProbeJob
+from pike.evaluate.limits import Limits
 from pike.evaluate.references import Reference, ReferenceCache
 from pike.evaluate.result import EvalResult, Timing
-from pike.evaluate.sandbox import JobOutcome, Sandbox, owned_tempdir, scrubbed_env
+from pike.evaluate.sandbox import JobOutcome, Sandbox, describe, scrubbed_env
+from pike.evaluate.tempdirs import owned_tempdir
 from pike.evaluate.timing import TimingConfig
 from pike.task import Task
 
@@ -55,7 +58,14 @@ class EvalConfig:
     floor_fraction: float = 0.8  # faster than I/O at this fraction of bandwidth is "suspect" (GPU)
     extra_check_speedup: float = 10.0  # over this vs eager: extra trials on new inputs
     fresh_ratio: float = 2.0  # this much slower on never-seen inputs than on repeated ones: "suspect" (0: off)
-    start_method: str = "forkserver"
+    start_method: str = "warm"  # warm: each job's process is started (torch imported) before the job; spawn: at the job
+    # auto: bubblewrap where it runs here, else none (with a warning); bwrap: bubblewrap or an error; none
+    sandbox: str = "auto"
+    memory_limit_gb: float = 0.0  # per job; 0: three quarters of the machine's memory
+    file_size_gb: float = 8.0  # any one file a job writes
+    max_processes: int = 1024  # per job
+    max_log_mb: float = 16.0  # a job's stdout and stderr; past it the job is killed
+    sandbox_hide: tuple[str, ...] = ()  # directories hidden from jobs besides home, caches and work dirs (run dirs)
     # on: compare outputs in a comparator process on the device, handed over as memory (CUDA IPC; on
     # the CPU shared memory), not copied through files; off: the orchestrator compares the child's
     # files; auto: on for a GPU (0.5-4 s less per candidate there, BENCHMARKS.md), off on the CPU.
@@ -78,6 +88,13 @@ class EvalConfig:
             raise ValueError(f"eval.comparator must be on, off or auto (on for a GPU), not {self.comparator!r}")
         if self.init_on not in ("device", "cpu"):
             raise ValueError(f"eval.init_on must be device or cpu (where models are built), not {self.init_on!r}")
+        if self.sandbox not in BACKENDS:
+            raise ValueError(f"eval.sandbox must be one of {', '.join(BACKENDS)}, not {self.sandbox!r}")
+        self.limits  # its own checks
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.memory_limit_gb, self.file_size_gb, self.max_processes, self.max_log_mb)
 
     @property
     def device_type(self) -> str:
@@ -94,7 +111,10 @@ class Evaluator:
         self.cache.mkdir(parents=True, exist_ok=True)
         self.workdir = Path(owned_tempdir("pike-eval-", _scratch_root()))
         self.child_env = self._child_env()
-        self.sandbox = Sandbox(c.start_method)
+        self.confinement = resolve(c.sandbox)
+        self.sandbox = Sandbox(c.start_method, env=self.child_env, confinement=self.confinement, root=self.workdir / "jobs",
+                               mounts=self._mounts(), limits=c.limits, gpu=self._gpu(), cpus=c.prep_affinity or c.cpu_affinity,
+                               timing_cpus=c.cpu_affinity)
         self.gate = None  # a DeviceGate when this evaluator is one of several lanes of its device (pool)
         self.share_checks = False  # with a gate: candidates' checks hold it shared, their timing exclusively
         self.refs = ReferenceCache(self.cache, c, self.run_job, self.device_info, self.cleanup)
@@ -112,10 +132,6 @@ class Evaluator:
             "TRITON_CACHE_DIR": str(self.cache / "triton"),
             "TORCHINDUCTOR_CACHE_DIR": str(self.cache / "inductor"),
         }
-        if c.cpu_affinity:
-            # The child starts on the wider set and narrows to the timing cores for the timed runs.
-            env["PIKE_CPU_AFFINITY"] = ",".join(map(str, c.prep_affinity or c.cpu_affinity))
-            env["PIKE_TIMING_CPUS"] = ",".join(map(str, c.cpu_affinity))
         dev = torch.device(c.device)
         if dev.type == "cuda":
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -127,6 +143,23 @@ class Evaluator:
             env["TRITON_INTERPRET"] = "1"  # Triton kernels run on CPU tensors in the interpreter
         return env
 
+    def _gpu(self) -> str | None:
+        return self.child_env["CUDA_VISIBLE_DEVICES"] if self.config.device_type == "cuda" else None
+
+    def _mounts(self) -> Mounts:
+        """Jobs see no cache, work or run directory but these; the shared compile caches writable by
+        trusted jobs only, through a vanishing overlay for candidates."""
+        caches = [self.cache / sub for sub in ("triton", "inductor", "extensions", "references")]
+        for d in caches:
+            d.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "code").mkdir(exist_ok=True)
+        return Mounts(hide=(str(self.cache), str(self.workdir), *self.config.sandbox_hide), caches=tuple(map(str, caches)),
+                      read_only=(str(self.workdir / "code"),), tmpfs_bytes=int(self.config.file_size_gb * 2**30))
+
+    def sandbox_info(self) -> dict:
+        """What confines candidate code here (for the run header, the store and the result files)."""
+        return describe(self.confinement, self.config.limits, self.config.device_type)
+
     @property
     def job_device(self) -> str:
         return "cuda" if self.config.device_type == "cuda" else "cpu"
@@ -134,12 +167,23 @@ class Evaluator:
     def next_id(self) -> int:
         return next(self._counter)
 
-    def job_dir(self, kind: str) -> Path:
-        return self.workdir / f"{self.next_id():05d}-{kind}"
+    def job_dir(self, kind: str, trusted: bool = False) -> Path:
+        """A new job directory. A candidate's is the one its sandbox instance is already starting
+        for; a build's is made here (its instance binds its build directory too)."""
+        if kind == "build":
+            d = self.workdir / "builds" / f"{self.next_id():05d}"
+            d.mkdir(parents=True)
+            return d
+        return self.sandbox.job_dir(trusted)
+
+    # Jobs that never import candidate code: the task's own code and PIKE's, outside the sandbox.
+    TRUSTED_KINDS = ("probe", "reference")
 
     def run_job(self, job: Job, kind: str, *, timeout: float, env: dict | None = None, on_ask=None) -> tuple[JobOutcome, Path]:
-        d = self.job_dir(kind)
-        out = self.sandbox.run(job.to_json(), d, timeout=timeout, env={**self.child_env, **(env or {})}, on_ask=on_ask)
+        trusted = job.kind in self.TRUSTED_KINDS
+        d = self.job_dir(kind, trusted)
+        out = self.sandbox.run(job.to_json(), d, timeout=timeout, env={**self.child_env, **(env or {})}, on_ask=on_ask,
+                               trusted=trusted)
         return out, d
 
     def cleanup(self, d: Path) -> None:
@@ -159,7 +203,7 @@ class Evaluator:
             self.cleanup(d)
             if not out.result or out.result.get("status") != "ok":
                 raise RuntimeError(f"probing {self.config.device} failed ({out.describe_exit()}):\n{out.log_tail}")
-            self._info = out.result["info"]
+            self._info = {**out.result["info"], "sandbox": self.sandbox_info()}
         return self._info
 
     def arch_list(self) -> str | None:
@@ -175,7 +219,7 @@ class Evaluator:
     @property
     def builder(self) -> Builder:
         if self._builder is None:
-            self._builder = Builder(self.cache, arch_list=self.arch_list(), start_method=self.config.start_method)
+            self._builder = Builder(self.cache, arch_list=self.arch_list(), sandbox=self.confinement, limits=self.config.limits)
         return self._builder
 
     # -------------------------------------------------------------- stages (see pipeline)

@@ -1,93 +1,49 @@
-"""The fork server: a clean process that forks one child per job (evaluator step 3).
+"""The fork server: one warm process per slot that forks a child per job, for the jobs that need no
+sandbox instance of their own (PIKE's own code: references, baselines, offline variants; every job
+when ``eval.sandbox = none``). Both sides of its protocol are here.
 
-Started by :class:`pike.evaluate.sandbox.Sandbox` with a scrubbed environment, it imports torch and the
-worker once (so a child starts in ~30 ms instead of ~2 s) and never touches ``torch.cuda``: forking a
-process that has a CUDA context is unsafe. Each child gets its own session (so a timeout kills its whole
-process group), a raised ``oom_score_adj``, a temp working directory, its own log file on fds 1 and 2,
-and the per-job environment (the GPU pin, cache directories).
+Started with a scrubbed environment, it imports torch and the worker once (a child starts in ~30 ms
+instead of seconds) and never touches ``torch.cuda``: forking a process that has a CUDA context is
+unsafe. Each child gets its own session (a timeout kills its whole process group), the set-up of
+``child.run_job`` and, on fds 1 and 2, the FIFO the orchestrator reads its output from (with a cap).
 
 Protocol on stdin/stdout, one JSON object per line:
-  -> {"job_dir": ..., "cwd": ..., "env": {...}}
+  -> a job request (see ``child``) plus "log": the FIFO's path
   <- {"pid": N}                            after the fork
   <- {"pid": N, "exit": code, "signal": s}  when the child ends (killed by the orchestrator or not)
-One job at a time per server; the orchestrator runs one server per worker slot.
+One job at a time per server.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
+import shutil
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
+
+
+# ---------------------------------------------------------------- server (its own process)
 
 
 def _child(req: dict) -> None:
+    from pike.evaluate.child import finish, run_job
+
     os.setsid()
     try:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write("1000")  # under memory pressure, kill the candidate before anything else
-    except OSError:
-        pass
-    os.environ.update(req.get("env", {}))
-    cpus = os.environ.get("PIKE_CPU_AFFINITY")
-    if cpus:  # keep compilers off the cores of the process that is being timed (and vice versa)
-        try:
-            os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
-        except (OSError, ValueError):
-            pass
-    try:
-        os.chdir(req["cwd"])
-        log = os.open(os.path.join(req["job_dir"], "log.txt"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log = os.open(req["log"], os.O_WRONLY)
     except OSError:  # the job's directory is gone (the orchestrator is shutting down): nothing to run
         os._exit(1)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
-    os.close(devnull)
-    sys.stdin = open(0, closefd=False)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
-    code = 1
-    try:
-        from pike.evaluate import worker
-
-        code = worker.main(req["job_dir"])
-    except BaseException:  # noqa: BLE001 - report anything, then leave without running atexit hooks
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        remove_ipc_files(os.getpid())
-        os._exit(code)
-
-
-def remove_ipc_files(pid: int, root: str = "/dev/shm") -> list[str]:
-    """Shared-memory files of a process that exported CUDA IPC handles: the driver's
-    (``cuda.shm.<uid>.<pid in hex>.<n>``) and torch's reference counters for shared CUDA memory
-    (``torch_<pid>_<random>_<n>``). Both are removed at a normal exit, but a child leaves by
-    ``os._exit``, so every candidate that handed its outputs to the comparator left them behind
-    (counted on an H200: one of each per candidate). The comparator has answered by then."""
-    import re
-
-    pat = re.compile(rf"cuda\.shm\.\d+\.{pid:x}\.\d+|torch_{pid}_\d+_\d+")
-    removed = []
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return removed
-    for name in names:
-        if pat.fullmatch(name):
-            try:
-                os.unlink(os.path.join(root, name))
-                removed.append(name)
-            except OSError:
-                pass
-    return removed
+    finish(lambda: run_job(req, os.dup(0)))
 
 
 def _status(st: int) -> tuple[int | None, int | None]:
@@ -120,15 +76,13 @@ def serve() -> None:
     from pike.evaluate import worker  # noqa: F401
 
     orchestrator = os.getppid()
-
     out = sys.stdout
-    out.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
+    out.write(json.dumps({"ready": True}) + "\n")
     out.flush()
     for line in sys.stdin:
         if not line.strip():
             continue
         req = json.loads(line)
-        out.flush()
         pid = os.fork()
         if pid == 0:
             _child(req)
@@ -140,6 +94,134 @@ def serve() -> None:
         code, sig = _status(st)
         out.write(json.dumps({"pid": pid, "exit": code, "signal": sig}) + "\n")
         out.flush()
+
+
+# ---------------------------------------------------------------- client (the orchestrator)
+
+
+class ForkServer:
+    def __init__(self, env: dict[str, str], cwd: str, cpus: tuple[int, ...] | None = None):
+        self.proc = subprocess.Popen([sys.executable, "-m", "pike.evaluate.forkserver"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env, cwd=cwd, start_new_session=True)
+        if cpus and hasattr(os, "sched_setaffinity"):
+            try:
+                os.sched_setaffinity(self.proc.pid, set(cpus))
+            except OSError:
+                pass
+        self._buf = b""
+        try:
+            ready = self.read(timeout=300)
+        except EOFError:
+            ready = None
+        if not ready or not ready.get("ready"):
+            self.close()
+            raise RuntimeError("the evaluation fork server did not start (is torch importable?)")
+
+    @property
+    def fd(self) -> int:
+        return self.proc.stdout.fileno()
+
+    def read(self, timeout: float) -> dict | None:
+        """One protocol line, or None on timeout. EOF raises."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            if not select.select([self.fd], [], [], max(deadline - time.monotonic(), 0))[0]:
+                return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                raise EOFError("fork server exited")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def launch(self, req: dict) -> int:
+        self.proc.stdin.write(json.dumps(req).encode() + b"\n")
+        self.proc.stdin.flush()
+        reply = self.read(timeout=60)
+        if reply is None:
+            raise RuntimeError("fork server did not answer")
+        return reply["pid"]
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+class ForkedJob:
+    """A job in a child of the fork server, as the sandbox's run loop watches it (see ``Instance``)."""
+
+    def __init__(self, server: ForkServer, req: dict, job_dir: Path, cgroup=None):
+        self.server, self.cgroup, self.cwd = server, cgroup, req["cwd"]
+        self.fifo = fifo = job_dir / "log.fifo"
+        os.mkfifo(fifo)
+        self.log = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self._writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # no end of file before the child opens it
+        self.log_open = True
+        self.pid = server.launch({**req, "log": str(fifo), "cgroup": cgroup.procs_file if cgroup else None})
+        self._status: tuple[int | None, int | None] | None = None
+
+    def fds(self) -> list[int]:
+        return [self.server.fd] + ([self.log] if self.log_open else [])
+
+    def finished(self) -> bool:
+        if self._status is None:
+            try:
+                reply = self.server.read(timeout=0)
+            except EOFError:
+                reply = {"exit": None, "signal": None}  # the server died with the child
+            if reply is not None:
+                self._status = (reply["exit"], reply["signal"])
+        return self._status is not None
+
+    def read_log(self, drain) -> None:
+        while self.log_open:
+            try:
+                chunk = os.read(self.log, 1 << 16)
+            except BlockingIOError:
+                return
+            if not chunk:
+                self.log_open = False
+                return
+            if drain(chunk) is False:
+                return
+
+    def processes(self) -> int | None:
+        return None
+
+    def status(self) -> tuple[int | None, int | None]:
+        return self._status or (None, signal.SIGKILL)
+
+    def kill(self) -> None:
+        """Its process group (and its cgroup, exactly); the server reports the end."""
+        if self.cgroup is not None:
+            self.cgroup.remove_processes()
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        deadline = time.monotonic() + 30
+        while not self.finished() and time.monotonic() < deadline:
+            select.select([self.server.fd], [], [], 0.05)
+        if self._writer is not None:
+            os.close(self._writer)
+            self._writer = None
+
+    def close(self) -> None:
+        self.kill()
+        os.close(self.log)
+        self.fifo.unlink(missing_ok=True)
+        shutil.rmtree(self.cwd, ignore_errors=True)
+        if self.cgroup is not None:
+            self.cgroup.remove()
 
 
 if __name__ == "__main__":

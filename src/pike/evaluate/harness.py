@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from pike.evaluate.build import extension_lock
-from pike.evaluate.sandbox import pid_alive
+from pike.evaluate.child import TIMING_STARTED
 
 _GUARDED = (
     # (not torch.manual_seed: torch._dynamo wraps it on import; the harness uses its own saved copy)
@@ -90,14 +90,29 @@ class Integrity:
         return out
 
 
+# Set by the sandbox's child (``child.py``) from its job request, never from the environment: a
+# candidate must find nothing there that exists only under PIKE.
+_RUN: dict = {"job_dir": None, "timing_cpus": None, "alive_fd": None, "memory_bytes": None}
+
+
+def configure(*, job_dir=None, timing_cpus=None, alive_fd=None, memory_bytes=None) -> None:
+    _RUN.update(job_dir=job_dir, timing_cpus=timing_cpus, alive_fd=alive_fd, memory_bytes=memory_bytes)
+
+
 def pin_for_timing() -> None:
-    """Move every thread of this process onto the slot's timing cores (``PIKE_TIMING_CPUS``) before
-    the timed runs. Import, compilation (Inductor and Triton compile in parallel) and the checks ran
-    on those cores and the build cores; only the timing loop must keep clear of compilers."""
-    cpus = os.environ.get("PIKE_TIMING_CPUS")
+    """Tell the sandbox that the timed runs start (it pauses the slot's spare instance, whose torch
+    import would otherwise compete for the cores), then move every thread of this process onto the
+    slot's timing cores. Import, compilation (Inductor and Triton compile in parallel) and the checks
+    ran on those cores and the build cores; only the timing loop must keep clear of compilers."""
+    if _RUN["job_dir"] is not None:
+        try:
+            Path(_RUN["job_dir"], TIMING_STARTED).touch()
+        except OSError:
+            pass
+    cpus = _RUN["timing_cpus"]
     if not cpus or not hasattr(os, "sched_setaffinity"):
         return
-    cores = {int(c) for c in cpus.split(",")}
+    cores = set(cpus)
     for tid in os.listdir("/proc/self/task"):  # sched_setaffinity(0) would move this thread alone
         try:
             os.sched_setaffinity(int(tid), cores)
@@ -214,10 +229,16 @@ ORPHANED = 3  # exit code of a child whose orchestrator is gone
 
 
 def orchestrator_gone(job_dir: Path) -> bool:
-    """The process that would answer is dead, or has removed the job (a killed or finished run)."""
-    pid = os.environ.get("PIKE_ORCHESTRATOR_PID", "")
-    if pid.isdigit() and not pid_alive(int(pid)):
-        return True
+    """The process that would answer is dead (the end of the pipe it holds open), or has removed the
+    job (a killed or finished run)."""
+    fd = _RUN["alive_fd"]
+    if fd is not None:  # never read: in a forked child it is the fork server's request pipe too
+        import select
+
+        p = select.poll()
+        p.register(fd, select.POLLHUP)
+        if any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in p.poll(0)):
+            return True
     return not job_dir.exists()
 
 

@@ -188,8 +188,8 @@ class EvalPool:
                 arch = await self._thread(self._slots[0].arch_list)
                 self._builders = queue.Queue()
                 for _ in range(self._n_build):
-                    self._builders.put(Builder(self._slots[0].cache, arch_list=arch, start_method=self.config.start_method,
-                                               cpu_affinity=self._build_cores))
+                    self._builders.put(Builder(self._slots[0].cache, arch_list=arch, cpu_affinity=self._build_cores,
+                                               sandbox=self._slots[0].confinement, limits=self.config.limits))
             builder = await self._thread(self._builders.get)
             try:
                 t0 = time.monotonic()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -27,13 +28,17 @@ import torch
 from pike.evaluate import ipc, jobs
 from pike.evaluate import timing as timing_mod
 from pike.evaluate import weights as weights_mod
-from pike.evaluate.build import extension_lock
+from pike.evaluate.build import extension_lock, extension_lock_path
 from pike.evaluate.harness import (
     Failure, Integrity, RefData, TaskFailure, build_model, check_output_types, guarded_call,
     import_file, ask, output_devices, perf_counter, pin_for_timing, run_trials, save_atomic, seed_all, tb, to_cpu, to_device, write_json,
+    _RUN,
 )
 from pike.evaluate.jobs import BuildJob, CandidateJob, ProbeJob, ProfileJob, RetimeJob
 from pike.evaluate.reference_job import run_reference
+
+# How an allocation refused by the address-space limit shows (Python, torch's CPU allocator).
+_OUT_OF_MEMORY = re.compile(r"MemoryError|can't allocate memory|Cannot allocate memory|std::bad_alloc")
 
 # ---------------------------------------------------------------- probe
 
@@ -109,7 +114,7 @@ def gate_device(job_dir: Path, device: torch.device):
 def run_candidate(job: CandidateJob, job_dir: Path) -> dict:
     device = torch.device(job.device)
     gpu_ready = gate_device(job_dir, device) if job.gpu_gate else None
-    if gpu_ready is not None and os.environ.get("PIKE_EXT_LOCK"):
+    if gpu_ready is not None and extension_lock_path():
         # An extension's import holds its build lock: waiting for the device under it could deadlock
         # with a lane that holds the device and imports the same source for its alternate size.
         gpu_ready()
@@ -370,6 +375,9 @@ def main(job_dir: str | os.PathLike) -> int:
         result = {"status": "task_error", "message": str(e)}
     except Exception as e:  # noqa: BLE001
         result = {"status": "runtime_error", "stage": job.kind, "message": f"{type(e).__name__}: {e}"[:2000], "feedback": tb()}
+    limit = _RUN["memory_bytes"]
+    if limit and result["status"] == "runtime_error" and _OUT_OF_MEMORY.search(result.get("message", "")):
+        result["message"] = f"over the memory limit of {limit / 2**30:.3g} GB (eval.memory_limit_gb): {result['message']}"
     write_json(job_dir / "result.json", result)
     return 0
 

@@ -73,7 +73,8 @@ def eval_config(cfg: RunConfig) -> EvalConfig:
     return EvalConfig(
         device=e.device, trials=e.trials, timeout_s=e.timeout_s, build_timeout_s=e.build_timeout_s,
         strict=e.strict, require_state_dict=e.require_state_dict, start_method=e.start_method, seed=cfg.seed,
-        comparator=e.comparator, init_on=e.init_on,
+        comparator=e.comparator, init_on=e.init_on, sandbox=e.sandbox, memory_limit_gb=e.memory_limit_gb,
+        file_size_gb=e.file_size_gb, max_processes=e.max_processes, max_log_mb=e.max_log_mb,
     )
 
 
@@ -135,7 +136,7 @@ class Engine:
 
     async def run(self, tasks: list[Task]) -> None:
         e = self.cfg.eval
-        ecfg = eval_config(self.cfg)
+        ecfg = replace(eval_config(self.cfg), sandbox_hide=(str(self.run_dir.resolve()),))
         t0 = time.monotonic()
         limit = self.cfg.search.time_limit_min
         self.deadline = t0 + 60 * limit if limit is not None else None
@@ -153,6 +154,7 @@ class Engine:
         with pool_cm as pool:
             info = await pool.device_info(toolchain=bool(self.clients))  # the toolchain: for the prompts
             self.store.set_meta("device", info)
+            self.store.set_meta("sandbox", info.get("sandbox"))
             hardware = Hardware.from_info(info, "cuda" if e.device.startswith("cuda") else "cpu")
             device_text = hardware.describe()
             # Kernels active per GPU (nvidia-smi), beside the pool's own held and timing fractions; not

@@ -174,6 +174,7 @@ def write_best(run, best, final: dict, run_dir: Path, ref_meta: dict) -> Path:
         f"other tags: {', '.join(t for t in best.tags if t not in ('tf32', 'bf16', 'fp16', 'fp8', 'autocast')) or 'none'}.",
         f"State-dict compatible: {'yes: trained weights of Model load into ModelNew' if result and result.state_dict_compatible else 'no (seeded weights only)'}.",
         f"Found by {best.origin}{' (' + best.idea + ')' if best.idea else ''}, solution {best.id} of {run.store.path}.",
+        f"Sandbox: {(run.store.get_meta('sandbox') or {}).get('text', 'not recorded')}.",
     ]
     header = '"""' + "\n".join(lines).replace('"""', "'''") + '\n"""\n\n'
     out.write_text(header + best.code)
@@ -234,4 +235,5 @@ def summary(store: Store) -> dict:
         "geomean_best_compile": _geo(spb),
         "queries": sum(r["queries"] for r in rows),
         "usd": sum(r["usd"] for r in rows),
+        "sandbox": store.get_meta("sandbox"),  # what confined candidate code
     }
