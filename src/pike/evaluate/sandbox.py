@@ -67,6 +67,7 @@ class JobOutcome:
     log_tail: str
     wall_s: float
     limit: str = ""  # the limit that ended the job, said for the user
+    start_s: float = 0.0  # until the job was handed over (an instance not yet ready: its import of torch)
 
     def describe_exit(self) -> str:
         if self.timed_out:
@@ -188,6 +189,18 @@ class Sandbox:
             return Path(self._next.spec.job_dir)
         return self._new_dir()
 
+    def wait_spare(self, timeout: float = READY_TIMEOUT_S) -> float | None:
+        """Seconds until the next candidate's instance is ready (None: there is none). A benchmark's
+        steady state: a search's slot has its spare ready when the LLM's next candidate is slower."""
+        if self._next is None:
+            return None
+        t0 = time.monotonic()
+        try:
+            self._next.wait_ready(timeout, lambda chunk: True)
+        except InstanceFailed:
+            return None
+        return time.monotonic() - t0
+
     def _discard_next(self) -> None:
         if self._next is not None:
             self._close(self._next, remove_dir=not self._next_claimed)
@@ -284,6 +297,7 @@ class Sandbox:
             "file_size_bytes": int(self.limits.file_size_gb * 2**30) or None,
         }
         proc = self._launch(req, job_dir, trusted, tuple(writable), log)
+        start_s = time.monotonic() - t0
         log.total = 0  # a warm-up's output does not count against the job
         if isinstance(proc, Instance) and self.prestart:
             # From the second candidate on (one alone, as in `pike eval`, needs no spare), the next
@@ -313,7 +327,7 @@ class Sandbox:
         (job_dir / "log.txt").write_bytes(log.tail)  # for keep_jobs: what the job printed, capped
         return JobOutcome(exit_code=code, signal=sig, timed_out=timed_out and not limit,
                           result=None if timed_out or limit else _read_result(job_dir / "result.json"),
-                          log_tail=log.text(), wall_s=time.monotonic() - t0, limit=limit)
+                          log_tail=log.text(), wall_s=time.monotonic() - t0, limit=limit, start_s=start_s)
 
     def _watch(self, proc, job_dir: Path, timeout: float, log: _Log, on_ask) -> tuple[bool, str]:
         """Until the job ends: its output drained, its questions answered, its limits watched."""
