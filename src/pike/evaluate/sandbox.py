@@ -142,8 +142,6 @@ class Sandbox:
             raise ValueError(f"start_method must be warm or spawn, not {start_method!r}")
         self.prestart = start_method != "spawn"
         self.env = scrubbed_env(env)
-        if "TMPDIR" in self.env:
-            self.env["TMPDIR"] = "/tmp"  # the user's may be hidden or read-only in the sandbox
         self.conf = confinement or resolve(sandbox)
         self.limits = limits or Limits()
         self.mounts = mounts or Mounts(tmpfs_bytes=int(self.limits.file_size_gb * 2**30))
@@ -178,8 +176,12 @@ class Sandbox:
             return None
 
     def _start(self, spec: InstanceSpec) -> Instance:
-        cwd = None if self.conf.confined else tempfile.mkdtemp(prefix="cwd-", dir=self.root)
-        return Instance(self.conf, self.mounts, spec, self.env, cpus=self.cpus, cgroup=self._cgroup(), cwd=cwd)
+        env, cwd = self.env, None
+        if self.conf.confined and "TMPDIR" in env:
+            env = {**env, "TMPDIR": "/tmp"}  # the user's is hidden or read-only in the sandbox
+        if not self.conf.confined:
+            cwd = tempfile.mkdtemp(prefix="cwd-", dir=self.root)
+        return Instance(self.conf, self.mounts, spec, env, cpus=self.cpus, cgroup=self._cgroup(), cwd=cwd)
 
     def job_dir(self, trusted: bool = False) -> Path:
         """Where the next job's files go: for a candidate, the directory of the instance already
@@ -290,7 +292,7 @@ class Sandbox:
         log = _Log(int(self.limits.max_log_mb * 2**20))
         req = {
             "job_dir": str(job_dir),
-            "env": {**(env or {}), **({"TMPDIR": "/tmp"} if "TMPDIR" in self.env else {})},
+            "env": env or {},
             "cpus": list(self.cpus) if self.cpus else None,
             "timing_cpus": list(self.timing_cpus) if self.timing_cpus else None,
             "memory_bytes": self._memory_rlimit(),
