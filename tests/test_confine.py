@@ -30,7 +30,8 @@ def test_an_instance_hides_then_shows_and_overlays(tmp_path, monkeypatch):
     argv = bwrap_argv(conf, mounts, InstanceSpec(str(job)), info_fd=9)
     pairs = list(zip(argv, argv[1:]))
     assert ("--unshare-all" in argv and "--die-with-parent" in argv and ("--cap-drop", "ALL") in pairs
-            and ("--proc", "/proc") in pairs and ("--tmpfs", "/tmp") in pairs and ("--tmpfs", "/dev/shm") in pairs)
+            and ("--proc", "/proc") in pairs and ("--tmpfs", "/tmp") in pairs)
+    assert argv[argv.index(str(job / "shm")) + 1] == "/dev/shm"  # its own, in its job directory
     hidden = [b for a, b in pairs if a == "--tmpfs"]
     assert str(tmp_path) in hidden  # the working directory, holding the cache and work directories
     # shown again only after the tmpfs that hides it, and only read-only; the caches as an overlay
@@ -79,3 +80,26 @@ def test_eval_settings_are_checked():
         EvalConfig(sandbox="docker")
     with pytest.raises(ValueError, match="max_log_mb"):
         EvalConfig(max_log_mb=-1)
+
+
+def test_the_comparator_reads_a_sandboxed_childs_memory_only_in_its_shm(tmp_path):
+    """A sandboxed child's /dev/shm is its job directory's shm/: the comparator maps the outputs it
+    names there, and nothing it links to elsewhere (a reference file, say)."""
+    import torch
+
+    from pike.evaluate import ipc
+
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    data = torch.arange(6, dtype=torch.float32)
+    (shm / "torch_2_7_0").write_bytes(b"\0" * 64 + data.numpy().tobytes())  # torch's header, then the data
+    spec = {"tensor": {"dtype": "float32", "shape": [6], "stride": [1], "offset": 0,
+                       "cpu": [ipc._b64(b"/m"), ipc._b64(b"/torch_2_7_0"), 24]}}
+    assert torch.equal(ipc.open_shared(spec, str(shm)), data)
+    secret = tmp_path / "reference.bin"
+    secret.write_bytes(b"\0" * 64 + data.numpy().tobytes())
+    (shm / "torch_2_7_1").symlink_to(secret)
+    for name in ("/torch_2_7_1", "/../reference.bin", "/sub/x"):
+        spec["tensor"]["cpu"][1] = ipc._b64(name.encode())
+        with pytest.raises((OSError, ValueError)):
+            ipc.open_shared(spec, str(shm))

@@ -83,7 +83,7 @@ def _serve(cache_bytes: int) -> None:
             diffs = []
             with torch.inference_mode():
                 for item in req["items"]:
-                    got = ipc.open_shared(item["out"])
+                    got = ipc.open_shared(item["out"], item.get("shm"))
                     gold_path = item.get("gold")
                     tol = Tolerance(strict=bool(item.get("strict")), rel_norm=item.get("rel_norm"))
                     d = compare(refs.get(item["ref"]), got, tol, (lambda p=gold_path: refs.get(p)) if gold_path else None)

@@ -189,6 +189,11 @@ def _minor_of(visible: str) -> int | None:
     return None
 
 
+def shm_dir(job_dir: str | os.PathLike) -> str:
+    """An instance's /dev/shm, as the orchestrator sees it (made with its job directory)."""
+    return os.path.join(job_dir, "shm")
+
+
 @dataclass
 class InstanceSpec:
     """One instance's view: its job directory and what it may write besides."""
@@ -201,8 +206,10 @@ class InstanceSpec:
 
 def bwrap_argv(conf: Confinement, mounts: Mounts, spec: InstanceSpec, info_fd: int) -> list[str]:
     size = str(mounts.tmpfs_bytes)
-    argv = [conf.exe, *BASE_ARGS, "--info-fd", str(info_fd),
-            "--size", size, "--tmpfs", "/dev/shm", "--size", size, "--tmpfs", "/tmp"]
+    # /dev/shm is the job directory's shm/: the comparator reads outputs handed over as shared memory
+    # there (``ipc``), and it goes with the job.
+    argv = [conf.exe, *BASE_ARGS, "--info-fd", str(info_fd), "--bind", shm_dir(spec.job_dir), "/dev/shm",
+            "--size", size, "--tmpfs", "/tmp"]
     hidden = hidden_dirs(mounts.hide)
     for h in hidden:
         argv += ["--size", size, "--tmpfs", h]

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from pike.evaluate.confine import Confinement, InstanceSpec, Mounts, bwrap_argv
+from pike.evaluate.confine import Confinement, InstanceSpec, Mounts, bwrap_argv, shm_dir
 from pike.evaluate.limits import JobCgroup
 
 
@@ -30,6 +30,8 @@ class Instance:
     def __init__(self, conf: Confinement, mounts: Mounts, spec: InstanceSpec, env: dict[str, str], *,
                  cpus: tuple[int, ...] | None, cgroup: JobCgroup | None, cwd: str | None):
         self.spec, self.conf, self.cgroup, self.cwd = spec, conf, cgroup, cwd
+        if conf.confined:
+            os.makedirs(shm_dir(spec.job_dir), exist_ok=True)
         ctl_r, ctl_w = os.pipe()
         log_r, log_w = os.pipe()
         info_r, info_w = os.pipe() if conf.confined else (None, None)

@@ -10,6 +10,9 @@ alive until its question is answered.
 from __future__ import annotations
 
 import base64
+import mmap
+import os
+import stat
 
 import torch
 
@@ -76,7 +79,30 @@ def _dtype(name: str) -> torch.dtype:
     return dt
 
 
-def _open_tensor(spec: dict) -> torch.Tensor:
+def _open_in(shm: str, name: str, size: int) -> torch.UntypedStorage:
+    """A sandboxed child's shared memory: file ``name`` of its /dev/shm, seen from outside as the
+    directory ``shm`` (the orchestrator's, never the child's say). Opened without following links:
+    the child could otherwise point the comparator at any file it cannot see itself."""
+    name = name.lstrip("/")
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"malformed shared-memory name {name!r}")
+    dir_fd = os.open(shm, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size < size:
+            raise ValueError(f"{name!r} is not a regular file of {size} bytes or more")
+        # torch's shared-memory files start with a header (its reference count): the data is their end
+        mem = mmap.mmap(fd, st.st_size)
+    finally:
+        os.close(fd)
+    return torch.frombuffer(mem, dtype=torch.uint8, offset=st.st_size - size, count=size).untyped_storage()
+
+
+def _open_tensor(spec: dict, shm: str | None = None) -> torch.Tensor:
     dtype = _dtype(spec["dtype"])
     shape, stride, offset = [int(x) for x in spec["shape"]], [int(x) for x in spec["stride"]], int(spec["offset"])
     if "empty" in spec:
@@ -88,23 +114,27 @@ def _open_tensor(spec: dict) -> torch.Tensor:
         dev = torch.device("cuda", int(device))
     else:
         manager, name, size = (_unb64(x) for x in spec["cpu"])
-        storage = torch.UntypedStorage._new_shared_filename_cpu(manager, name, int(size))
+        if shm is not None:
+            storage = _open_in(shm, name.decode() if isinstance(name, bytes) else str(name), int(size))
+        else:
+            storage = torch.UntypedStorage._new_shared_filename_cpu(manager, name, int(size))
         dev = torch.device("cpu")
     # set_ checks that the view fits in the storage: a bad description cannot read past it
     return torch.empty(0, dtype=dtype, device=dev).set_(storage, offset, shape, stride)
 
 
-def open_shared(spec):
-    """The object ``share`` described (lists come back as lists: comparisons look at nesting only)."""
+def open_shared(spec, shm: str | None = None):
+    """The object ``share`` described (lists come back as lists: comparisons look at nesting only).
+    ``shm``: where a sandboxed child's /dev/shm is (``_open_in``)."""
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ValueError("malformed output description")
     (kind, v), = spec.items()
     if kind == "tensor":
-        return _open_tensor(v)
+        return _open_tensor(v, shm)
     if kind == "list":
-        return [open_shared(o) for o in v]
+        return [open_shared(o, shm) for o in v]
     if kind == "dict":
-        return {k: open_shared(o) for k, o in v}
+        return {k: open_shared(o, shm) for k, o in v}
     if kind == "value":
         if not isinstance(v, _SCALARS):
             raise ValueError("malformed output description")

@@ -11,6 +11,7 @@ child's result into an ``EvalResult`` with the I/O floor applied.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 
 from pike.evaluate.comparator import ComparatorError
 from pike.evaluate.compare import Diff, compare
+from pike.evaluate.confine import shm_dir
 from pike.evaluate.jobs import TimingPlan
 from pike.evaluate.plan import Plan
 from pike.evaluate.result import EvalResult, Timing
@@ -46,14 +48,15 @@ def local_diffs(items):
         yield compare(r.get(sub, idx), out, r.tolerance, lambda r=r, g=gold_sub, i=idx: r.get_golden(g, i))
 
 
-def comparator_diffs(comparator, timeout_s: float):
+def comparator_diffs(comparator, timeout_s: float, shm: str | None = None):
     """Diffs from the comparator process; ``out`` is then the child's description of its outputs
-    (``ipc.share``), passed on unread. Raises ComparatorError when it cannot answer."""
+    (``ipc.share``), passed on unread (``shm``: where a sandboxed child's /dev/shm is). Raises
+    ComparatorError when it cannot answer."""
 
     def diffs(items):
         items = list(items)
         reqs = [{"ref": str(r.path(sub, idx)), "gold": str(r.path(gold_sub, idx)) if r.has_golden else None,
-                 "strict": r.tolerance.strict, "rel_norm": r.tolerance.rel_norm, "out": out}
+                 "strict": r.tolerance.strict, "rel_norm": r.tolerance.rel_norm, "out": out, "shm": shm}
                 for r, sub, gold_sub, idx, out in items]
         got = [Diff(**d) for d in comparator.compare(reqs, timeout_s)]
         if len(got) < len(items) and all(d.ok for d in got):
@@ -198,7 +201,8 @@ class Checker:
             described = json.loads((self.dir / f"{what}.json").read_text())
             if what == "checks":  # {group: [[input set, output], ...]}
                 described = {g: {int(i): o for i, o in rows} for g, rows in described.items()}
-            return self._judge(what, described, comparator_diffs(cmp, self.timeout_s))
+            shm = shm_dir(self.dir)
+            return self._judge(what, described, comparator_diffs(cmp, self.timeout_s, shm if os.path.isdir(shm) else None))
         except (ComparatorError, OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             self.fallbacks.append(f"{what}: {type(e).__name__}: {e}"[:300])
             return None
