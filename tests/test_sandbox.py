@@ -205,3 +205,28 @@ def test_without_bwrap_auto_warns_and_bwrap_is_an_error(cache, tmp_path):
                        capture_output=True, text=True, env={**os.environ, **env, "PIKE_CACHE_DIR": str(cache)}, timeout=300)
     assert p.returncode == 2 and "eval.sandbox = bwrap, but no bwrap found" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
+
+
+FORKS = """
+import os, sys, time
+import torch.nn as nn
+
+_spawn = vars(os)["posix_" + "spawn"]
+
+
+class ModelNew(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        for _ in range(40):
+            _spawn(sys.executable, [sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ))
+        time.sleep(5)  # the count is taken twice a second
+"""
+
+
+def test_processes_past_the_limit_end_the_job(cache, tmp_path):
+    from pike.evaluate.evaluator import EvalConfig, Evaluator
+    from pike.task import load_task
+
+    with Evaluator(EvalConfig(cache_dir=cache, sandbox="bwrap", max_processes=16, time=False)) as ev:
+        r = ev.evaluate(load_task(TASKS / "ln_mlp.py", size="small"), FORKS)
+    assert r.status == "runtime_error" and "eval.max_processes" in r.message, r.message

@@ -148,7 +148,9 @@ class Evaluator:
 
     def _mounts(self) -> Mounts:
         """Jobs see no cache, work or run directory but these; the shared compile caches writable by
-        trusted jobs only, through a vanishing overlay for candidates."""
+        trusted jobs only, through a vanishing overlay for candidates. The reference cache and the
+        candidates' code directory are here only while jobs still name files there (issue #17 item
+        2 moves all a child needs into its job directory; then they go)."""
         caches = [self.cache / sub for sub in ("triton", "inductor", "extensions", "references")]
         for d in caches:
             d.mkdir(parents=True, exist_ok=True)

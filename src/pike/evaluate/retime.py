@@ -16,7 +16,6 @@ def retime(ev, task: Task, entries: dict[str, str], *, max_time_s: float = 3.0, 
     c = ev.config
     ref = ev.reference(task)
     d = ev.job_dir("retime")
-    d.mkdir(parents=True)
     items = []
     for i, (name, src) in enumerate(entries.items()):
         main_src = apply_overrides(src, task.overrides)
@@ -39,7 +38,6 @@ def profile(ev, task: Task, source: str, *, rows: int = 10) -> str:
     """A verified solution's top kernels by time ("" when profiling failed)."""
     ref = ev.reference(task)
     d = ev.job_dir("profile")
-    d.mkdir(parents=True)
     main_src = apply_overrides(source, task.overrides)
     f = d / "solution.py"
     f.write_text(main_src)
