@@ -105,7 +105,7 @@ def test_time_limit_stops_the_portfolio_and_a_resume_finishes_it(tmp_path):
     assert [r[0] for r in con.execute("SELECT idea FROM solutions")] == ["compile:default"]
     best = (out / "best" / "ln_mlp.py").read_text()
     if row["fallback"]:
-        assert "no solution beat eager" in best and "class Model(" in best
+        assert "this is eager PyTorch" in best and "class Model(" in best
     else:
         assert "compile:default" in best and row["speedup_compile"] == 1.0
     state = json.loads(con.execute("SELECT state FROM tasks").fetchone()[0])
