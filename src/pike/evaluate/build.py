@@ -97,7 +97,7 @@ class Builder:
         job_dir.mkdir(parents=True, exist_ok=True)
         code = job_dir / f"{module_name}.py"
         code.write_text(source)
-        job = BuildJob(code=str(code), module_name=module_name)
+        job = BuildJob(code=code.name, module_name=module_name)
         out = self.sandbox.run(job.to_json(), job_dir, timeout=timeout, env=self.env(source))
         wall = time.monotonic() - t0
         if out.timed_out:

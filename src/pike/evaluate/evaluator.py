@@ -97,7 +97,7 @@ class Evaluator:
         self.sandbox = Sandbox(c.start_method)
         self.gate = None  # a DeviceGate when this evaluator is one of several lanes of its device (pool)
         self.share_checks = False  # with a gate: candidates' checks hold it shared, their timing exclusively
-        self.refs = ReferenceCache(self.cache, c, self.run_job, self.device_info, self.cleanup)
+        self.refs = ReferenceCache(self.cache, c, self.run_job, self.job_dir, self.device_info, self.cleanup)
         self._builder: Builder | None = None
         self._info: dict | None = None
         self._counter = itertools.count(1)
@@ -137,10 +137,9 @@ class Evaluator:
     def job_dir(self, kind: str) -> Path:
         return self.workdir / f"{self.next_id():05d}-{kind}"
 
-    def run_job(self, job: Job, kind: str, *, timeout: float, env: dict | None = None, on_ask=None) -> tuple[JobOutcome, Path]:
-        d = self.job_dir(kind)
-        out = self.sandbox.run(job.to_json(), d, timeout=timeout, env={**self.child_env, **(env or {})}, on_ask=on_ask)
-        return out, d
+    def run_job(self, job: Job, job_dir: Path, *, timeout: float, env: dict | None = None, on_ask=None) -> JobOutcome:
+        """``job`` in a child, in ``job_dir`` (which holds every file the job names)."""
+        return self.sandbox.run(job.to_json(), job_dir, timeout=timeout, env={**self.child_env, **(env or {})}, on_ask=on_ask)
 
     def cleanup(self, d: Path) -> None:
         if not self.config.keep_jobs:
@@ -155,7 +154,8 @@ class Evaluator:
 
             return {**self.device_info(), **toolchain_facts(self.config.device_type, self.cache)}
         if self._info is None:
-            out, d = self.run_job(ProbeJob(device=self.job_device, bandwidth=self.config.device_type == "cuda"), "probe", timeout=120)
+            d = self.job_dir("probe")
+            out = self.run_job(ProbeJob(device=self.job_device, bandwidth=self.config.device_type == "cuda"), d, timeout=120)
             self.cleanup(d)
             if not out.result or out.result.get("status") != "ok":
                 raise RuntimeError(f"probing {self.config.device} failed ({out.describe_exit()}):\n{out.log_tail}")
