@@ -81,7 +81,7 @@ def candidate_job(prep, plan: Plan, ref, alt_ref, d: Path, device: str) -> Candi
     """The child's job for ``plan``, with every file it names placed in its job directory ``d``: the
     candidate's source at the task's size (and at the alternate size), and copies of the inputs of
     the input sets the plan uses (``Reference.give``): no reference outputs, no path out of ``d``."""
-    d.mkdir(parents=True)
+    d.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256(prep.main_src.encode()).hexdigest()[:12]
     (d / f"candidate_{h}.py").write_text(prep.main_src)
     ref.give(d / "main", plan.main_sets(), random_weights=bool(plan.random_trials))

@@ -173,7 +173,7 @@ class ReferenceCache:
     def _compute(self, task: Task, final: Path, *, pool: int, input_seed: int, init_on: str) -> None:
         c = self.config
         d = self._job_dir("reference")
-        d.mkdir(parents=True)
+        d.mkdir(parents=True, exist_ok=True)
         task_file = f"task_{task.name}.py"
         (d / task_file).write_text(task.resolved_source)
         job = ReferenceJob(

@@ -16,7 +16,7 @@ def retime(ev, task: Task, entries: dict[str, str], *, max_time_s: float = 3.0, 
     c = ev.config
     sets = list(range(min(c.timing_sets, ev.reference(task).meta["pool"])))
     d = ev.job_dir("retime")
-    d.mkdir(parents=True)
+    d.mkdir(parents=True, exist_ok=True)
     items = []
     for i, (name, src) in enumerate(entries.items()):
         main_src = apply_overrides(src, task.overrides)
@@ -40,7 +40,7 @@ def retime(ev, task: Task, entries: dict[str, str], *, max_time_s: float = 3.0, 
 def profile(ev, task: Task, source: str, *, rows: int = 10) -> str:
     """A verified solution's top kernels by time ("" when profiling failed)."""
     d = ev.job_dir("profile")
-    d.mkdir(parents=True)
+    d.mkdir(parents=True, exist_ok=True)
     main_src = apply_overrides(source, task.overrides)
     (d / "solution.py").write_text(main_src)
     try:
