@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from pike.evaluate import ipc
+from pike.evaluate.checksums import file_sha256
 from pike.evaluate.comparator import Comparator, ComparatorError
 from pike.evaluate.evaluator import EvalConfig, Evaluator
 from pike.evaluate.timing import TimingConfig
@@ -67,7 +68,7 @@ def test_comparator_process_compares_and_restarts(tmp_path):
     ref = tmp_path / "ref.pt"
     torch.save((torch.arange(8.0),), ref)
     held = []
-    item = {"ref": str(ref), "gold": None, "strict": False, "rel_norm": None}
+    item = {"ref": str(ref), "ref_sha": file_sha256(ref), "gold": None, "strict": False, "rel_norm": None}
     c = Comparator({**os.environ, "CUDA_VISIBLE_DEVICES": ""}, log=tmp_path / "cmp.log")
     try:
         good = ipc.share((torch.arange(8.0) + 1e-4,), held)
@@ -81,6 +82,8 @@ def test_comparator_process_compares_and_restarts(tmp_path):
         with pytest.raises(ComparatorError):  # an error is not a verdict
             c.compare([{**item, "ref": str(tmp_path / "missing.pt"), "out": good}])
         assert c.proc is None and c.failures == 1
+        with pytest.raises(ComparatorError, match="checksum"):  # nor is a reference file changed on disk
+            c.compare([{**item, "ref_sha": "0" * 64, "out": good}])
     finally:
         c.close()
 
@@ -125,7 +128,7 @@ def test_outputs_go_through_files_when_the_comparator_fails(evs, monkeypatch):
     ok = on.evaluate(task, (HERE / "candidates" / "ln_fused.py").read_text())
     wrong = on.evaluate(task, (HERE / "candidates" / "ln_count_cache.py").read_text())
     assert ok.status == "ok" and ok.timing is not None
-    assert wrong.status == "mismatch" and "timed run" in wrong.message
+    assert wrong.status == "mismatch" and wrong.stage == "timing", wrong.message  # a spot or the refill check
     assert any("simulated" in f for f in on.comparator_fallbacks[before:])
     on.comparator_fallbacks.clear()
     on._cmp.failures = 0

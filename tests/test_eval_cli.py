@@ -21,6 +21,11 @@ def cache(tmp_path_factory):
 
 
 def pike_eval(cache: Path, task: str, cand: str, *extra: str, env: dict | None = None) -> dict:
+    return pike_eval_logged(cache, task, cand, *extra, env=env)[0]
+
+
+def pike_eval_logged(cache: Path, task: str, cand: str, *extra: str, env: dict | None = None) -> tuple[dict, str]:
+    """The result and what `pike eval` wrote to stderr."""
     cmd = [sys.executable, "-m", "pike", "eval", str(TASKS / task), str(CANDS / cand), "--json", *extra]
     full_env = {**os.environ, "PIKE_CACHE_DIR": str(cache), **(env or {})}
     p = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=300)
@@ -28,7 +33,7 @@ def pike_eval(cache: Path, task: str, cand: str, *extra: str, env: dict | None =
     result = json.loads(p.stdout)
     # The exit code says whether the solution passed, for scripts.
     assert (p.returncode == 0) == (result["status"] == "ok"), (p.returncode, result["status"])
-    return result
+    return result, p.stderr
 
 
 # ---------------------------------------------------------------- must not pass
@@ -129,6 +134,31 @@ def test_os_abort_is_contained(cache):
     r = pike_eval(cache, "ln_mlp.py", "ln_abort.py")
     assert r["status"] == "runtime_error", r
     assert "SIGABRT" in r["message"]
+
+
+def test_stored_reference_outputs_are_out_of_reach(cache):
+    # It searches its working and job directories, the evaluator's work directory and what its
+    # job.json names for input files equal to its input and the outputs stored beside them (and
+    # passed every check when job.json named the reference's directory): it finds none.
+    r = pike_eval(cache, "ln_mlp.py", "ln_reads_answers.py")
+    assert r["status"] == "mismatch" and "got 0" in r["message"], r
+
+
+def test_poisoned_reference_cache_is_caught_and_the_next_evaluation_is_normal(tmp_path):
+    # A cache of its own: every reference it reaches is poisoned. Its own outputs are compared with
+    # references already in memory (a mismatch) or read after it poisoned them: then the entry is
+    # computed again and it runs again, poisons again, and is rejected.
+    r, log = pike_eval_logged(tmp_path, "ln_mlp.py", "ln_poisons_cache.py")
+    assert r["status"] == "mismatch" or r["status"] == "rejected" and "changed on disk" in r["message"], r
+    after, log_after = pike_eval_logged(tmp_path, "ln_mlp.py", "ln_fused.py")
+    assert after["status"] == "ok", after
+    # Whatever it left poisoned (its checksums rewritten to match) was found and computed again.
+    assert "signature does not match" in log + log_after and "computed again" in log_after, (log, log_after)
+
+
+def test_huge_python_list_output_is_refused_unread(cache):
+    r = pike_eval(cache, "ln_mlp.py", "ln_big_list.py")
+    assert r["status"] == "mismatch" and "not read" in r["message"], r
 
 
 def test_candidate_finds_no_api_keys(cache):

@@ -273,7 +273,7 @@ def test_improved_preset_feedback_then_replay(tmp_path, prices):
     assert row["queries"] == 6 and row["valid_rate"] == row["valid"] / (row["evaluated"] + len(unusable))
     assert "reply unusable: no code block" in (tmp_path / "stderr.log").read_text()
     state = json.loads(con.execute("SELECT state FROM tasks").fetchone()[0])
-    assert state.get("retimed")  # top candidates re-timed before being chosen as parents
+    assert state.get("confirmed") and state.get("window")  # contenders re-timed beside eager before parents are chosen
     env = {**os.environ, "PIKE_CACHE_DIR": str(tmp_path / "cache")}
     r = subprocess.run([sys.executable, "-m", "pike", "replay", str(out), "--device", "cpu", "--json"], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -40,10 +40,16 @@ def test_progress_names_the_evaluation_in_flight_and_the_final_table(monkeypatch
     result = EvalResult(status="ok", timing=Timing(median_ms=5.0, iqr_ms=0.0, runs=5), eager_ms=15.0)
     progress(run, "evaluated", solution=7, result=result)
     progress(run, "cut", solution=8)  # stopped at the time limit: no longer in flight
-    assert "compile:" not in _text(progress) and "cuda_graph" not in _text(progress) and "ok 3.00x" in _text(progress)
+    assert "compile:" not in _text(progress) and "cuda_graph" not in _text(progress) and "ok 3.00x est." in _text(progress)
+    # A search estimate is labelled as one; "best" waits for a side-by-side re-timing.
+    assert "~3.00x" in _text(progress) and "best: none confirmed yet, search est. 3.00x" in log.getvalue()
     progress(run, "final_table")
     clock[0] += 30
     assert "final table, 30 s" in _text(progress)
+    from pike.evaluate.stats import Interval
+
+    progress(run, "confirmed", solution=7, speedup=Interval(2.1, 2.0, 2.2, 40), final=True)
+    assert "2.10x [2.00-2.20]" in _text(progress) and "best 2.10x [2.00-2.20] confirmed" in log.getvalue()
     # Without a terminal, the final table gets its own line in the log.
     assert "lstm_stack: final table" in log.getvalue()
 

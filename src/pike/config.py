@@ -121,6 +121,9 @@ class EvalSettings:
     ray_address: str | None = None  # None: a local Ray instance (or RAY_ADDRESS)
     ray_workers: int = 0  # 0: one per GPU of the cluster (CPU: half its CPUs)
     retime_final: bool = True  # the final table re-times eager, compile and best interleaved
+    # A speedup whose 95% interval (side-by-side re-timing) is wider than this, relative to its
+    # value, is labelled noisy.
+    noisy_spread: float = 0.1
 
 
 @dataclass

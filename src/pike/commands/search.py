@@ -145,7 +145,7 @@ def optimize_cmd(
 
 
 def print_table(doc: dict, title: str) -> None:
-    from pike.report.tables import errors, final_table, geomean_line, unusable_lines
+    from pike.report.tables import errors, final_table, geomean_line, table_notes, unusable_lines
 
     cols, rows = final_table(doc)
     t = Table(title=title)
@@ -155,7 +155,7 @@ def print_table(doc: dict, title: str) -> None:
         t.add_row(*(f"[red]{c}[/]" if c == "error" and i == 1 else c for i, c in enumerate(cells)))
     console.print(t)
     console.print(geomean_line(doc), highlight=False)
-    for line in unusable_lines(doc):
+    for line in table_notes(doc) + unusable_lines(doc):
         console.print(line, highlight=False)
     for line in errors(doc):
         task, _, error = line.partition(": ")

@@ -120,7 +120,7 @@ class Builder:
         job_dir.mkdir(parents=True, exist_ok=True)
         code = job_dir / f"{module_name}.py"
         code.write_text(source)
-        job = BuildJob(code=str(code), module_name=module_name)
+        job = BuildJob(code=code.name, module_name=module_name)
         env = self.env(source)
         ext_dir = env["TORCH_EXTENSIONS_DIR"]
         out = self.sandbox.run(job.to_json(), job_dir, timeout=timeout, env=env, writable=(ext_dir, str(lock_path(ext_dir))))

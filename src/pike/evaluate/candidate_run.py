@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from pathlib import Path
 
 from pike.evaluate.jobs import CandidateJob, Part
 from pike.evaluate.plan import Plan, plan_candidate
@@ -21,17 +22,15 @@ def run_candidate(
 ) -> EvalResult:
     """``prep`` (pipeline.Prepared) against ``ref`` and ``alt_ref`` on ``ev``'s device. With lanes,
     the child asks for the device at its first use of it; with ``share_checks`` its checks hold it
-    beside other lanes' checks (unless ``exclusive``) and its timing alone."""
+    beside other lanes' checks (unless ``exclusive``) and its timing alone. Raises Tampered when a
+    reference file is found changed on disk (no verdict: the pipeline computes it again)."""
     c = ev.config
     timeout_s = timeout_s or c.timeout_s
     rng = random.Random(hashlib.sha256(f"{prep.source}{ev.next_id()}{c.seed}".encode()).digest())
     plan = plan_candidate(c, ref, alt_ref, rng, time_it=time_it, trusted=prep.trusted)
     d = ev.job_dir("candidate", prep.trusted)
-    job = candidate_job(ev, prep, plan, ref, alt_ref)
     gate, held = ev.gate, []
     shared = gate is not None and ev.share_checks and not exclusive
-    job.gpu_gate = gate is not None
-    job.ipc = ev.uses_comparator
     checker = Checker(plan, ref, alt_ref, d, comparator=lambda: ev.comparator() if ev.uses_comparator else None,
                       fallbacks=ev.comparator_fallbacks, timeout_s=timeout_s)
 
@@ -48,14 +47,25 @@ def run_candidate(
 
     t0 = time.monotonic()
     try:
-        out = ev.sandbox.run(job.to_json(), d, timeout=timeout_s, env={**ev.child_env, **prep.env}, on_ask=on_ask,
-                             trusted=prep.trusted)
-    finally:
-        if held:
-            gate.release()
-    durations = {**prep.durations, "run_s": time.monotonic() - t0, "start_s": out.start_s, "compare_s": checker.compare_s}
-    try:
-        result = assemble_result(c, out, checker, ref, prep.tags, plan, eager_ms, timeout_s, ev.device_info().get("bandwidth_gbs"))
+        job = candidate_job(prep, plan, ref, alt_ref, d, ev.job_device)  # raises Tampered (checksums)
+        stage_s = time.monotonic() - t0
+        job.gpu_gate = gate is not None
+        job.ipc = ev.uses_comparator
+        try:
+            out = ev.run_job(job, d, timeout=timeout_s, env=prep.env, on_ask=on_ask, trusted=prep.trusted)
+        finally:
+            if held:
+                gate.release()
+        if checker.tampered is not None:
+            raise checker.tampered
+        durations = {**prep.durations, "stage_s": stage_s, "run_s": time.monotonic() - t0, "compare_s": checker.compare_s,
+                     "parse_s": checker.parse_s}
+        child_s = out.wall_s - checker.compare_s
+        if not out.timed_out and child_s + checker.parse_s > timeout_s:
+            result = EvalResult("timeout", f"the candidate ran {child_s:.1f} s and reading its outputs took {checker.parse_s:.1f} s: "
+                                           f"longer than {timeout_s:g} s together", stage="run", tags=prep.tags, device=c.device)
+        else:
+            result = assemble_result(c, out, checker, ref, prep.tags, plan, eager_ms, timeout_s, ev.device_info().get("bandwidth_gbs"))
     finally:
         ev.cleanup(d)
     result.durations_s = {**durations, **result.durations_s}
@@ -67,21 +77,21 @@ def run_candidate(
     return result
 
 
-def candidate_job(ev, prep, plan: Plan, ref, alt_ref) -> CandidateJob:
-    """The child's job for ``plan``: the candidate's source at the task's size (and at the alternate
-    size), the references' inputs, and what to run."""
-    d = ev.workdir / "code"
-    d.mkdir(exist_ok=True)
+def candidate_job(prep, plan: Plan, ref, alt_ref, d: Path, device: str) -> CandidateJob:
+    """The child's job for ``plan``, with every file it names placed in its job directory ``d``: the
+    candidate's source at the task's size (and at the alternate size), and copies of the inputs of
+    the input sets the plan uses (``Reference.give``): no reference outputs, no path out of ``d``."""
+    d.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256(prep.main_src.encode()).hexdigest()[:12]
-    main_file = d / f"candidate_{h}.py"
-    main_file.write_text(prep.main_src)
+    (d / f"candidate_{h}.py").write_text(prep.main_src)
+    ref.give(d / "main", plan.main_sets(), random_weights=bool(plan.random_trials))
     job = CandidateJob(
-        device=ev.job_device, module_name=f"pike_candidate_{h}", init_seed=ref.meta["init_seed"],
-        main=Part(code=str(main_file), ref=str(ref.dir), trials=plan.trials, random_trials=plan.random_trials),
+        device=device, module_name=f"pike_candidate_{h}", init_seed=ref.meta["init_seed"],
+        main=Part(code=f"candidate_{h}.py", data="main", facts=ref.facts(), trials=plan.trials, random_trials=plan.random_trials),
         timing=plan.timing,
     )
     if alt_ref is not None:
-        alt_file = d / f"candidate_{h}_alt.py"
-        alt_file.write_text(apply_overrides(prep.source, alt_ref.task.overrides))
-        job.alt = Part(code=str(alt_file), ref=str(alt_ref.dir), trials=plan.alt_trials)
+        (d / f"candidate_{h}_alt.py").write_text(apply_overrides(prep.source, alt_ref.task.overrides))
+        alt_ref.give(d / "alt", plan.alt_trials, random_weights=False)
+        job.alt = Part(code=f"candidate_{h}_alt.py", data="alt", facts=alt_ref.facts(), trials=plan.alt_trials)
     return job

@@ -8,9 +8,11 @@ it every checked output went device -> host -> file -> orchestrator, about 9 s p
 256 MB of outputs.
 
 Protocol: one JSON object per line on stdin, one answer per line on stdout.
-  {"op": "compare", "items": [{"ref": FILE, "gold": FILE or null, "strict": B, "rel_norm": X or null,
-   "out": DESCRIPTION}, ...]}  ->  {"diffs": [{"ok", "reason", "max_abs", "max_rel", "note"}, ...]}
-stopping after the first item that fails; {"error": "..."} when it could not compare at all.
+  {"op": "compare", "items": [{"ref": FILE, "ref_sha": SHA256, "gold": FILE or null, "gold_sha": SHA256,
+   "strict": B, "rel_norm": X or null, "out": DESCRIPTION}, ...]}
+  ->  {"diffs": [{"ok", "reason", "max_abs", "max_rel", "note"}, ...]}
+stopping after the first item that fails; {"error": "..."} when it could not compare at all (a
+reference file that does not match its checksum included: the orchestrator then reads it itself).
 """
 
 from __future__ import annotations
@@ -42,18 +44,23 @@ class _RefCache:
         self.device, self.budget, self.used = device, budget, 0
         self.items: OrderedDict[str, tuple[object, int]] = OrderedDict()
 
-    def get(self, path: str):
+    def get(self, path: str, sha: str):
+        """The reference file ``path``, which must hash to ``sha`` (raises checksums.Tampered)."""
+        import io
+
         import torch
 
+        from pike.evaluate.checksums import read_verified
         from pike.evaluate.harness import nbytes
 
-        if path in self.items:
-            self.items.move_to_end(path)
-            return self.items[path][0]
-        value = torch.load(path, weights_only=True, map_location=self.device)
+        key = (path, sha)
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key][0]
+        value = torch.load(io.BytesIO(read_verified(Path(path), sha)), weights_only=True, map_location=self.device)
         size = nbytes(value)
         if size <= self.budget:
-            self.items[path] = (value, size)
+            self.items[key] = (value, size)
             self.used += size
             while self.used > self.budget:
                 _, (_, s) = self.items.popitem(last=False)
@@ -84,9 +91,10 @@ def _serve(cache_bytes: int) -> None:
             with torch.inference_mode():
                 for item in req["items"]:
                     got = ipc.open_shared(item["out"], item.get("shm"))
-                    gold_path = item.get("gold")
+                    gold_path, gold_sha = item.get("gold"), item.get("gold_sha", "")
                     tol = Tolerance(strict=bool(item.get("strict")), rel_norm=item.get("rel_norm"))
-                    d = compare(refs.get(item["ref"]), got, tol, (lambda p=gold_path: refs.get(p)) if gold_path else None)
+                    d = compare(refs.get(item["ref"], item.get("ref_sha", "")), got, tol,
+                                (lambda p=gold_path, h=gold_sha: refs.get(p, h)) if gold_path else None)
                     del got  # unmaps the child's memory
                     diffs.append(dataclasses.asdict(d))
                     if not d.ok:

@@ -117,7 +117,7 @@ class Evaluator:
                                timing_cpus=c.cpu_affinity)
         self.gate = None  # a DeviceGate when this evaluator is one of several lanes of its device (pool)
         self.share_checks = False  # with a gate: candidates' checks hold it shared, their timing exclusively
-        self.refs = ReferenceCache(self.cache, c, self.run_job, self.device_info, self.cleanup)
+        self.refs = ReferenceCache(self.cache, c, self.run_job, self.job_dir, self.device_info, self.cleanup)
         self._builder: Builder | None = None
         self._info: dict | None = None
         self._counter = itertools.count(1)
@@ -147,16 +147,14 @@ class Evaluator:
         return self.child_env["CUDA_VISIBLE_DEVICES"] if self.config.device_type == "cuda" else None
 
     def _mounts(self) -> Mounts:
-        """Jobs see no cache, work or run directory but these; the shared compile caches writable by
-        trusted jobs only, through a vanishing overlay for candidates. The reference cache and the
-        candidates' code directory are here only while jobs still name files there (issue #17 item
-        2 moves all a child needs into its job directory; then they go)."""
-        caches = [self.cache / sub for sub in ("triton", "inductor", "extensions", "references")]
+        """Jobs see no cache, work or run directory but these: the shared compile caches, writable by
+        trusted jobs only and through a vanishing overlay for candidates. A child's inputs are copied
+        into its job directory, so the reference cache stays out of sight."""
+        caches = [self.cache / sub for sub in ("triton", "inductor", "extensions")]
         for d in caches:
             d.mkdir(parents=True, exist_ok=True)
-        (self.workdir / "code").mkdir(exist_ok=True)
         return Mounts(hide=(str(self.cache), str(self.workdir), *self.config.sandbox_hide), caches=tuple(map(str, caches)),
-                      read_only=(str(self.workdir / "code"),), tmpfs_bytes=int(self.config.file_size_gb * 2**30))
+                      tmpfs_bytes=int(self.config.file_size_gb * 2**30))
 
     def sandbox_info(self) -> dict:
         """What confines candidate code here (for the run header, the store and the result files)."""
@@ -169,24 +167,26 @@ class Evaluator:
     def next_id(self) -> int:
         return next(self._counter)
 
-    def job_dir(self, kind: str, trusted: bool = False) -> Path:
+    def job_dir(self, kind: str, trusted: bool | None = None) -> Path:
         """A new job directory. A candidate's is the one its sandbox instance is already starting
-        for; a build's is made here (its instance binds its build directory too)."""
+        for; a build's is made here (its instance binds its build directory too). ``trusted``
+        (default: by ``kind``): a job that runs outside the sandbox."""
         if kind == "build":
             d = self.workdir / "builds" / f"{self.next_id():05d}"
             d.mkdir(parents=True)
             return d
-        return self.sandbox.job_dir(trusted)
+        return self.sandbox.job_dir(kind in self.TRUSTED_KINDS if trusted is None else trusted)
 
     # Jobs that never import candidate code: the task's own code and PIKE's, outside the sandbox.
     TRUSTED_KINDS = ("probe", "reference")
 
-    def run_job(self, job: Job, kind: str, *, timeout: float, env: dict | None = None, on_ask=None) -> tuple[JobOutcome, Path]:
-        trusted = job.kind in self.TRUSTED_KINDS
-        d = self.job_dir(kind, trusted)
-        out = self.sandbox.run(job.to_json(), d, timeout=timeout, env={**self.child_env, **(env or {})}, on_ask=on_ask,
-                               trusted=trusted)
-        return out, d
+    def run_job(self, job: Job, job_dir: Path, *, timeout: float, env: dict | None = None, on_ask=None,
+                trusted: bool | None = None) -> JobOutcome:
+        """``job`` in a child, in ``job_dir`` (which holds every file the job names). ``trusted``
+        (default: by the job's kind) runs it outside the sandbox: PIKE's and the task's own code."""
+        trusted = job.kind in self.TRUSTED_KINDS if trusted is None else trusted
+        return self.sandbox.run(job.to_json(), job_dir, timeout=timeout, env={**self.child_env, **(env or {})}, on_ask=on_ask,
+                                trusted=trusted)
 
     def cleanup(self, d: Path) -> None:
         if not self.config.keep_jobs:
@@ -201,7 +201,8 @@ class Evaluator:
 
             return {**self.device_info(), **toolchain_facts(self.config.device_type, self.cache)}
         if self._info is None:
-            out, d = self.run_job(ProbeJob(device=self.job_device, bandwidth=self.config.device_type == "cuda"), "probe", timeout=120)
+            d = self.job_dir("probe")
+            out = self.run_job(ProbeJob(device=self.job_device, bandwidth=self.config.device_type == "cuda"), d, timeout=120)
             self.cleanup(d)
             if not out.result or out.result.get("status") != "ok":
                 raise RuntimeError(f"probing {self.config.device} failed ({out.describe_exit()}):\n{out.log_tail}")

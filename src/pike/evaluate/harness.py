@@ -279,11 +279,13 @@ def nbytes(obj) -> int:
 
 
 class RefData:
-    """A reference as the candidate sees it: inputs, init inputs and weights; never the outputs."""
+    """A reference as the candidate's process sees it: copies of the inputs it uses, the init inputs
+    and the re-randomised weights in its job directory, and the facts it may know (``meta``: call
+    seed, flags, output devices, state_dict spec, where models are built); never the outputs."""
 
-    def __init__(self, ref_dir: str):
-        self.dir = Path(ref_dir)
-        self.meta = json.loads((self.dir / "meta.json").read_text())
+    def __init__(self, data_dir: Path, facts: dict):
+        self.dir = Path(data_dir)
+        self.meta = facts
         self.init_inputs = load(self.dir / "init_inputs.pt", weights_only=False)
 
     def inputs(self, i: int) -> list:
@@ -304,7 +306,7 @@ def construct(cls, init_inputs: list, device: torch.device, on_device: bool):
     return cls(*init_inputs).eval()
 
 
-def build_model(code: str, ref: RefData, name: str, device: torch.device, init_seed: int, integrity: Integrity, stage_sfx: str = "",
+def build_model(code: Path, ref: RefData, name: str, device: torch.device, init_seed: int, integrity: Integrity, stage_sfx: str = "",
                 cpu_first: bool = False):
     """The model defined in file ``code``, built as ``ref``'s was. ``cpu_first``: built on the CPU and
     left there (the caller moves it once it holds the device). Not for a reference built on the

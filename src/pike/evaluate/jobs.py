@@ -8,7 +8,9 @@ directory by the orchestrator and read back by the worker (``load``).
 - ``RetimeJob``: verified sources timed interleaved in one process; ``ProfileJob``: top kernels.
 
 Plain data only (ints, strings, lists, dicts and nested jobs' parts), so that ``to_json`` and
-``from_json`` round-trip exactly.
+``from_json`` round-trip exactly. Every file a job names is inside its job directory, named relative
+to it: a child is given copies of the inputs it uses (``references.Reference.give``), never a path
+into the reference cache or the evaluator's work directory.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class ReferenceJob(_Json):
     device: str
     task: str  # the task's source file
     module_name: str
-    out_dir: str  # where the entry is written
+    out_dir: str  # where the entry is written (the orchestrator signs it and moves it into the cache)
     init_seed: int
     input_seed: int
     call_seed: int
@@ -92,7 +94,8 @@ class Part(_Json):
     """One model a candidate's process builds and checks: the task's size, or its alternate size."""
 
     code: str  # the candidate's source with this size's constants
-    ref: str  # reference entry: inputs, init inputs, re-randomised state dict, meta
+    data: str  # its reference's inputs, init inputs and re-randomised state dict (Reference.give)
+    facts: dict  # what its process may know of the reference (Reference.facts)
     trials: list[int]  # input sets whose outputs are checked
     random_trials: list[int] = field(default_factory=list)  # input sets checked with re-randomised weights
 
@@ -132,7 +135,8 @@ class RetimeJob(_Json):
     device: str
     module_name: str
     init_seed: int
-    ref: str
+    data: str
+    facts: dict
     entries: list[RetimeEntry]
     sets: list[int]
     config: dict  # TimingConfig.to_json()
@@ -145,7 +149,8 @@ class ProfileJob(_Json):
     device: str
     module_name: str
     code: str
-    ref: str
+    data: str
+    facts: dict
     init_seed: int
     rows: int = 10
     iters: int = 5

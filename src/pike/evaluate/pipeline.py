@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from pike.evaluate.checksums import Tampered
 from pike.evaluate.result import EvalResult
 from pike.evaluate.slots import CANDIDATE, STARTUP
 from pike.evaluate.static import check_source
@@ -100,24 +101,40 @@ async def evaluate(
         return failed
 
     def on_device(ev, alone) -> EvalResult:
-        ref, alt_ref = ev.references(task)
-        result = ev.run(prep, ref, alt_ref, eager_ms=eager_ms, time_it=time_it, timeout_s=timeout_s, exclusive=baseline)
+        result = run_stage(ev, alone, prep, lambda: ev.references(task), eager_ms=eager_ms, time_it=time_it, timeout_s=timeout_s, exclusive=baseline)
         if not ev.needs_extra_check(result):
             return result
         with alone():  # new references and a re-timing: the device throughout
-            return extra_check(ev, prep, result)
+            return extra_check(ev, alone, prep, result)
 
     result = await place.on_device(on_device, STARTUP if baseline else CANDIDATE)
     result.durations_s["total_s"] = time.monotonic() - t_start
     return result
 
 
-def extra_check(ev, prep: Prepared, result: EvalResult) -> EvalResult:
+def run_stage(ev, alone, prep: Prepared, references: Callable, **kwargs) -> EvalResult:
+    """Stage 4 against ``references()`` (the reference and the alternate size's, or None). A reference
+    file found changed on disk leaves no verdict: its entry is dropped and computed again (the device
+    alone), and the run repeated, once."""
+    why = ""
+    for attempt in range(2):
+        with alone() if attempt else nullcontext():
+            ref, alt_ref = references()
+        try:
+            return ev.run(prep, ref, alt_ref, **kwargs)
+        except Tampered as e:
+            why = str(e)
+            ev.refs.forget(e.ref, why)
+    return EvalResult("rejected", f"the stored reference outputs were changed on disk while it ran, twice ({why})",
+                      tags=prep.tags, device=ev.config.device, stage="references")
+
+
+def extra_check(ev, alone, prep: Prepared, result: EvalResult) -> EvalResult:
     """Stage 5: over ``extra_check_speedup`` vs eager, check again on input sets never used before,
     then time the candidate side by side with eager."""
     sp = result.speedup_vs_eager
-    fresh = ev.reference(prep.task, pool=ev.config.trials, input_seed=50_000)
-    again = ev.run(prep, fresh, None, eager_ms=None, time_it=False)
+    fresh = lambda: (ev.reference(prep.task, pool=ev.config.trials, input_seed=50_000), None)  # noqa: E731
+    again = run_stage(ev, alone, prep, fresh, eager_ms=None, time_it=False)
     if not again.ok:
         again.message = f"{sp:.1f}x vs eager but wrong on new inputs: {again.message}"
         return again
@@ -128,7 +145,7 @@ def extra_check(ev, prep: Prepared, result: EvalResult) -> EvalResult:
         t = ev.retime(prep.task, {"eager": prep.task.source, "candidate": prep.source}, max_time_s=1.0)
         result.eager_ms = t["eager"].median_ms
         result.timing.median_ms, result.timing.iqr_ms = t["candidate"].median_ms, t["candidate"].iqr_ms
-    except RuntimeError:
+    except (RuntimeError, Tampered):  # the search's numbers stand
         pass
     result.message += (f"; {sp:.1f}x vs eager in the search, confirmed on {again.trials} new input sets, "
                        f"{result.speedup_vs_eager:.1f}x re-timed side by side with eager")

@@ -83,12 +83,16 @@ class Golden:
 
 
 def run_reference(job: ReferenceJob, job_dir: Path) -> dict:
-    """Each input set and its output go to their own file (``inputs/<i>.pt``, ``outputs/<i>.pt``) so that
+    """The entry, in ``job.out_dir`` of the job directory: what a candidate's process may be given
+    under ``given/`` (input sets, init inputs, re-randomised weights), what only the orchestrator
+    reads under ``answers/`` (outputs, fp32 outputs, another seed's output). Each input set and its
+    output go to their own file (``given/inputs/<i>.pt``, ``answers/outputs/<i>.pt``) so that
     candidates and the orchestrator load only the sets they use."""
     device = torch.device(job.device)
-    out_dir = Path(job.out_dir)
-    for sub in ("inputs", "outputs", "random"):
-        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    out_dir = job_dir / job.out_dir
+    given, answers = out_dir / "given", out_dir / "answers"
+    for sub in (given / "inputs", answers / "outputs", answers / "random"):
+        sub.mkdir(parents=True, exist_ok=True)
     strict_fp32()
     t0 = perf_counter()
     spent: dict[str, float] = {}
@@ -100,7 +104,7 @@ def run_reference(job: ReferenceJob, job_dir: Path) -> dict:
         t0 = now
 
     try:
-        mod = import_file(Path(job.task), job.module_name)
+        mod = import_file(job_dir / job.task, job.module_name)
     except Exception as e:  # noqa: BLE001
         raise TaskFailure(f"importing the task raised {type(e).__name__}: {e}\n{tb(3000)}") from None
     Model = getattr(mod, "Model", None)
@@ -155,15 +159,15 @@ def run_reference(job: ReferenceJob, job_dir: Path) -> dict:
             if p == 0:
                 golden = Golden(model) if low_precision(out) else None
             if golden is not None:
-                golden.save(x, call_seed + p, out, out_dir / "golden" / f"{p}.pt")
+                golden.save(x, call_seed + p, out, answers / "golden" / f"{p}.pt")
                 lap("golden_s")
             if p == 0:
                 first_out = out
                 # Bound the pool's disk and memory: big sets get fewer held-out copies.
                 per_set = nbytes(inputs) + nbytes(out)
                 n_pool = min(n_pool, max(job.min_pool, job.pool_bytes // max(per_set, 1)))
-            save(inputs, out_dir / "inputs" / f"{p}.pt")
-            save(out, out_dir / "outputs" / f"{p}.pt")
+            save(inputs, given / "inputs" / f"{p}.pt")
+            save(out, answers / "outputs" / f"{p}.pt")
             if p < keep:
                 kept.append(inputs)
             del x, before, out
@@ -187,7 +191,7 @@ def run_reference(job: ReferenceJob, job_dir: Path) -> dict:
     other = build(job.init_seed + 1, on_device)
     with torch.inference_mode():
         seed_all(call_seed)
-        save(to_cpu(other(*x0)), out_dir / "other_seed.pt")
+        save(to_cpu(other(*x0)), answers / "other_seed.pt")
     del other
     lap("other_seed_s")
     # Re-randomised weights, loaded into the reference; the candidate gets the same state_dict.
@@ -203,11 +207,11 @@ def run_reference(job: ReferenceJob, job_dir: Path) -> dict:
                 seed_all(call_seed + p)
                 x = to_device(kept[p], device)
                 out = to_cpu(model(*x))
-                save(out, out_dir / "random" / f"{p}.pt")
+                save(out, answers / "random" / f"{p}.pt")
                 if golden is not None:
-                    golden.save(x, call_seed + p, out, out_dir / "golden_random" / f"{p}.pt")
-        save(to_cpu(sd), out_dir / "random_sd.pt")
-    save(init_inputs, out_dir / "init_inputs.pt")
+                    golden.save(x, call_seed + p, out, answers / "golden_random" / f"{p}.pt")
+        save(to_cpu(sd), given / "random_sd.pt")
+    save(init_inputs, given / "init_inputs.pt")
     lap("random_weights_s")
     if golden is not None and golden.on:
         golden.model = None  # free it before meta is written

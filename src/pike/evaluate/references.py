@@ -1,26 +1,43 @@
 """The reference stage (evaluator step 6's references): the task's own Model run by a reference job on
 this device, cached on disk under a key of everything the outputs depend on, loaded once per process.
+
+A cache entry is written only through a reference job: the job writes it into its own job directory,
+and the orchestrator lists every file's sha256 in a signed manifest (``checksums``) and moves the
+entry into the cache. Every file is checked against the manifest when it is read or copied; an entry
+found changed is reported, removed and computed again, never used. An entry holds two parts:
+``given/`` (input sets, init inputs, re-randomised weights), copies of which a candidate's process
+receives in its job directory (``Reference.give``), and ``answers/`` (outputs, fp32 outputs, another
+seed's output), which only the orchestrator and the comparator read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import itertools
 import json
+import logging
 import os
 import shutil
-import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from pike.evaluate.compare import Tolerance, weak_tolerance
+from pike.evaluate import checksums
+from pike.evaluate.checksums import Tampered
+from pike.evaluate.compare import Tolerance, flatten, weak_tolerance
 from pike.evaluate.jobs import ReferenceJob
-from pike.evaluate.verdict import UnsafeOutputs, load_child_file
 from pike.task import Task, TaskError
 
 # Bumped whenever what the cache holds changes shape or meaning, so that stale entries are never read.
-CACHE_FORMAT = 4
+CACHE_FORMAT = 5
+MANIFEST = "manifest.json"
+# What a candidate's process may know of its reference (harness.RefData reads these).
+FACTS = ("call_seed", "flags", "out_devices", "state_dict", "built_on")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -28,19 +45,41 @@ class Reference:
     task: Task
     dir: Path
     meta: dict
+    files: dict[str, str]  # file (relative to dir) -> sha256, from the signed manifest
     tolerance: Tolerance
     flags: list[str]
+    leaves: int  # tensors in one output (bounds what a candidate may hand over)
     _cache: dict = field(default_factory=dict)
 
-    def path(self, sub: str, i: int) -> Path:
-        return self.dir / sub / f"{i}.pt"
+    def _read(self, rel: str) -> bytes:
+        with self._changed():
+            if rel not in self.files:
+                raise Tampered(f"{rel} is not in its manifest")
+            return checksums.read_verified(self.dir / rel, self.files[rel])
+
+    @contextmanager
+    def _changed(self):
+        """Tampered says which entry (``.ref``), for ``ReferenceCache.forget``."""
+        try:
+            yield
+        except Tampered as e:
+            e.ref = self
+            raise
+
+    def load(self, rel: str):
+        return torch.load(io.BytesIO(self._read(rel)), weights_only=True)
+
+    def answer(self, sub: str, i: int) -> tuple[Path, str]:
+        """The file of output ``i`` of ``answers/<sub>`` and its sha256 (for the comparator)."""
+        rel = f"answers/{sub}/{i}.pt"
+        return self.dir / rel, self.files.get(rel, "")
 
     def get(self, sub: str, i: int):
         # Small references stay in memory; large ones are read per use (one set is tens of MB).
         key = (sub, i)
         if key in self._cache:
             return self._cache[key]
-        value = load_child_file(self.path(sub, i))  # tensors and plain values only, as for candidates
+        value = self.load(f"answers/{sub}/{i}.pt")
         if self.meta["output_bytes"] <= 4 * 2**20:
             self._cache[key] = value
         return value
@@ -53,15 +92,30 @@ class Reference:
     def get_golden(self, sub: str, i: int):
         return self.get(sub, i) if self.has_golden else None
 
+    def facts(self) -> dict:
+        return {k: self.meta[k] for k in FACTS}
+
+    def give(self, dest: Path, sets: list[int], *, random_weights: bool) -> None:
+        """Copies of what a candidate's process may see, for input sets ``sets``, into ``dest``."""
+        names = [f"inputs/{i}.pt" for i in sets] + ["init_inputs.pt"] + (["random_sd.pt"] if random_weights else [])
+        with self._changed():
+            for name in names:
+                rel = f"given/{name}"
+                if rel not in self.files:
+                    raise Tampered(f"{rel} is not in its manifest")
+                checksums.copy_verified(self.dir / rel, dest / name, self.files[rel])
+
 
 class ReferenceCache:
-    """One evaluator's references. ``run_job(job, kind, timeout)`` runs a job in a child and returns
-    its outcome and job directory; ``device_info()`` names the device (part of the key)."""
+    """One evaluator's references. ``run_job(job, job_dir, timeout)`` runs a job in a child and returns
+    its outcome; ``job_dir(kind)`` names a new job directory; ``device_info()`` names the device."""
 
-    def __init__(self, root: Path, config, run_job, device_info, cleanup):
-        self.root, self.config = Path(root), config
-        self._run_job, self._device_info, self._cleanup = run_job, device_info, cleanup
+    def __init__(self, root: Path, config, run_job, job_dir, device_info, cleanup):
+        self.root, self.config = Path(root) / "references" / checksums.key_id(), config
+        self._run_job, self._job_dir, self._device_info, self._cleanup = run_job, job_dir, device_info, cleanup
         self._loaded: dict[str, Reference] = {}
+        self._tmp = itertools.count()
+        self.problems: list[str] = []  # entries found changed on disk (each also logged)
 
     def get(self, task: Task, *, pool: int | None = None, input_seed: int = 1000) -> Reference:
         """Reference outputs for ``task`` on this device, computed once and cached on disk."""
@@ -73,52 +127,106 @@ class ReferenceCache:
         key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
         if key in self._loaded:
             return self._loaded[key]
-        final = self.root / "references" / key
-        if not (final / "meta.json").exists():
+        final = self.root / key
+        ref = None
+        try:
+            ref = self._load(task, final)
+        except FileNotFoundError:  # not computed yet (or removed meanwhile)
+            pass
+        except Tampered as e:
+            self._drop(final, task, str(e))
+        if ref is None:
             self._compute(task, final, pool=pool, input_seed=input_seed, init_on=init_on)
-        ref = self._load(task, final)
+            ref = self._load(task, final)
         self._loaded[key] = ref
         return ref
 
+    def given(self, task: Task, dest: Path, sets: list[int]) -> Reference:
+        """``get``, and copies of ``sets``' inputs in ``dest`` (``Reference.give``); an entry found
+        changed on the way is computed again, once."""
+        for attempt in range(2):
+            ref = self.get(task)
+            try:
+                ref.give(dest, sets, random_weights=False)
+                return ref
+            except Tampered as e:
+                if attempt:
+                    raise
+                self.forget(ref, str(e))
+
+    def forget(self, ref: Reference, why: str) -> None:
+        """``ref`` was found changed: reported and removed (``get`` computes it again)."""
+        self._loaded = {k: r for k, r in self._loaded.items() if r is not ref}
+        self._drop(ref.dir, ref.task, why)
+
+    def _drop(self, entry: Path, task: Task, why: str) -> None:
+        msg = f"pike: the cached reference {entry.name} of {task.label} was changed on disk ({why}); it is not used and is computed again"
+        log.warning(msg)
+        self.problems.append(msg)
+        gone = entry.with_name(f"tampered-{entry.name}-{os.getpid()}-{next(self._tmp)}")
+        try:
+            os.rename(entry, gone)
+        except OSError:  # already removed by a concurrent run
+            return
+        shutil.rmtree(gone, ignore_errors=True)
+
     def _compute(self, task: Task, final: Path, *, pool: int, input_seed: int, init_on: str) -> None:
         c = self.config
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=final.parent))
-        task_file = tmp / f"task_{task.name}.py"
-        task_file.write_text(task.resolved_source)
+        d = self._job_dir("reference")
+        d.mkdir(parents=True, exist_ok=True)
+        task_file = f"task_{task.name}.py"
+        (d / task_file).write_text(task.resolved_source)
         job = ReferenceJob(
-            device="cuda" if c.device_type == "cuda" else "cpu", task=str(task_file), module_name=f"pike_task_{task.name}",
-            out_dir=str(tmp), init_seed=42 + c.seed, input_seed=input_seed + c.seed, call_seed=7 + c.seed,
+            device="cuda" if c.device_type == "cuda" else "cpu", task=task_file, module_name=f"pike_task_{task.name}",
+            out_dir="entry", init_seed=42 + c.seed, input_seed=input_seed + c.seed, call_seed=7 + c.seed,
             pool=pool, min_pool=min(pool, 3), pool_bytes=c.pool_max_bytes, random_count=c.random_weight_trials, init_on=init_on,
         )
-        out, d = self._run_job(job, "reference", timeout=max(c.timeout_s, 600))
+        out = self._run_job(job, d, timeout=max(c.timeout_s, 600))
         res = out.result
-        if res is None:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise TaskError(task.path, f"the reference run {out.describe_exit()}:\n{out.log_tail[-2000:]}")
-        if res["status"] != "ok":
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise TaskError(task.path, res.get("message", "reference failed"))
-        self._cleanup(d)
         try:
-            os.rename(tmp, final)
-        except OSError:  # a concurrent run finished first; its entry is identical
-            shutil.rmtree(tmp, ignore_errors=True)
+            if res is None:
+                raise TaskError(task.path, f"the reference run {out.describe_exit()}:\n{out.log_tail[-2000:]}")
+            if res["status"] != "ok":
+                raise TaskError(task.path, res.get("message", "reference failed"))
+            entry = d / "entry"
+            (entry / MANIFEST).write_text(json.dumps(checksums.manifest(entry)))
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = self.root / f"tmp-{final.name}-{os.getpid()}-{next(self._tmp)}"
+            shutil.copytree(entry, tmp)
+            try:
+                os.rename(tmp, final)
+            except OSError:  # a concurrent run finished first; its entry is as good
+                shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(d / "entry", ignore_errors=True)  # kept job directories (keep_jobs) keep no answers
+            self._cleanup(d)
 
     def _load(self, task: Task, final: Path) -> Reference:
-        meta = json.loads((final / "meta.json").read_text())
+        text = (final / MANIFEST).read_text()
+        try:
+            manifest = json.loads(text)
+            files, mac = manifest["files"], manifest["mac"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise Tampered(f"its manifest is unreadable: {type(e).__name__}") from None
+        if not isinstance(files, dict) or not checksums.signed(files, mac):
+            raise Tampered("its manifest's signature does not match")
+        meta = json.loads(checksums.read_verified(final / "meta.json", files.get("meta.json", "")))
         tol = Tolerance(strict=self.config.strict)
         flags = list(meta["flags"])
+        ref = Reference(task=task, dir=final, meta=meta, files=files, tolerance=tol, flags=flags, leaves=0)
         try:
-            other = load_child_file(final / "other_seed.pt")
-            first = load_child_file(final / "outputs" / "0.pt")
-        except UnsafeOutputs as e:
-            raise TaskError(task.path, f"the task's outputs must be tensors, or lists, tuples and dicts of tensors and plain values: {e}") from None
+            other, first = ref.load("answers/other_seed.pt"), ref.load("answers/outputs/0.pt")
+        except (Tampered, FileNotFoundError):
+            raise
+        except Exception as e:  # noqa: BLE001 - UnpicklingError and friends
+            raise TaskError(task.path, f"the task's outputs must be tensors, or lists, tuples and dicts of tensors and plain values: "
+                                       f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
+        ref.leaves = len(flatten(first))
         weak = weak_tolerance(first, other, tol)
         if weak:
             # The elementwise tolerance cannot tell the reference from an impostor: add a norm check.
             atol, rtol = tol.for_dtype(torch.float32)
-            tol = replace(tol, rel_norm=2 * rtol)
+            ref.tolerance = replace(tol, rel_norm=2 * rtol)
             flags.append("weak_tolerance")
             meta["weak_tolerance"] = weak
-        return Reference(task=task, dir=final, meta=meta, tolerance=tol, flags=flags)
+        return ref

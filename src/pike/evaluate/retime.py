@@ -14,20 +14,23 @@ def retime(ev, task: Task, entries: dict[str, str], *, max_time_s: float = 3.0, 
     """The given sources timed interleaved in one process. Entries that need an extension build must
     have been built (evaluated) before."""
     c = ev.config
-    ref = ev.reference(task)
+    sets = list(range(min(c.timing_sets, ev.reference(task).meta["pool"])))
     d = ev.job_dir("retime")
+    d.mkdir(parents=True, exist_ok=True)
     items = []
     for i, (name, src) in enumerate(entries.items()):
         main_src = apply_overrides(src, task.overrides)
-        f = d / f"entry_{i}.py"
-        f.write_text(main_src)
-        items.append(RetimeEntry(name=name, code=str(f), env=ev.extension_env(main_src, check_source(src).tags)))
-    job = RetimeJob(
-        device=ev.job_device, module_name=f"pike_retime_{task.name}", init_seed=ref.meta["init_seed"], ref=str(ref.dir),
-        entries=items, sets=list(range(min(c.timing_sets, ref.meta["pool"]))), config=c.timing.to_json(), max_time_s=max_time_s,
-    )
-    out = ev.sandbox.run(job.to_json(), d, timeout=timeout_s or max(c.timeout_s, 60 + 10 * len(items)), env=ev.child_env)
-    ev.cleanup(d)
+        (d / f"entry_{i}.py").write_text(main_src)
+        items.append(RetimeEntry(name=name, code=f"entry_{i}.py", env=ev.extension_env(main_src, check_source(src).tags)))
+    try:
+        ref = ev.refs.given(task, d / "data", sets)
+        job = RetimeJob(
+            device=ev.job_device, module_name=f"pike_retime_{task.name}", init_seed=ref.meta["init_seed"], data="data", facts=ref.facts(),
+            entries=items, sets=sets, config=c.timing.to_json(), max_time_s=max_time_s,
+        )
+        out = ev.run_job(job, d, timeout=timeout_s or max(c.timeout_s, 60 + 10 * len(items)))
+    finally:
+        ev.cleanup(d)
     if not out.result or out.result.get("status") != "ok":
         msg = (out.result or {}).get("message") or out.describe_exit()
         raise RuntimeError(f"interleaved re-timing of {task.label} failed: {msg}\n{out.log_tail[-2000:]}")
@@ -36,15 +39,17 @@ def retime(ev, task: Task, entries: dict[str, str], *, max_time_s: float = 3.0, 
 
 def profile(ev, task: Task, source: str, *, rows: int = 10) -> str:
     """A verified solution's top kernels by time ("" when profiling failed)."""
-    ref = ev.reference(task)
     d = ev.job_dir("profile")
+    d.mkdir(parents=True, exist_ok=True)
     main_src = apply_overrides(source, task.overrides)
-    f = d / "solution.py"
-    f.write_text(main_src)
-    job = ProfileJob(device=ev.job_device, module_name=f"pike_profile_{task.name}", code=str(f), ref=str(ref.dir),
-                     init_seed=ref.meta["init_seed"], rows=rows)
-    out = ev.sandbox.run(job.to_json(), d, timeout=ev.config.timeout_s, env={**ev.child_env, **ev.extension_env(main_src, check_source(source).tags)})
-    ev.cleanup(d)
+    (d / "solution.py").write_text(main_src)
+    try:
+        ref = ev.refs.given(task, d / "data", [0])
+        job = ProfileJob(device=ev.job_device, module_name=f"pike_profile_{task.name}", code="solution.py", data="data",
+                         facts=ref.facts(), init_seed=ref.meta["init_seed"], rows=rows)
+        out = ev.run_job(job, d, timeout=ev.config.timeout_s, env=ev.extension_env(main_src, check_source(source).tags))
+    finally:
+        ev.cleanup(d)
     if not out.result or out.result.get("status") != "ok":
         return ""
     return out.result["profile"]

@@ -10,36 +10,21 @@ child's result into an ``EvalResult`` with the I/O floor applied.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
+from pike.evaluate import outputs
+from pike.evaluate.checksums import Tampered
 from pike.evaluate.comparator import ComparatorError
 from pike.evaluate.compare import Diff, compare
 from pike.evaluate.confine import shm_dir
 from pike.evaluate.jobs import TimingPlan
+from pike.evaluate.outputs import UnsafeOutputs
 from pike.evaluate.plan import Plan
 from pike.evaluate.result import EvalResult, Timing
 from pike.evaluate.sandbox import JobOutcome
-
-
-class UnsafeOutputs(Exception):
-    pass
-
-
-def load_child_file(path: Path):
-    """A file the candidate's process wrote. ``weights_only``: tensors, lists, tuples, dicts and plain
-    values only; a pickled object would otherwise run its code here, in the orchestrator (which holds
-    the API keys and the store). Memory-mapped: big outputs are compared without another copy."""
-    try:
-        return torch.load(path, weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - UnpicklingError and friends
-        raise UnsafeOutputs(f"{path.name} could not be read as tensors, lists, tuples, dicts and plain values "
-                            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
 
 
 def local_diffs(items):
@@ -55,9 +40,11 @@ def comparator_diffs(comparator, timeout_s: float, shm: str | None = None):
 
     def diffs(items):
         items = list(items)
-        reqs = [{"ref": str(r.path(sub, idx)), "gold": str(r.path(gold_sub, idx)) if r.has_golden else None,
-                 "strict": r.tolerance.strict, "rel_norm": r.tolerance.rel_norm, "out": out, "shm": shm}
-                for r, sub, gold_sub, idx, out in items]
+        reqs = []
+        for r, sub, gold_sub, idx, out in items:
+            (ref, ref_sha), (gold, gold_sha) = r.answer(sub, idx), r.answer(gold_sub, idx)
+            reqs.append({"ref": str(ref), "ref_sha": ref_sha, "gold": str(gold) if r.has_golden else None, "gold_sha": gold_sha,
+                         "strict": r.tolerance.strict, "rel_norm": r.tolerance.rel_norm, "out": out, "shm": shm})
         got = [Diff(**d) for d in comparator.compare(reqs, timeout_s)]
         if len(got) < len(items) and all(d.ok for d in got):
             raise ComparatorError(f"{len(got)} answers for {len(items)} outputs")
@@ -158,7 +145,10 @@ class Checker:
     The process asks ``<what>-ipc`` (memory handles in ``<what>.json``, compared by the comparator)
     or ``<what>-file`` (saved to ``<what>.pt``, compared here). A comparator that cannot answer is no
     verdict on the candidate: the answer is ``resend``, and the process saves a file and asks again.
-    Each is judged once, checks before timing; the verdicts stay here for ``assemble_result``."""
+    Each is judged once, checks before timing; the verdicts stay here for ``assemble_result``.
+    What the process wrote is read within bounds set by the reference's outputs (``outputs``), and
+    the time spent reading it (``parse_s``) is the candidate's. A reference file found changed on
+    disk leaves no verdict: ``tampered`` holds why."""
 
     def __init__(self, plan: Plan, ref, alt_ref, job_dir: Path, *, comparator=lambda: None,
                  fallbacks: list | None = None, timeout_s: float = 300.0):
@@ -168,15 +158,19 @@ class Checker:
         self.timeout_s = timeout_s
         self.checks: Verdict | None = None
         self.timed: Verdict | None = None
-        self.compare_s = 0.0
+        self.tampered: Tampered | None = None
+        self.compare_s = 0.0  # answering, reading included
+        self.parse_s = 0.0  # reading what the process wrote
 
     def answer(self, name: str) -> dict:
         what, _, via = name.partition("-")
         due = self.checks is None if what == "checks" else what == "timing" and self.checks is not None and self.timed is None
-        if due:
+        if due and self.tampered is None:
             t0 = time.monotonic()
             try:
                 verdict = self._from_ipc(what) if via == "ipc" else self._from_file(what)
+            except Tampered as e:
+                self.tampered, verdict = e, Verdict(False, f"not judged: {e}")
             finally:
                 self.compare_s += time.monotonic() - t0
             if verdict is None:
@@ -186,19 +180,39 @@ class Checker:
             return {"time": self.checks.ok and self.plan.time}
         return {}
 
-    def _judge(self, what: str, outputs, diffs) -> Verdict:
+    def _bounds(self, what: str) -> outputs.Bounds:
+        p = self.plan
         if what == "checks":
-            return check_outputs(outputs, self.ref, self.alt_ref, self.plan, diffs)
+            b = outputs.of_outputs(self.ref, len(p.trials) + len(p.random_trials))
+            return b + outputs.of_outputs(self.alt_ref, len(p.alt_trials)) if self.alt_ref is not None else b
+        spots = p.timing.config.get("spot_checks", 2) + 1 if p.timing else 0
+        return outputs.of_outputs(self.ref, spots + len(p.timing.refill) if p.timing else 0)
+
+    def _read(self, what: str, *, described: bool):
+        t0 = time.monotonic()
+        try:
+            if described:
+                return outputs.load_description(self.dir / f"{what}.json", self._bounds(what))
+            return outputs.load_child_file(self.dir / f"{what}.pt", self._bounds(what))
+        finally:
+            self.parse_s += time.monotonic() - t0
+
+    def _judge(self, what: str, handed, diffs) -> Verdict:
+        if what == "checks":
+            return check_outputs(handed, self.ref, self.alt_ref, self.plan, diffs)
         if self.plan.timing is None or not self.checks.ok:
             return Verdict(False, "timed outputs handed over for a run that was not to be timed")
-        return check_timed(outputs, self.ref, self.plan.timing, diffs)
+        return check_timed(handed, self.ref, self.plan.timing, diffs)
 
     def _from_ipc(self, what: str) -> Verdict | None:
         cmp = self.comparator()
         if cmp is None:  # given up on during this candidate
             return None
         try:
-            described = json.loads((self.dir / f"{what}.json").read_text())
+            described = self._read(what, described=True)
+        except (UnsafeOutputs, OSError) as e:
+            return Verdict(False, str(e), str(e), group="seeded")
+        try:
             if what == "checks":  # {group: [[input set, output], ...]}
                 described = {g: {int(i): o for i, o in rows} for g, rows in described.items()}
             shm = shm_dir(self.dir)
@@ -209,10 +223,10 @@ class Checker:
 
     def _from_file(self, what: str) -> Verdict:
         try:
-            outputs = load_child_file(self.dir / f"{what}.pt")
-        except UnsafeOutputs as e:
+            handed = self._read(what, described=False)
+        except (UnsafeOutputs, OSError) as e:
             return Verdict(False, str(e), str(e), group="seeded")
-        return self._judge(what, outputs, local_diffs)
+        return self._judge(what, handed, local_diffs)
 
 
 def assemble_result(c, out: JobOutcome, checker: Checker, ref, tags: list[str], plan: Plan, eager_ms: float | None, timeout_s: float, bandwidth_gbs: float | None) -> EvalResult:

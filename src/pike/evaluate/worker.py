@@ -120,8 +120,8 @@ def run_candidate(job: CandidateJob, job_dir: Path) -> dict:
         gpu_ready()
     integrity = Integrity()
     t0 = perf_counter()
-    ref = RefData(job.main.ref)
-    model = build_model(job.main.code, ref, job.module_name, device, job.init_seed, integrity, cpu_first=gpu_ready is not None)
+    ref = RefData(job_dir / job.main.data, job.main.facts)
+    model = build_model(job_dir / job.main.code, ref, job.module_name, device, job.init_seed, integrity, cpu_first=gpu_ready is not None)
     if gpu_ready is not None:
         gpu_ready()
         try:
@@ -140,8 +140,8 @@ def run_candidate(job: CandidateJob, job_dir: Path) -> dict:
         checks["random"] = run_trials(model, ref, job.main.random_trials, device, call_seed, "forward (re-randomised weights)", check_inputs, keep)
         model.load_state_dict(seeded_sd)
     if job.alt is not None:
-        alt_ref = RefData(job.alt.ref)
-        alt_model = build_model(job.alt.code, alt_ref, job.module_name + "_alt", device, job.init_seed, integrity, " (alternate size)")
+        alt_ref = RefData(job_dir / job.alt.data, job.alt.facts)
+        alt_model = build_model(job_dir / job.alt.code, alt_ref, job.module_name + "_alt", device, job.init_seed, integrity, " (alternate size)")
         checks["alt"] = run_trials(alt_model, alt_ref, job.alt.trials, device, alt_ref.meta["call_seed"], "forward (alternate size)", check_inputs, keep)
         del alt_model
     changed = integrity.changed()
@@ -291,10 +291,10 @@ def run_retime(job: RetimeJob, job_dir: Path) -> dict:
     device = torch.device(job.device)
     integrity = Integrity()
     models = {}
-    ref = RefData(job.ref)
+    ref = RefData(job_dir / job.data, job.facts)
     for i, entry in enumerate(job.entries):
         os.environ.update(entry.env)
-        models[entry.name] = build_model(entry.code, ref, f"{job.module_name}_{i}", device, job.init_seed, integrity)
+        models[entry.name] = build_model(job_dir / entry.code, ref, f"{job.module_name}_{i}", device, job.init_seed, integrity)
     call_seed = ref.meta["call_seed"]
     sets = job.sets
     buffers = {sid: to_device(ref.inputs(sid), device) for sid in sets}
@@ -321,8 +321,8 @@ def run_profile(job: ProfileJob, job_dir: Path) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     device = torch.device(job.device)
-    ref = RefData(job.ref)
-    model = build_model(job.code, ref, job.module_name, device, job.init_seed, Integrity())
+    ref = RefData(job_dir / job.data, job.facts)
+    model = build_model(job_dir / job.code, ref, job.module_name, device, job.init_seed, Integrity())
     x = to_device(ref.inputs(0), device)
     cuda = device.type == "cuda"
     with torch.inference_mode():
@@ -351,7 +351,7 @@ def run_build(job: BuildJob, job_dir: Path) -> dict:
     """Import the candidate so that its extensions compile (no GPU in this process)."""
     try:
         with extension_lock():
-            import_file(Path(job.code), job.module_name)
+            import_file(job_dir / job.code, job.module_name)
     except Exception as e:  # noqa: BLE001
         if "Error building extension" in str(e) or "CalledProcessError" in type(e).__name__:
             raise Failure("build_error", "build", f"building the extension failed: {type(e).__name__}", str(e)[-8000:]) from None

@@ -12,8 +12,10 @@ Definitions (the same as the search's budget and the final table):
   (in flight when the run was killed) at its reservation, as :meth:`pike.store.Store.spent` does.
 * A solution belongs to the query that produced it (``exchanges.solution_id``); offline variants and
   other solutions without an exchange are there at query 0.
-* Best-so-far uses each solution's search evaluation (``speedup_eager`` = eager / runtime); the final
-  table's numbers are the interleaved re-timing, so the two can differ slightly.
+* Best-so-far uses confirmed figures: a solution's speedup vs eager from its latest side-by-side
+  re-timing with eager where it had one, else its search evaluation's (``speedup_eager``), and
+  neither above the final table's figure for the delivered result (a search estimate of 3x that the
+  final re-timing put at 2x is shown as 2x). A running maximum, so the curve never goes down.
 """
 
 from __future__ import annotations
@@ -135,8 +137,27 @@ def _speedup(s: Solution) -> float | None:
     return s.speedup_eager if s.ok and s.speedup_eager else None
 
 
-def task_curve(name: str, sols: list[Solution], exchanges: list, t0: float | None) -> TaskCurve:
-    """Best-so-far speedup and dollars after each query of one task."""
+def confirmed_figures(state: dict) -> tuple[dict[int, float], float | None]:
+    """(solution id -> speedup vs eager of its latest side-by-side re-timing, the final table's
+    speedup of the delivered result) from a task's state."""
+    confirmed = {int(k): v["value"] for k, v in state.get("confirmed", {}).items()}
+    final = state.get("final") or {}
+    cap = final["eager_ms"] / final["best_ms"] if final.get("eager_ms") and final.get("best_ms") else None
+    return confirmed, cap
+
+
+def task_curve(name: str, sols: list[Solution], exchanges: list, t0: float | None,
+               confirmed: dict[int, float] | None = None, cap: float | None = None) -> TaskCurve:
+    """Best-so-far confirmed speedup and dollars after each query of one task (module doc)."""
+    confirmed = confirmed or {}
+
+    def figure(s: Solution) -> float | None:
+        sp = _speedup(s)
+        if sp is None:
+            return None
+        sp = confirmed.get(s.id, sp)
+        return min(sp, cap) if cap else sp
+
     query_of: dict[int, int] = {}  # solution id -> query that produced it
     marks: list[tuple[int, float, float | None]] = [(0, 0.0, None)]  # (query, usd, time) after each query
     query_created: list[float] = []
@@ -158,7 +179,7 @@ def task_curve(name: str, sols: list[Solution], exchanges: list, t0: float | Non
     best: list[float | None] = [None] * len(marks)
     same: list[float | None] = [None] * len(marks)
     for s in sols:
-        sp = _speedup(s)
+        sp = figure(s)
         if sp is None:
             continue
         if s.id in query_of:
@@ -297,7 +318,7 @@ def load_run(run_dir: str | Path) -> RunData:
             unusable = len(store.unusable(t["id"]))  # replies with no code: invalid attempts too
             tasks.append(TaskReport(
                 name=t["name"], status=t["status"],
-                curve=task_curve(t["name"], sols, store.exchanges(t["id"]), t0),
+                curve=task_curve(t["name"], sols, store.exchanges(t["id"]), t0, *confirmed_figures(state)),
                 evaluated=len(evaluated) + unusable, valid=sum(s.ok for s in evaluated),
                 llm_evaluated=len(llm) + unusable, llm_valid=sum(s.ok for s in llm),
                 chains=fix_chains(sols), best_id=best.id if best else None,

@@ -14,6 +14,20 @@ def _f(v, fmt: str) -> str:
     return fmt.format(v) if v is not None else "-"
 
 
+def _sp(v, ci) -> str:
+    """A speedup and, where it was re-timed side by side, its 95% interval."""
+    if v is None:
+        return "-"
+    return f"{v:.2f}x" + (f" [{ci[0]:.2f}-{ci[1]:.2f}]" if ci else "")
+
+
+def delivered_label(r: dict) -> str:
+    """What ``best/`` holds, where it is not a solution of the search."""
+    if not r["fallback"]:
+        return ""
+    return " (fallback: eager)" if r.get("delivered", "eager") == "eager" else f" (baseline won: {r['delivered']})"
+
+
 def final_table(doc: dict) -> tuple[list[str], list[list[str]]]:
     llm = any(r["queries"] for r in doc["rows"])
     cols = ["task", "eager ms", "compile ms", "best ms", "vs eager", "vs compile", "vs best compile"]
@@ -25,10 +39,10 @@ def final_table(doc: dict) -> tuple[list[str], list[list[str]]]:
             rows.append([r["task"], "error", *[""] * (len(cols) - 2)])
             continue
         cells = [
-            r["task"] + (" (fallback: eager)" if r["fallback"] else ""),
+            r["task"] + delivered_label(r) + (" (noisy)" if r.get("noisy") else ""),
             _f(r["eager_ms"], "{:.4f}"), _f(r["compile_ms"], "{:.4f}"), _f(r["best_ms"], "{:.4f}"),
-            _f(r["speedup_eager"], "{:.2f}x"), _f(r["speedup_compile"], "{:.2f}x"),
-            _f(r["speedup_best_compile"], "{:.2f}x") + (f" ({r['best_compile_mode']})" if r.get("best_compile_mode") else ""),
+            _sp(r["speedup_eager"], r.get("speedup_eager_ci")), _sp(r["speedup_compile"], r.get("speedup_compile_ci")),
+            _sp(r["speedup_best_compile"], r.get("speedup_best_compile_ci")) + (f" ({r['best_compile_mode']})" if r.get("best_compile_mode") else ""),
         ]
         if llm:
             cells += [f"{r.get('candidates', '-')}/{r['queries']}", f"{r['usd']:.3f}", _f(r["valid_rate"], "{:.0%}"),
@@ -45,6 +59,19 @@ def unusable_lines(doc: dict) -> list[str]:
             why = ", ".join(f"{reason} ({n})" for reason, n in r["unusable_reasons"].items())
             out.append(f"{r['task']}: {r['candidates']} candidates from {r['queries']} queries; "
                        f"{r['unusable']} replies had no usable code: {why}")
+    return out
+
+
+def table_notes(doc: dict) -> list[str]:
+    """Below the table: what the intervals are, and which figures stayed noisy (with their spread)."""
+    out = []
+    if any(r.get("speedup_eager_ci") for r in doc["rows"]):
+        out.append("[lo-hi]: 95% interval of the speedup, paired bootstrap over the rounds of the final re-timing "
+                   "(eager, compile modes and the best, A B A B ... in one process).")
+    for r in doc["rows"]:
+        if r.get("noisy"):
+            spread = ", ".join(f"{k} {v:.0%}" for k, v in (r.get("spread") or {}).items())
+            out.append(f"{r['task']}: noisy, the interval vs {', '.join(r['noisy'])} stayed wide (IQR/median: {spread}).")
     return out
 
 
@@ -90,8 +117,9 @@ def config_table(groups: list[ConfigGroup]) -> tuple[list[str], list[list[str]]]
 CONFIG_NOTES = (
     "Geomeans over tasks of the final table's speedups (re-timed interleaved; a task without a correct "
     "solution counts as 1.0; \"clamped\": each task at least 1.0, as in the paper). Several seeds: mean over "
-    "seeds, [5-95% bootstrap interval over seeds]. \"search\": geomean of each task's best speedup vs eager "
-    "in the search's own timings at the end of the budget; \"search fp32\": the same among solutions that do "
+    "seeds, [5-95% bootstrap interval over seeds]. \"search\": geomean of each task's best confirmed speedup "
+    "vs eager at the end of the budget (side-by-side re-timings where there were some, else search timings, "
+    "never above the final table's figure); \"search fp32\": the same among solutions that do "
     "not lower precision. Queries and USD: per run (mean over seeds). Valid: correct / evaluated candidates. "
     "Fixed/tried: failed candidates that the error-fixing agent repaired, of those it tried (untried: "
     "failed candidates that got no fix attempt)."

@@ -51,7 +51,8 @@ def render(report: Report) -> str:
         doc = run.summary
         p += [f"<h2>Run: {escape(run.label)}</h2>",
               f'<p class="note">Directory {escape(str(run.path))}, strategy {escape(run.strategy)}, seed {escape(str(run.seed))}.</p>',
-              "<h3>Per-task results</h3>", html_table(*tables.final_table(doc)), f"<p>{escape(tables.geomean_line(doc))}</p>"]
+              "<h3>Per-task results</h3>", html_table(*tables.final_table(doc)), f"<p>{escape(tables.geomean_line(doc))}</p>",
+              *[f"<p>{escape(line)}</p>" for line in tables.table_notes(doc)]]
         p += [f'<p class="del">{escape(e)}</p>' for e in tables.errors(doc)]
         p += ["<h3>Lineage of the best solutions</h3>", '<p class="note">From each task\'s best solution back to the reference (search timings).</p>', "<ul>"]
         p += [f"<li><b>{escape(task)}</b>: {escape(text)}</li>" for task, text in tables.lineage_text(run)]

@@ -42,7 +42,8 @@ def render(report: Report, md_path: Path) -> str:
     for run in report.runs:
         doc = run.summary
         out += [f"## Run: {run.label}", "", f"Directory `{run.path}`, strategy {run.strategy}, seed {run.seed}.", ""]
-        out += ["### Per-task results", "", md_table(*tables.final_table(doc)), "", tables.geomean_line(doc), ""]
+        out += ["### Per-task results", "", md_table(*tables.final_table(doc)), "", tables.geomean_line(doc), "",
+                *[line + "  " for line in tables.table_notes(doc)], ""]
         out += [f"- {e}" for e in tables.errors(doc)]
         out += ["### Lineage of the best solutions", "",
                 "From each task's best solution back to the reference (search timings; fixes are followed "

@@ -26,8 +26,8 @@ moves (no re-binning that would evict occupants as ranges grow), every cell is a
 stored feature values, and a resumed run rebuilds nothing.
 
 With the grid on, each island keeps at most one program per cell: a correct program takes an empty
-cell, or replaces the occupant when it is strictly fitter; otherwise it stays out of the island (it may
-still enter the elite archive). The island's population is exactly its cell occupants, still capped by
+cell, or replaces the occupant when it is fitter beyond the measurement's noise (``Library.beats``);
+otherwise it stays out of the island (it may still enter the elite archive). The island's population is exactly its cell occupants, still capped by
 ``population`` (the lowest-fitness occupant leaves, never the best or the newest). Parent sampling's
 exploration branch draws uniformly over the occupied cells, so one crowded kind of program cannot
 drown the others; inspirations add occupants of the cells next to the parent's (within one bin in
@@ -41,6 +41,7 @@ import math
 import random
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 REFERENCE = 0  # the library's id for the task's own Model (store ids start at 1)
 
@@ -181,6 +182,9 @@ class Library:
     migrations: int = 0
     moves: list[list[int]] = field(default_factory=list)  # [program, from island, to island] of every copy
     grid: Grid | None = None  # the MAP-Elites feature grid, when on
+    # (a, b) -> a is faster than b beyond the measurement's noise; None: any higher fitness. Who may
+    # displace whom (a cell's occupant, the archive's worst); not persisted.
+    beats: Callable[[int, int], bool] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def new(cls, islands: int, population: int, archive: int, initial: int, fitness: float,
@@ -209,6 +213,9 @@ class Library:
 
     def _fit(self, sid: int) -> float:
         return self.fitness.get(sid, 0.0)
+
+    def _better(self, a: int, b: int) -> bool:
+        return self._fit(a) > self._fit(b) and (self.beats is None or self.beats(a, b))
 
     def ranked(self, ids: list[int]) -> list[int]:
         """Best first; ties: the older (lower id) first."""
@@ -241,7 +248,7 @@ class Library:
         if holder == sid:
             return True
         if holder is not None:
-            if not self._fit(sid) > self._fit(holder):
+            if not self._better(sid, holder):
                 return False
             self._drop(island, holder)
         cells[key] = sid
@@ -277,7 +284,7 @@ class Library:
             self.archive.append(sid)
             return True
         worst = min(self.archive, key=lambda m: (self._fit(m), self.archive.index(m)))  # the oldest of equals
-        if self._fit(sid) > self._fit(worst):
+        if self._better(sid, worst):
             self.archive[self.archive.index(worst)] = sid
             return True
         return False

@@ -1,8 +1,9 @@
 """A task's final numbers and its ``best/<task>.py``; the per-task table of a run.
 
-Final numbers come from an interleaved re-timing (eager, each correct torch.compile mode and the top
-few solutions, A B A B ... in one process): the best of hundreds of noisy search timings is
-inflated, so the finalists are ranked again by that re-timing.
+Final numbers come from an interleaved re-timing (eager, each correct torch.compile mode and the
+contenders, A B A B ... in one process): the best of hundreds of noisy search timings is inflated.
+The delivered entry is the noise-aware pick among all of them (``select.pick``), baselines included,
+and each speedup carries the interval of its paired rounds.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from pathlib import Path
 from pike.evaluate.baselines import baseline_source
 from pike.evaluate.devices import driver_version
 from pike.evaluate.static import lowered_precision
+from pike.evaluate import stats
+from pike.search import select
 from pike.store import Store
 
 
-FINALISTS = 3  # top candidates by search timing re-timed side by side; the fastest of them wins
+FINALISTS = 3  # candidates by estimate (and as many by the fast end of their range) re-timed with the baselines
 
 
 def compile_plan(run, modes: tuple[str, ...]) -> tuple[dict, list[str], list[str]]:
@@ -77,58 +80,102 @@ def retime_timeout(run, compiles: dict, finalists) -> float | None:
     return max(need, run.cfg.eval.timeout_s) if spent else None
 
 
+FINAL_ORDER = {"eager": -1000.0}  # baselines are earlier than every solution: a tie keeps them
+
+
+def _final_contenders(run, entries: dict[str, str], samples: dict[str, list[float]], tags: dict[str, list[str]]):
+    """The final table's entries as contenders (eager, compile modes, finalists) in the order ties
+    prefer: baselines first, then solutions by id."""
+    out = []
+    for i, (name, code) in enumerate(entries.items()):
+        if name.startswith("solution:"):
+            order = float(name.split(":")[1])
+        else:
+            order = FINAL_ORDER.get(name, -999.0 + i)
+        out.append(select.contender(name, samples[name], code, order, tags.get(name)))
+    return out
+
+
+def _intervals(samples: dict[str, list[float]], best: str, baselines: list[str], paired: bool) -> dict:
+    """The delivered entry's speedup over each baseline, with its interval."""
+    out = {}
+    for b in baselines:
+        if b == best:
+            n = len(samples[b])
+            out[b] = stats.Interval(1.0, 1.0, 1.0, n, paired).to_json()
+        else:
+            out[b] = stats.speedup(samples[b], samples[best], paired=paired).to_json()
+    return out
+
+
 async def finalize_task(run, run_dir: Path, *, modes: tuple[str, ...], retime: bool = True) -> dict:
+    """Eager, every compile mode measured and the contenders re-timed side by side; the delivered
+    result is the noise-aware pick among all of them, so never slower than a baseline of this table
+    (a baseline that wins, or ties, is what ``best/`` delivers)."""
     task, store = run.task, run.store
     t0 = time.monotonic()
     known, _, skipped = compile_plan(run, modes)
     compiles = {m: known[m] if m in known else await run.pool.baseline(task, m) for m in modes if m not in skipped}
     if run.cfg.search.strategy == "offline":
         adopt_compile_baselines(run, compiles)
-    # Finalists: the best few by search timing, minus the eager model itself (it is timed anyway).
-    finalists = [s for s in run.best(FINALISTS + 1) if s.code != task.source][:FINALISTS]
+    # The contenders, minus the eager model itself (it is an entry anyway); one measured under load
+    # in the search still gets its place (TaskRun.contenders).
+    finalists = [s for s in run.contenders(FINALISTS) if s.code != task.source]
     ok_modes = [m for m, r in compiles.items() if r.ok]
     entries = {"eager": task.source}
     entries.update({f"compile:{m}": baseline_source(task, m) for m in ok_modes})
     # An offline compile:MODE variant is the compile:MODE baseline (one program): timed once, as that.
-    entries.update({f"solution:{s.id}": s.code for s in finalists if not same_program_mode(s, ok_modes)})
+    same = {s.id: same_program_mode(s, ok_modes) for s in finalists}
+    entries.update({f"solution:{s.id}": s.code for s in finalists if not same[s.id]})
+    tags = {f"solution:{s.id}": s.tags for s in finalists}
     timings = {}
     if retime and len(entries) > 1:
         timeout = retime_timeout(run, compiles, finalists)
-        timings = {k: t.median_ms for k, t in (await run.pool.retime(task, entries, timeout_s=timeout)).items()}
-    eager_ms = timings.get("eager") or run.eager_ms
-    compile_ms = {m: timings.get(f"compile:{m}") or compiles[m].runtime_ms for m in ok_modes}
-    # The best search timing of hundreds is inflated: the finalists are ranked by their re-timing.
-    def retimed(s):
-        mode = same_program_mode(s, compile_ms)
-        return timings.get(f"compile:{mode}" if mode else f"solution:{s.id}")
-
-    def ms_of(s):
-        mode = same_program_mode(s, compile_ms)
-        return compile_ms[mode] if mode else (retimed(s) or s.runtime_ms)
-
-    ranked = sorted(finalists, key=lambda s: (ms_of(s), s.id))
-    best = ranked[0] if ranked else None
-    best_ms = ms_of(best) if best else None
-    same_as = same_program_mode(best, compile_ms)
-    best_is_eager = best is None and any(s.code == task.source for s in run.ok_solutions())  # offline's eager
-    retimed_slower = False
-    if best is not None and eager_ms and best_ms >= eager_ms:
-        # Faster in the search's timing, not when re-timed side by side with eager: eager stays.
-        best, best_ms, retimed_slower = None, eager_ms, True
-    if best is None:
-        best_ms = eager_ms
+        timings = await run.pool.retime(task, entries, timeout_s=timeout)
+    retimed = bool(timings)
+    if retimed:
+        samples = {k: list(t.samples_ms) for k, t in timings.items()}
+    else:  # the search's own figures, one each: no interval, the fastest median wins
+        samples = {"eager": [run.eager_ms]}
+        samples.update({f"compile:{m}": [compiles[m].runtime_ms] for m in ok_modes})
+        samples.update({f"solution:{s.id}": [s.runtime_ms] for s in finalists if not same[s.id]})
+    ms = {k: stats.median(v) for k, v in samples.items()}
+    contenders = _final_contenders(run, entries, samples, tags)
+    if retimed:
+        winner = select.pick(contenders).name
+    else:
+        winner = min(contenders, key=lambda c: (c.median_ms, c.preference)).name
+    compile_ms = {m: ms[f"compile:{m}"] for m in ok_modes}
+    best_mode = min(compile_ms, key=compile_ms.get) if compile_ms else None
+    by_id = {s.id: s for s in finalists}
+    if winner.startswith("solution:"):
+        best, best_is_compile = by_id[int(winner.split(":")[1])], None
+    else:
+        mode = winner.removeprefix("compile:") if winner.startswith("compile:") else None
+        best = next((s for s in finalists if mode and same[s.id] == mode), None)  # offline's own variant
+        best_is_compile = mode if best is not None else None
+    baselines = ["eager", *(f"compile:{m}" for m in ok_modes)]
+    intervals = _intervals(samples, winner, baselines, paired=retimed) if retimed else {}
+    noisy_at = run.cfg.eval.noisy_spread
+    noisy = sorted(b for b, ci in intervals.items() if b != winner and stats.Interval.from_json(ci).noisy(noisy_at))
     final = {
-        "eager_ms": eager_ms,
+        "eager_ms": ms["eager"],
         "compile_ms": compile_ms,
         "compile_status": {**{m: r.status for m, r in compiles.items()}, **{m: "not measured: time limit" for m in skipped}},
-        "best_ms": best_ms,
+        "best_ms": ms[winner],
+        "delivered": winner,  # eager, compile:MODE or solution:ID: what best/<task>.py is
         "best_solution": best.id if best else None,
-        "finalists_ms": {str(s.id): retimed(s) for s in finalists},
-        "retimed": bool(timings),
+        "finalists_ms": {str(s.id): ms[f"compile:{same[s.id]}" if same[s.id] else f"solution:{s.id}"] for s in finalists},
+        "retimed": retimed,
+        "rounds": min(len(v) for v in samples.values()) if retimed else 0,
+        # The delivered entry's speedup over each baseline of the table, with its interval.
+        "intervals": intervals,
+        "vs_best_compile": f"compile:{best_mode}" if best_mode else None,
+        "noisy": noisy,  # baselines whose interval stayed wider than eval.noisy_spread
+        "spread": {k: stats.iqr(v) / ms[k] for k, v in samples.items() if ms[k] > 0} if retimed else {},
         "fallback": best is None,
-        "retimed_slower": retimed_slower,
-        "best_is_eager": best_is_eager and not retimed_slower,
-        "best_is_compile": same_as if best is not None else None,
+        "best_is_eager": winner == "eager",
+        "best_is_compile": best_is_compile,
         # Compiles and the re-timing process: minutes on recurrent tasks; what a caller that fits a
         # run into a window (offline_suite.py --reserve) has to leave for it.
         "duration_s": time.monotonic() - t0,
@@ -136,37 +183,49 @@ async def finalize_task(run, run_dir: Path, *, modes: tuple[str, ...], retime: b
     store.set_task(run.task_id, baselines={**(store.task_json(run.task_id, "baselines") or {}),
                                            **{f"compile:{m}": r.to_json() for m, r in compiles.items()}})
     run.save_state(final=final)
+    if intervals.get("eager"):
+        run.notify("confirmed", solution=final["best_solution"], speedup=stats.Interval.from_json(intervals["eager"]), final=True)
     meta = await run.pool.reference_meta(task)
     write_best(run, best, final, run_dir, meta)
     return final
 
 
+def _interval_text(final: dict, baseline: str | None) -> str:
+    ci = stats.Interval.from_json(final.get("intervals", {}).get(baseline)) if baseline else None
+    return f" [{ci.lo:.2f}-{ci.hi:.2f}]" if ci is not None else ""
+
+
 def write_best(run, best, final: dict, run_dir: Path, ref_meta: dict) -> Path:
-    """``best/<task>.py``; when nothing beat eager, the task's own model (so the file is always a
-    valid drop-in) and a header that says so."""
+    """``best/<task>.py``: the delivered entry. A baseline that won (or tied) is delivered as
+    itself: the task's own model, or a small module applying its torch.compile mode."""
     info = run.store.get_meta("device") or {}
     out = run_dir / "best" / f"{run.task.name}.py"
     out.parent.mkdir(parents=True, exist_ok=True)
+    delivered = final.get("delivered") or ("eager" if best is None else f"solution:{best.id}")
     if best is None:
-        if final.get("retimed_slower"):
-            why = "the best correct candidate was not faster than eager when re-timed side by side"
-        elif run.state().get("stopped") == "time limit" and not run.ok_solutions():
+        if not run.ok_solutions() and run.state().get("stopped") == "time limit":
             why = "the time limit came before any candidate passed the evaluator"
-        else:
+        elif not [s for s in run.ok_solutions() if s.code != run.task.source]:
             why = "no candidate passed the evaluator"
-        out.write_text(f'"""PIKE: no solution beat eager PyTorch for task {run.task.name!r} on {info.get("device_name")} ({why}).\n'
-                       f'This is the task itself (Model); eager {final["eager_ms"]:.4f} ms."""\n\n' + run.task.source)
+        else:
+            why = "no candidate was faster beyond the interval when re-timed side by side with it"
+        code = run.task.source if delivered == "eager" else baseline_source(run.task, delivered)
+        what = "eager PyTorch (the task's own Model)" if delivered == "eager" else f"the baseline torch.compile (mode {delivered.removeprefix('compile:')}) of the task's Model"
+        out.write_text(f'"""PIKE: for task {run.task.name!r} on {info.get("device_name")} this is {what}: {why}.\n'
+                       f'Runtime {final["best_ms"]:.4f} ms; eager {final["eager_ms"]:.4f} ms'
+                       + (f" ({final['rounds']} rounds re-timed side by side)" if final.get("retimed") else "") + '."""\n\n' + code)
         return out
     result = run.store.evaluation(best.id)
     row = summary_row(run.store, run.task_id)
+    default, top = "compile:default", final.get("vs_best_compile")
     lines = [
         f"PIKE solution for task {run.task.name!r} ({run.task.path.name}); drop-in: ModelNew replaces Model.",
         f"Device: {info.get('device_name')}; driver {driver_version() or 'n/a'}; torch {info.get('torch')}; "
         f"Triton {info.get('triton')}; CUDA {info.get('cuda')}.",
-        f"Runtime {final['best_ms']:.4f} ms vs eager {final['eager_ms']:.4f} ms: {row['speedup_eager']:.2f}x"
-        + (f"; vs torch.compile (default) {row['speedup_compile']:.2f}x" if row.get("speedup_compile") else "")
-        + (f"; vs best compile mode ({row['best_compile_mode']}) {row['speedup_best_compile']:.2f}x" if row.get("speedup_best_compile") else "")
-        + (" (re-timed interleaved)." if final["retimed"] else "."),
+        f"Runtime {final['best_ms']:.4f} ms vs eager {final['eager_ms']:.4f} ms: {row['speedup_eager']:.2f}x" + _interval_text(final, "eager")
+        + (f"; vs torch.compile (default) {row['speedup_compile']:.2f}x" + _interval_text(final, default) if row.get("speedup_compile") else "")
+        + (f"; vs best compile mode ({row['best_compile_mode']}) {row['speedup_best_compile']:.2f}x" + _interval_text(final, top) if row.get("speedup_best_compile") else "")
+        + (f" (re-timed side by side, {final['rounds']} rounds; [95% interval])." if final["retimed"] else " (search timings, not re-timed)."),
         f"Verified: {result.trials if result else '?'} trials on held-out inputs {ref_meta['input_shapes']}"
         + (f" and the alternate size set {run.task.alt_size!r}" if run.task.alt_size else "")
         + f"; tolerance {'strict (1e-4)' if run.cfg.eval.strict else 'atol=rtol=1e-2 (fp32)'}; size set: {run.task.size or 'as written'}.",
@@ -176,6 +235,9 @@ def write_best(run, best, final: dict, run_dir: Path, ref_meta: dict) -> Path:
         f"Found by {best.origin}{' (' + best.idea + ')' if best.idea else ''}, solution {best.id} of {run.store.path}.",
         f"Sandbox: {(run.store.get_meta('sandbox') or {}).get('text', 'not recorded')}.",
     ]
+    if final.get("noisy"):
+        lines.append(f"Noisy: the interval vs {', '.join(final['noisy'])} stayed wide (spread "
+                     + ", ".join(f"{k} {v:.0%}" for k, v in final.get("spread", {}).items()) + ").")
     header = '"""' + "\n".join(lines).replace('"""', "'''") + '\n"""\n\n'
     out.write_text(header + best.code)
     return out
@@ -204,14 +266,25 @@ def summary_row(store: Store, task_id: int) -> dict:
     compile_ms = final.get("compile_ms", {})
     default = compile_ms.get("default")
     best_mode = min(compile_ms, key=compile_ms.get) if compile_ms else None
+    cis = final.get("intervals", {})
+
+    def ci(name):
+        c = cis.get(name) if name else None
+        return [c["lo"], c["hi"]] if c else None
+
     row = {
         "task": t["name"], "size": t["size"], "status": t["status"], "error": t["error"],
         "eager_ms": eager, "compile_ms": default, "best_compile_mode": best_mode,
         "best_compile_ms": compile_ms.get(best_mode) if best_mode else None,
         "best_ms": best, "fallback": final.get("fallback", True),
+        "delivered": final.get("delivered") or ("eager" if final.get("fallback", True) else f"solution:{final.get('best_solution')}"),
         "speedup_eager": (eager / best) if eager and best else None,
         "speedup_compile": (default / best) if default and best else None,
         "speedup_best_compile": (compile_ms[best_mode] / best) if best_mode and best else None,
+        # [lo, hi] of each speedup (paired rounds of the final re-timing), None where not re-timed
+        "speedup_eager_ci": ci("eager"), "speedup_compile_ci": ci("compile:default" if default else None),
+        "speedup_best_compile_ci": ci(f"compile:{best_mode}" if best_mode else None),
+        "rounds": final.get("rounds", 0), "noisy": final.get("noisy", []), "spread": final.get("spread", {}),
         "queries": queries, "usd": usd_all, "evaluated": len(evaluated), "valid": len(ok),
         "valid_rate": (len(ok) / (len(evaluated) + len(unusable))) if evaluated or unusable else None,
         "candidates": sum(1 for s in sols if s.origin in ("coa", "efa")), "unusable": len(unusable),

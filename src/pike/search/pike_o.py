@@ -103,6 +103,7 @@ class PikeO:
             if st.get("rng"):
                 version, internal, gauss = st["rng"]
                 self.rng.setstate((version, tuple(internal), gauss))
+        self.lib.beats = run.beats  # a program displaces another only by a win beyond the noise
         # Never reuse an iteration number the store already holds (its (phase, slot) must stay unique).
         phases = [s.phase for s in run.solutions if s.phase is not None]
         self.next_iteration = max([self.next_iteration] + [p + 1 for p in phases])

@@ -1,4 +1,9 @@
-"""Live progress of a run: per task, queries used, best speedup so far, valid rate, USD."""
+"""Live progress of a run: per task, queries used, best speedup so far, valid rate, USD.
+
+"best" is a confirmed figure: a speedup vs eager from a side-by-side re-timing, with its interval
+(the search's re-timing of contenders, then the final table). "est." is the best search-time
+estimate (one candidate's timing against eager measured earlier, in another process), labelled so.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +23,8 @@ class RunProgress:
         self.pool_stats = pool_stats
 
     def __call__(self, run, event: str, **info) -> None:
-        row = self.rows.setdefault(run.task.name, {"status": "starting", "evaluated": 0, "ok": 0, "best": None, "last": "",
-                                                   "in_flight": {}, "unusable": 0})
+        row = self.rows.setdefault(run.task.name, {"status": "starting", "evaluated": 0, "ok": 0, "best": None, "est": None,
+                                                   "last": "", "in_flight": {}, "unusable": 0})
         if event == "evaluating":
             row["in_flight"][info["solution"]] = (info.get("label") or "", time.monotonic())
         elif event == "cut":
@@ -30,10 +35,14 @@ class RunProgress:
             row["evaluated"] += 1
             row["ok"] += r.ok
             sp = r.speedup_vs_eager
-            if r.ok and sp and (row["best"] is None or sp > row["best"]):
-                row["best"] = sp
-            row["last"] = f"{r.status}" + (f" {sp:.2f}x" if r.ok and sp else "")
+            if r.ok and sp and (row["est"] is None or sp > row["est"]):
+                row["est"] = sp
+            row["last"] = f"{r.status}" + (f" {sp:.2f}x est." if r.ok and sp else "")
             row["status"] = "searching"
+        elif event == "confirmed":
+            ci = info["speedup"]  # the final table's figure replaces the search's confirmations
+            if info.get("final") or row["best"] is None or ci.value > row["best"].value:
+                row["best"] = ci
         elif event in ("started", "done", "error", "stalled"):
             row["status"] = event if event != "started" else "searching"
             if event == "error":
@@ -59,8 +68,13 @@ class RunProgress:
             self.live.refresh()
         elif event == "final_table":
             self.console.print(f"{run.task.label}: final table (compile baselines and the finalists, re-timed side by side)", highlight=False)
-        elif event in ("evaluated", "no_code", "done", "error", "stalled", "time_limit"):
-            self.console.print(f"{run.task.label}: {event} {row['last']} (queries {row['queries']}, best {row['best'] or 0:.2f}x)", highlight=False)
+        elif event in ("evaluated", "confirmed", "no_code", "done", "error", "stalled", "time_limit"):
+            self.console.print(f"{run.task.label}: {event} {row['last']} (queries {row['queries']}, {self.best_text(row)})", highlight=False)
+
+    @staticmethod
+    def best_text(row: dict) -> str:
+        best = f"best {row['best'].text()} confirmed" if row["best"] is not None else "best: none confirmed yet"
+        return best + (f", search est. {row['est']:.2f}x" if row["est"] else "")
 
     @staticmethod
     def now_doing(row: dict) -> str:
@@ -89,12 +103,13 @@ class RunProgress:
             "task": name, "status": r["status"], "phase": str(r.get("phase", "-")), "queries": str(r.get("queries", 0)),
             "evals": str(r["evaluated"]), "no code": str(r["unusable"]),
             "valid": f"{r['ok'] / (r['evaluated'] + r['unusable']):.0%}" if r["evaluated"] + r["unusable"] else "-",
-            "best": f"{r['best']:.2f}x" if r["best"] else "-", "USD": f"{r.get('usd', 0):.3f}", "latest": self.now_doing(r),
+            "best": r["best"].text() if r["best"] is not None else "-",
+            "est.": f"~{r['est']:.2f}x" if r["est"] else "-", "USD": f"{r.get('usd', 0):.3f}", "latest": self.now_doing(r),
         } for name, r in self.rows.items()}
         # A run with no LLM (offline) has no phases, queries or dollars: those columns would only take
         # the width that the task's name and what it is doing need on an 80-column terminal.
         unused = {"phase": "-", "queries": "0", "USD": "0.000", "no code": "0"}
-        cols = [c for c in ("task", "status", "phase", "queries", "evals", "no code", "valid", "best", "USD", "latest")
+        cols = [c for c in ("task", "status", "phase", "queries", "evals", "no code", "valid", "best", "est.", "USD", "latest")
                 if c not in unused or any(row[c] != unused[c] for row in cells.values())]
         for col in cols:
             t.add_column(col, justify="left" if col in ("task", "status", "latest") else "right",

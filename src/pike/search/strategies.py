@@ -80,8 +80,7 @@ class PikeB:
             ok = [s for s in ok if s.phase == phase - 1]
         if not ok:
             return [None]  # nothing correct yet: start again from the reference
-        ranked = sorted(ok, key=lambda s: (run.rank_ms(s), s.id))
-        return ranked[: c.top_k]
+        return run.ranked(ok)[: c.top_k]
 
     async def run(self, run: TaskRun) -> None:
         c = self.cfg
@@ -101,9 +100,8 @@ class PikeB:
                 jobs = [(seed, idea) for idea in resize_ideas(ideas, c.num_branches)]
             else:
                 if c.retime_top > 1:
-                    pool = sorted(run.ok_solutions(), key=lambda s: (s.runtime_ms, s.id))[: c.retime_top]
-                    if len(pool) > 1:
-                        await run.retime(pool)
+                    # Parents are chosen after their contenders were timed side by side.
+                    await run.retime(run.contenders(c.retime_top))
                 parents = self.parents(run, phase)
                 jobs = []
                 for parent, n in zip(parents, split_branches(c.num_branches, len(parents))):

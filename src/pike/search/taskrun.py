@@ -16,9 +16,11 @@ from pike.agents import (
     AgentReply, Branch, Hardware, HistoryEntry, ParentInfo, PromptFlags, TaskContext, brainstorm, fix, optimise, reask,
 )
 from pike.config import RunConfig
+from pike.evaluate import stats
 from pike.evaluate.result import EvalResult
 from pike.llm.budget import Budget, BudgetExhausted, BudgetGroup
 from pike.llm.base import LLMError
+from pike.search import select
 from pike.store import Solution, Store, StoreRecorder
 from pike.task import Task
 
@@ -105,13 +107,68 @@ class TaskRun:
         return [s for s in self.solutions if s.ok and s.runtime_ms]
 
     def best(self, n: int = 1) -> list[Solution]:
-        ranked = sorted(self.ok_solutions(), key=lambda s: (self.rank_ms(s), s.id))
-        return ranked[:n]
+        return self.ranked(self.ok_solutions())[:n]
 
-    def rank_ms(self, s: Solution) -> float:
-        """Runtime used to rank: the interleaved re-timing when there is one, else the search timing."""
-        retimed = self.state().get("retimed", {}).get(str(s.id))
+    def confirmed(self) -> dict[int, stats.Interval]:
+        """Speedups vs eager re-timed side by side with eager (the latest re-timing of each solution)."""
+        return {int(k): stats.Interval.from_json(v) for k, v in self.state().get("confirmed", {}).items()}
+
+    def rank_ms(self, s: Solution, state: dict | None = None) -> float:
+        """Runtime used to rank: from the speedup vs eager of its latest side-by-side re-timing (a
+        ratio measured in one window carries over to another), else the search timing."""
+        state = self.state() if state is None else state
+        ci = state.get("confirmed", {}).get(str(s.id)) if self.eager_ms else None
+        if ci is not None:
+            return self.eager_ms / ci["value"]
+        retimed = state.get("retimed", {}).get(str(s.id))  # runs from before intervals
         return retimed if retimed else s.runtime_ms
+
+    def ranked(self, sols: list[Solution]) -> list[Solution]:
+        """Fastest first by ``rank_ms``; the members of the latest re-timing keep the places they
+        hold together, in the noise-aware order of that window (``select.rank``)."""
+        state = self.state()
+        order = sorted(sols, key=lambda s: (self.rank_ms(s, state), s.id))
+        window = state.get("window", {})
+        members = [s for s in order if str(s.id) in window]
+        if len(members) < 2:
+            return order
+        by_name = {f"solution:{s.id}": s for s in members}
+        ranked = select.rank([select.contender(name, window[str(s.id)], s.code, s.id, s.tags) for name, s in by_name.items()])
+        it = iter(by_name[c.name] for c in ranked)
+        return [next(it) if str(s.id) in window else s for s in order]
+
+    def estimate_range(self, s: Solution) -> tuple[float, float]:
+        """(fast, slow) ms a solution's time is believed to lie in: its confirmed interval, else its
+        search timing's interquartile range."""
+        ci = self.confirmed().get(s.id) if self.eager_ms else None
+        if ci is not None:
+            return self.eager_ms / ci.hi, self.eager_ms / ci.lo if ci.lo > 0 else float("inf")
+        result = self.store.evaluation(s.id)
+        half = result.timing.iqr_ms / 2 if result is not None and result.timing else 0.0
+        ms = self.rank_ms(s)
+        return ms - half, ms + half
+
+    def contenders(self, n: int) -> list[Solution]:
+        """The candidates worth a side-by-side re-timing: the ``n`` best by their estimate, and the
+        ``n`` best by the fast end of their range, so that one timed under load still gets its chance."""
+        ok = self.ok_solutions()
+        top = self.ranked(ok)[:n]
+        hopeful = sorted(ok, key=lambda s: (self.estimate_range(s)[0], s.id))[:n]
+        return list({s.id: s for s in top + hopeful}.values())
+
+    def beats(self, a: int, b: int) -> bool:
+        """Solution ``a`` is faster than ``b`` beyond the noise (0: the task's own Model): paired in
+        the latest re-timing when both were in it, else their ranges do not overlap."""
+        window = self.state().get("window", {})
+        if str(a) in window and str(b) in window:
+            return select.beats(select.Contender(str(a), window[str(a)]), select.Contender(str(b), window[str(b)]))
+
+        def rng(sid):
+            if sid == 0:
+                return (self.eager_ms, self.eager_ms)
+            return self.estimate_range(self.store.solution(sid))
+
+        return rng(a)[1] < rng(b)[0]
 
     # ------------------------------------------------------------ evaluation
 
@@ -136,16 +193,26 @@ class TaskRun:
         self.notify("evaluated", solution=sid, result=result)
         return result
 
-    async def retime(self, sols: list[Solution]) -> dict[int, float]:
-        """Interleaved re-timing of candidates (ranking by one noisy search timing favours lucky ones)."""
+    async def retime(self, sols: list[Solution]) -> list[Solution]:
+        """The candidates re-timed side by side with eager (ranking by one noisy search timing favours
+        lucky ones): their speedups vs eager with intervals become their confirmed figures, and this
+        window's rounds decide ties between them. Returns them best first (noise-aware)."""
         if len(sols) < 2:
-            return {}
-        timings = await self.pool.retime(self.task, {str(s.id): s.code for s in sols})
-        out = {int(k): t.median_ms for k, t in timings.items()}
-        retimed = self.state().get("retimed", {})
-        retimed.update({str(k): v for k, v in out.items()})
-        self.save_state(retimed=retimed)
-        return out
+            return list(sols)
+        entries = {"eager": self.task.source, **{f"solution:{s.id}": s.code for s in sols}}
+        timings = await self.pool.retime(self.task, entries)
+        base = timings["eager"].samples_ms
+        confirmed = self.state().get("confirmed", {})
+        window = {}
+        for s in sols:
+            samples = timings[f"solution:{s.id}"].samples_ms
+            confirmed[str(s.id)] = stats.speedup(base, samples).to_json()
+            window[str(s.id)] = [round(x, 6) for x in samples]
+        self.save_state(confirmed=confirmed, window=window)
+        ranked = self.ranked(sols)
+        top = stats.Interval.from_json(confirmed[str(ranked[0].id)])
+        self.notify("confirmed", solution=ranked[0].id, speedup=top)
+        return ranked
 
     # ------------------------------------------------------------ agents
 
