@@ -13,8 +13,11 @@ app.add_typer(suite_app, name="suite")
 
 
 @app.callback()
-def _root() -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks from the task's own code with its errors.")) -> None:
     """PIKE: make PyTorch models faster, verified."""
+    from pike.commands import common
+
+    common.DEBUG = debug
 
 
 def main() -> None:

@@ -25,9 +25,10 @@ REQUIRED = ("Model", "get_inputs", "get_init_inputs")
 class TaskError(Exception):
     """A task file that cannot be used; the message names the file and the problem."""
 
-    def __init__(self, path: str | Path, problem: str):
+    def __init__(self, path: str | Path, problem: str, detail: str = ""):
         self.path = str(path)
         self.problem = problem
+        self.detail = detail  # a traceback from the task's own code, shown with --debug
         super().__init__(f"{self.path}: {problem}")
 
 
@@ -74,9 +75,20 @@ class Task:
         return f"{self.name}[{self.size}]" if self.size else self.name
 
 
+def _module_level(body: list[ast.stmt]):
+    """Statements that run at import, also inside ``if``/``try``/``with`` blocks (``if TYPE_CHECKING:``,
+    ``try: import x except ImportError:``), not inside functions or classes."""
+    for node in body:
+        yield node
+        if isinstance(node, (ast.If, ast.With, ast.AsyncWith)):
+            yield from _module_level(node.body + getattr(node, "orelse", []))
+        elif isinstance(node, (ast.Try, getattr(ast, "TryStar", ast.Try))):
+            yield from _module_level(node.body + node.orelse + node.finalbody + [s for h in node.handlers for s in h.body])
+
+
 def _top_level_names(tree: ast.Module) -> set[str]:
     names: set[str] = set()
-    for node in tree.body:
+    for node in _module_level(tree.body):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
         elif isinstance(node, ast.Assign):

@@ -26,8 +26,17 @@ def sandbox_text(cfg) -> str:
         fail(str(e))
 
 
-def fail(msg: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {msg}")
+DEBUG = False  # pike --debug: tracebacks of the task's own code with its errors
+
+
+def fail(msg: str, code: int = 2, detail: str = "") -> None:
+    """One clear line (and ``detail``, a traceback, with --debug)."""
+    err_console.print(f"[bold red]error:[/] {msg}", highlight=False)
+    if detail:
+        if DEBUG:
+            err_console.print(detail, highlight=False, markup=False)
+        else:
+            err_console.print("(pike --debug ... shows the traceback)", highlight=False)
     raise typer.Exit(code)
 
 

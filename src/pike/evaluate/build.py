@@ -113,14 +113,17 @@ class Builder:
     def is_built(self, source: str) -> bool:
         return (self.root / source_hash(source) / ".built").exists()
 
-    def build(self, source: str, job_dir: Path, *, timeout: float, module_name: str = "pike_build") -> BuildOutcome:
+    def build(self, source: str, job_dir: Path, *, timeout: float, module_name: str = "pike_build",
+              imports: dict | None = None) -> BuildOutcome:
+        """``imports``: the task's import paths (``paths.task_imports``): the candidate may import the
+        user's package."""
         if self.is_built(source):
             return BuildOutcome("ok")
         t0 = time.monotonic()
         job_dir.mkdir(parents=True, exist_ok=True)
         code = job_dir / f"{module_name}.py"
         code.write_text(source)
-        job = BuildJob(code=code.name, module_name=module_name)
+        job = BuildJob(code=code.name, module_name=module_name, imports=imports or {})
         env = self.env(source)
         ext_dir = env["TORCH_EXTENSIONS_DIR"]
         out = self.sandbox.run(job.to_json(), job_dir, timeout=timeout, env=env, writable=(ext_dir, str(lock_path(ext_dir))))

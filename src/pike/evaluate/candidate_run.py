@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from pike.evaluate.jobs import CandidateJob, Part
+from pike.evaluate.paths import task_imports
 from pike.evaluate.plan import Plan, plan_candidate
 from pike.evaluate.result import EvalResult
 from pike.evaluate.verdict import Checker, assemble_result
@@ -88,9 +89,12 @@ def candidate_job(prep, plan: Plan, ref, alt_ref, d: Path, device: str) -> Candi
     job = CandidateJob(
         device=device, module_name=f"pike_candidate_{h}", init_seed=ref.meta["init_seed"],
         main=Part(code=f"candidate_{h}.py", data="main", facts=ref.facts(), trials=plan.trials, random_trials=plan.random_trials),
-        timing=plan.timing,
+        timing=plan.timing, imports=task_imports(prep.task.path),
     )
-    if alt_ref is not None:
+    if alt_ref is not None and alt_ref.same_code:  # another batch size: the main part's model checks it
+        alt_ref.give(d / "alt", plan.alt_trials, random_weights=False, init_inputs=False)
+        job.alt = Part(code=f"candidate_{h}.py", data="alt", facts=alt_ref.facts(), trials=plan.alt_trials, same_model=True)
+    elif alt_ref is not None:
         (d / f"candidate_{h}_alt.py").write_text(apply_overrides(prep.source, alt_ref.task.overrides))
         alt_ref.give(d / "alt", plan.alt_trials, random_weights=False)
         job.alt = Part(code=f"candidate_{h}_alt.py", data="alt", facts=alt_ref.facts(), trials=plan.alt_trials)

@@ -9,7 +9,7 @@ it every checked output went device -> host -> file -> orchestrator, about 9 s p
 
 Protocol: one JSON object per line on stdin, one answer per line on stdout.
   {"op": "compare", "items": [{"ref": FILE, "ref_sha": SHA256, "gold": FILE or null, "gold_sha": SHA256,
-   "strict": B, "rel_norm": X or null, "out": DESCRIPTION}, ...]}
+   "strict": B, "rel_norm": X or null, "atol_floor": X, "out": DESCRIPTION}, ...]}
   ->  {"diffs": [{"ok", "reason", "max_abs", "max_rel", "note"}, ...]}
 stopping after the first item that fails; {"error": "..."} when it could not compare at all (a
 reference file that does not match its checksum included: the orchestrator then reads it itself).
@@ -92,7 +92,7 @@ def _serve(cache_bytes: int) -> None:
                 for item in req["items"]:
                     got = ipc.open_shared(item["out"], item.get("shm"))
                     gold_path, gold_sha = item.get("gold"), item.get("gold_sha", "")
-                    tol = Tolerance(strict=bool(item.get("strict")), rel_norm=item.get("rel_norm"))
+                    tol = Tolerance(strict=bool(item.get("strict")), rel_norm=item.get("rel_norm"), atol_floor=float(item.get("atol_floor", 0.0)))
                     d = compare(refs.get(item["ref"], item.get("ref_sha", "")), got, tol,
                                 (lambda p=gold_path, h=gold_sha: refs.get(p, h)) if gold_path else None)
                     del got  # unmaps the child's memory

@@ -21,10 +21,75 @@ class Tolerance:
     # Set per task when the elementwise tolerance cannot tell the reference from zeros, its mean or
     # another seed's output: then ||out - ref|| / ||ref|| must also be below this.
     rel_norm: float | None = None
+    # atol is at least this where PyTorch's own default eager (TF32 convolutions, say) is further
+    # from the strict-fp32 reference than atol + rtol * |ref| allows (see ``eager_atol``).
+    atol_floor: float = 0.0
 
     def for_dtype(self, dtype: torch.dtype) -> tuple[float, float]:
         table = STRICT_TOL if self.strict else DEFAULT_TOL
-        return table.get(dtype, table[torch.float32])
+        atol, rtol = table.get(dtype, table[torch.float32])
+        return max(atol, self.atol_floor), rtol
+
+    def describe(self) -> str:
+        atol, rtol = self.for_dtype(torch.float32)
+        text = f"atol={atol:.3g}, rtol={rtol:.3g} (fp32{', strict' if self.strict else ''})"
+        if self.atol_floor > Tolerance(self.strict).for_dtype(torch.float32)[0]:
+            text += f"; atol is {EAGER_ERROR_FACTOR:g}x how far PyTorch's default eager is from strict fp32 on this task"
+        return text + (f"; relative norm {self.rel_norm:.3g}" if self.rel_norm is not None else "")
+
+
+def deviation(ref, out) -> dict | None:
+    """How far ``out`` is from ``ref``, over every leaf: ``atol_needed`` is the smallest atol with which
+    ``out`` passes, rtol as it is (per tolerance table: the largest ``|out - ref| - rtol * |ref|``);
+    with the largest absolute error, the largest relative norm error, and integer values that differ
+    (no tolerance covers those). NaN and Inf where both have them count as equal; elsewhere they make
+    ``atol_needed`` infinite. Structures that differ give None: there is nothing to measure."""
+    if structure(ref) != structure(out):
+        return None
+    tables = {"default": DEFAULT_TOL, "strict": STRICT_TOL}
+    acc = {"atol_needed": {k: 0.0 for k in tables}, "max_abs": 0.0, "rel_norm": 0.0, "integer_mismatch": 0}
+    for (_, r), (_, o) in zip(flatten(ref), flatten(out)):
+        if not (isinstance(r, torch.Tensor) and isinstance(o, torch.Tensor) and r.shape == o.shape and r.dtype == o.dtype):
+            continue
+        if not r.is_floating_point():
+            acc["integer_mismatch"] += 0 if r.is_complex() else int((r != o).sum())
+            continue
+        wide = torch.float64 if r.dtype == torch.float64 else torch.float32
+        r, o = r.detach().reshape(-1), o.detach().reshape(-1)
+        err_sq = ref_sq = 0.0
+        step = _chunk(r)
+        for start in range(0, r.numel(), step):
+            rc, oc = r[start : start + step].to(wide), o[start : start + step].to(wide)
+            both = torch.isfinite(rc) & torch.isfinite(oc)
+            same_special = ~both & ((rc == oc) | (torch.isnan(rc) & torch.isnan(oc)))
+            if not bool((both | same_special).all()):
+                acc["atol_needed"] = {k: float("inf") for k in tables}
+            rc, oc = rc.masked_fill(~both, 0.0), oc.masked_fill(~both, 0.0)
+            err = (oc - rc).abs_()
+            acc["max_abs"] = max(acc["max_abs"], float(err.max()))
+            err_sq, ref_sq = err_sq + float(err.square().sum()), ref_sq + float(rc.square().sum())
+            for name, table in tables.items():
+                rtol = table.get(r.dtype, table[torch.float32])[1]
+                acc["atol_needed"][name] = max(acc["atol_needed"][name], float((err - rtol * rc.abs()).max()))
+        if ref_sq > 0:
+            acc["rel_norm"] = max(acc["rel_norm"], (err_sq / ref_sq) ** 0.5)
+    return acc
+
+
+def merge_deviations(a: dict | None, b: dict | None) -> dict | None:
+    if a is None or b is None:
+        return a or b
+    return {"atol_needed": {k: max(a["atol_needed"][k], b["atol_needed"][k]) for k in a["atol_needed"]},
+            "max_abs": max(a["max_abs"], b["max_abs"]), "rel_norm": max(a["rel_norm"], b["rel_norm"]),
+            "integer_mismatch": a["integer_mismatch"] + b["integer_mismatch"]}
+
+
+def eager_atol(measured: dict | None, strict: bool) -> float:
+    """The atol floor a task's candidates are judged with: EAGER_ERROR_FACTOR times the atol PyTorch's
+    default eager needs against the strict-fp32 reference, so that eager never fails against itself
+    (0 when it needs none, or when no atol would do: a NaN where the reference has none)."""
+    need = (measured or {}).get("atol_needed", {}).get("strict" if strict else "default", 0.0)
+    return EAGER_ERROR_FACTOR * need if 0 < need < float("inf") else 0.0
 
 
 @dataclass
@@ -226,7 +291,7 @@ def weak_tolerance(ref, other_seed, tol: Tolerance) -> list[str]:
     leaves = [(p, r) for p, r in flatten(ref) if isinstance(r, torch.Tensor) and r.is_floating_point()]
     others = dict(flatten(other_seed)) if other_seed is not None else {}
     for path, r in leaves:
-        plain = Tolerance(strict=tol.strict)
+        plain = Tolerance(strict=tol.strict, atol_floor=tol.atol_floor)
         impostors = {"zeros": torch.zeros_like(r), "mean": torch.full_like(r, float(r.float().mean()) if r.numel() else 0.0)}
         # A model without weights gives the same output for every seed: nothing to reject then.
         if path in others and isinstance(others[path], torch.Tensor) and not torch.equal(others[path], r):

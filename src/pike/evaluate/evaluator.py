@@ -118,6 +118,7 @@ class Evaluator:
         self.gate = None  # a DeviceGate when this evaluator is one of several lanes of its device (pool)
         self.share_checks = False  # with a gate: candidates' checks hold it shared, their timing exclusively
         self.refs = ReferenceCache(self.cache, c, self.run_job, self.job_dir, self.device_info, self.cleanup)
+        self.on_progress = None  # (task, text): where a reference job is (a big model's take minutes)
         self._builder: Builder | None = None
         self._info: dict | None = None
         self._counter = itertools.count(1)
@@ -227,16 +228,22 @@ class Evaluator:
 
     # -------------------------------------------------------------- stages (see pipeline)
 
-    def reference(self, task: Task, *, pool: int | None = None, input_seed: int = 1000) -> Reference:
-        """Reference outputs for ``task`` on this device, computed once and cached on disk."""
-        return self.refs.get(task, pool=pool, input_seed=input_seed)
+    def reference(self, task: Task, *, pool: int | None = None, input_seed: int = 1000, second_shape: bool = True) -> Reference:
+        """Reference outputs for ``task`` on this device, computed once and cached on disk. With
+        ``second_shape``, a task without an alternate size set also gets its inputs at another batch
+        size where the model accepts one (``Reference.batch_alt``)."""
+        return self.refs.get(task, pool=pool, input_seed=input_seed, second_shape=second_shape, progress=self.on_progress)
 
     def references(self, task: Task) -> tuple[Reference, Reference | None]:
-        """The task's reference and, where it has one, its alternate size's."""
+        """The task's reference and its second shape's: the alternate size set's, or where the task
+        has none, its inputs at another batch size (None when the model accepts no other)."""
         c = self.config
         ref = self.reference(task)
-        alt_task = task.with_size(task.alt_size) if task.alt_size and c.alt_trials else None
-        return ref, (self.reference(alt_task, pool=c.alt_trials) if alt_task else None)
+        if not c.alt_trials:
+            return ref, None
+        if task.alt_size:
+            return ref, self.reference(task.with_size(task.alt_size), pool=c.alt_trials, second_shape=False)
+        return ref, ref.batch_alt
 
     def evaluate(
         self, task: Task, source: str, *, trusted: bool = False, eager_ms: float | None = None,

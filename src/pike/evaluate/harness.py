@@ -6,6 +6,7 @@ a candidate that replaces them is rejected.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -14,12 +15,14 @@ import sys
 import time
 import traceback
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from pike.evaluate.build import extension_lock
 from pike.evaluate.child import TIMING_STARTED
+from pike.evaluate.paths import apply_imports
 
 _GUARDED = (
     # (not torch.manual_seed: torch._dynamo wraps it on import; the harness uses its own saved copy)
@@ -43,7 +46,12 @@ class Failure(Exception):
 
 
 class TaskFailure(Exception):
-    """The task itself is broken (reported as a TaskError by the orchestrator)."""
+    """The task itself is broken (reported as a TaskError by the orchestrator): a one-line message,
+    and the traceback as ``detail``."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
 
 
 def _lookup(dotted: str):
@@ -134,16 +142,58 @@ def seed_all(seed: int) -> None:
         np.random.seed(seed % 2**32)
 
 
-def strict_fp32() -> None:
-    """No TF32 anywhere: the reference is computed in full fp32."""
+def _precision() -> tuple[str, bool, bool]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.set_float32_matmul_precision("highest")
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        return torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+def _set_precision(matmul: str, cublas_tf32: bool, cudnn_tf32: bool) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.set_float32_matmul_precision(matmul)
+        torch.backends.cuda.matmul.allow_tf32 = cublas_tf32
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+
+
+# PyTorch's own settings, as every evaluation process starts with them (this module is imported by
+# the fork server before any job): TF32 convolutions on, TF32 matmuls off. Eager baselines and
+# candidates run under them.
+PYTORCH_DEFAULTS = _precision()
+
+
+def strict_fp32() -> None:
+    """No TF32 anywhere: the reference is computed in full fp32."""
+    _set_precision("highest", False, False)
+
+
+@contextmanager
+def pytorch_defaults():
+    """PyTorch's default precision settings inside, the ones before outside (the reference job
+    measures how far default eager is from its strict fp32)."""
+    before = _precision()
+    _set_precision(*PYTORCH_DEFAULTS)
+    try:
+        yield
+    finally:
+        _set_precision(*before)
+
+
+_package: str | None = None  # the task's package (paths.task_package), set per job by set_imports
+
+
+def set_imports(imports: dict | None) -> None:
+    """Before any task or candidate code is imported: the task's import paths and its package."""
+    global _package
+    apply_imports(imports)
+    _package = (imports or {}).get("package")
 
 
 def import_file(path: Path, name: str):
+    """``path`` as module ``name``; inside the task's package when it has one, so that its relative
+    imports (``from .blocks import Block``) resolve as they do where the file lives."""
+    if _package:
+        name = f"{_package}.{name}"
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
@@ -286,10 +336,25 @@ class RefData:
     def __init__(self, data_dir: Path, facts: dict):
         self.dir = Path(data_dir)
         self.meta = facts
-        self.init_inputs = load(self.dir / "init_inputs.pt", weights_only=False)
+
+    @functools.cached_property
+    def init_inputs(self) -> list:
+        """Memory-mapped: a model handed over as an init input (pike.optimize) is not read into memory
+        again. Init inputs may be instances of the task's own classes (a dataclass of model args),
+        pickled under the task module's name in the reference's process: that module is then
+        imported here from the copy of the task file given beside them."""
+        path = self.dir / "init_inputs.pt"
+        try:
+            return load(path, weights_only=False, mmap=True)
+        except ModuleNotFoundError as e:
+            module, file = self.meta.get("task_module"), self.meta.get("task_file")
+            if not (module and file and e.name and e.name.split(".")[-1] == module):
+                raise
+        import_file(self.dir / file, module)
+        return load(path, weights_only=False, mmap=True)
 
     def inputs(self, i: int) -> list:
-        return load(self.dir / "inputs" / f"{i}.pt", weights_only=False)
+        return load(self.dir / "inputs" / f"{i}.pt", weights_only=False, mmap=True)
 
     def random_sd(self):
         return load(self.dir / "random_sd.pt", weights_only=False)

@@ -80,6 +80,9 @@ class ReferenceJob(_Json):
     pool_bytes: int  # bound on the pool's inputs and outputs
     random_count: int  # input sets also run with re-randomised weights
     init_on: str = "cpu"  # device: build the model under torch.device (harness.construct)
+    imports: dict = field(default_factory=dict)  # the task's import paths and package (paths.task_imports)
+    batch_alt: int = 0  # input sets at another batch size (a task without an alternate size set)
+    has_alt_size: bool = False
 
 
 @dataclass
@@ -87,6 +90,7 @@ class BuildJob(_Json):
     kind: ClassVar[str] = "build"
     code: str
     module_name: str
+    imports: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -98,6 +102,7 @@ class Part(_Json):
     facts: dict  # what its process may know of the reference (Reference.facts)
     trials: list[int]  # input sets whose outputs are checked
     random_trials: list[int] = field(default_factory=list)  # input sets checked with re-randomised weights
+    same_model: bool = False  # the task's inputs at another batch size: checked with the main part's model
 
 
 @dataclass
@@ -120,6 +125,7 @@ class CandidateJob(_Json):
     timing: TimingPlan | None = None  # None: correctness only
     gpu_gate: bool = False  # ask for the device before its first use (lanes)
     ipc: bool = False  # hand outputs over as memory handles (the comparator compares them)
+    imports: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -141,6 +147,7 @@ class RetimeJob(_Json):
     sets: list[int]
     config: dict  # TimingConfig.to_json()
     max_time_s: float
+    imports: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -154,6 +161,7 @@ class ProfileJob(_Json):
     init_seed: int
     rows: int = 10
     iters: int = 5
+    imports: dict = field(default_factory=dict)
 
 
 JOBS = {cls.kind: cls for cls in (ProbeJob, ReferenceJob, BuildJob, CandidateJob, RetimeJob, ProfileJob)}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from pike.evaluate.checksums import Tampered
+from pike.evaluate.paths import task_imports
 from pike.evaluate.result import EvalResult
 from pike.evaluate.slots import CANDIDATE, STARTUP
 from pike.evaluate.static import check_source
@@ -59,7 +60,7 @@ def build(config, prep: Prepared, builder, job_dir) -> EvalResult | None:
         return None
     prep.env = builder.env(prep.main_src)
     t0 = time.monotonic()
-    b = builder.build(prep.main_src, job_dir, timeout=config.build_timeout_s)
+    b = builder.build(prep.main_src, job_dir, timeout=config.build_timeout_s, imports=task_imports(prep.task.path))
     prep.durations["build_s"] = time.monotonic() - t0
     if b.status in ("build_error", "timeout", "crashed"):
         status = "timeout" if b.status == "timeout" else "build_error"
@@ -133,7 +134,7 @@ def extra_check(ev, alone, prep: Prepared, result: EvalResult) -> EvalResult:
     """Stage 5: over ``extra_check_speedup`` vs eager, check again on input sets never used before,
     then time the candidate side by side with eager."""
     sp = result.speedup_vs_eager
-    fresh = lambda: (ev.reference(prep.task, pool=ev.config.trials, input_seed=50_000), None)  # noqa: E731
+    fresh = lambda: (ev.reference(prep.task, pool=ev.config.trials, input_seed=50_000, second_shape=False), None)  # noqa: E731
     again = run_stage(ev, alone, prep, fresh, eager_ms=None, time_it=False)
     if not again.ok:
         again.message = f"{sp:.1f}x vs eager but wrong on new inputs: {again.message}"

@@ -58,6 +58,7 @@ class EvalPool:
     def __init__(self, config: EvalConfig, devices: list[str] | None = None, build_workers: int | None = None,
                  lanes: int = 1, share_checks: bool = False):
         self.config = config
+        self.on_progress = None  # (task, text): where a reference job is, from a slot's thread
         devices = devices or [config.device]
         timing_cores, build_cores = split_cores(devices)
         self._build_cores = build_cores
@@ -148,10 +149,16 @@ class EvalPool:
     def _new_lane(self, i: int, info: dict | None = None) -> Evaluator:
         """Slot ``i``'s evaluator; with lanes, bound to its device's gate (and its probed facts)."""
         ev = Evaluator(self._slot_configs[i])
+        ev.on_progress = self._progress
         if self._gates is not None:
             ev.gate, ev._info = self._gates[self._lane_device[i]], info
             ev.share_checks = self.share_checks
         return ev
+
+    def _progress(self, task: Task, text: str) -> None:
+        """Where a slot's reference job is (from its thread), for ``on_progress(task, text)``."""
+        if self.on_progress is not None:
+            self.on_progress(task, text)
 
     def _replace(self, i: int) -> None:
         """A fresh evaluator for slot ``i`` (its fork server and work dir go with the old one)."""

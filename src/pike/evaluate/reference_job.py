@@ -10,22 +10,49 @@ more precise candidate may differ from eager (see ``compare``).
 from __future__ import annotations
 
 import copy
+import shutil
+import traceback
 from pathlib import Path
 from time import perf_counter
 
 import torch
 
 from pike.evaluate import weights as weights_mod
-from pike.evaluate.jobs import ReferenceJob
+from pike.evaluate.batch_alt import second_shape
+from pike.evaluate.compare import deviation, merge_deviations
 from pike.evaluate.harness import (
-    TaskFailure, construct, leaves, nbytes, output_devices, same, save, seed_all, strict_fp32, tb, to_cpu, to_device, write_json, import_file,
+    TaskFailure, construct, import_file, leaves, load, nbytes, output_devices, pytorch_defaults, same, save, seed_all, strict_fp32, tb,
+    to_cpu, to_device, write_json,
 )
+from pike.evaluate.jobs import ReferenceJob
+from pike.evaluate.progress import Progress
 
-def task_call(fn, name: str):
+
+def task_failure(what: str, e: BaseException, task_file: Path | None) -> TaskFailure:
+    """``what`` raised ``e``: one line naming the line of the task file where it happened (the file
+    here is a copy of the user's, at the same line numbers), the traceback as its detail."""
+    at = ""
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if task_file is not None and Path(f.filename) == task_file]
+    if frames:
+        at = f" (line {frames[-1].lineno}: {(frames[-1].line or '').strip()})"
+    message = str(e).splitlines()[0] if str(e) else ""
+    return TaskFailure(f"{what} raised {type(e).__name__}: {message}{at}", tb(3000))
+
+
+def default_deviation(model, x: list, seed: int, reference_out) -> dict | None:
+    """One forward under PyTorch's default precision settings (TF32 convolutions, say), against the
+    strict-fp32 output of the same inputs and RNG seed."""
+    seed_all(seed)
+    with pytorch_defaults():
+        out = to_cpu(model(*x))
+    return deviation(reference_out, out)
+
+
+def task_call(fn, name: str, task_file: Path | None = None):
     try:
         value = fn()
     except Exception as e:  # noqa: BLE001
-        raise TaskFailure(f"{name}() raised {type(e).__name__}: {e}\n{tb(3000)}") from None
+        raise task_failure(f"{name}()", e, task_file) from None
     if not isinstance(value, (list, tuple)):
         raise TaskFailure(f"{name}() must return a list or tuple, got {type(value).__name__}")
     return list(value)
@@ -82,6 +109,32 @@ class Golden:
                 self.model, self.why_not = None, f"loading re-randomised weights failed: {type(e).__name__}: {e}"[:300]
 
 
+def memory_estimate(Model, init_inputs: list, device) -> dict:
+    """The model's weights, counted on the meta device before it is built (no memory is allocated;
+    a module handed over as an init input is counted as it is), against the memory free where it
+    will live. ``short`` when the weights alone do not fit."""
+    try:
+        with torch.device("meta"):
+            m = Model(*init_inputs)
+        weights = sum(t.numel() * t.element_size() for t in (*m.parameters(), *m.buffers()))
+        del m
+    except Exception:  # noqa: BLE001 - a model that cannot be built on the meta device
+        return {"text": "its size is unknown until it is built"}
+    free = free_memory(device)
+    text = f"weights {weights / 2**30:.2f} GB" + (f", {free / 2**30:.1f} GB free on {device.type}" if free is not None else "")
+    return {"weights_bytes": weights, "free_bytes": free, "text": text, "short": free is not None and weights > free}
+
+
+def free_memory(device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 def run_reference(job: ReferenceJob, job_dir: Path) -> dict:
     """The entry, in ``job.out_dir`` of the job directory: what a candidate's process may be given
     under ``given/`` (input sets, init inputs, re-randomised weights), what only the orchestrator
@@ -103,20 +156,34 @@ def run_reference(job: ReferenceJob, job_dir: Path) -> dict:
         spent[name] = spent.get(name, 0.0) + now - t0
         t0 = now
 
+    progress = Progress(job_dir)
+    task_file = job_dir / job.task
+    progress("importing the task")
     try:
-        mod = import_file(job_dir / job.task, job.module_name)
+        mod = import_file(task_file, job.module_name)
     except Exception as e:  # noqa: BLE001
-        raise TaskFailure(f"importing the task raised {type(e).__name__}: {e}\n{tb(3000)}") from None
+        raise task_failure("importing the task", e, task_file) from None
+    # Init inputs may hold instances of the task's own classes: a candidate's process imports this
+    # copy of the task to read them (harness.RefData).
+    shutil.copyfile(task_file, given / task_file.name)
     Model = getattr(mod, "Model", None)
     if not (isinstance(Model, type) and issubclass(Model, torch.nn.Module)):
         raise TaskFailure("Model must be a subclass of torch.nn.Module")
     seed_all(job.init_seed)
-    init_inputs = task_call(mod.get_init_inputs, "get_init_inputs")
+    progress("get_init_inputs()")
+    init_inputs = task_call(mod.get_init_inputs, "get_init_inputs", task_file)
+    # Saved before any model is built from them: a Model may keep an init input (a module handed over
+    # by pike.optimize) and change it in place, moved to the device or given re-randomised weights.
+    save(init_inputs, given / "init_inputs.pt")
 
     def build(seed: int, on: bool):
         seed_all(seed)
         return construct(Model, init_inputs, device, on).to(device)
 
+    memory = memory_estimate(Model, init_inputs, device)
+    progress("building the model", note=memory["text"])
+    if memory.get("short"):
+        raise TaskFailure(f"the model does not fit: {memory['text']}")
     # Built on the device when asked (and possible): candidates are then built there too (harness.construct).
     asked = job.init_on == "device" and device.type != "cpu"
     on_device, built_note = False, ""
@@ -126,7 +193,7 @@ def run_reference(job: ReferenceJob, job_dir: Path) -> dict:
             break
         except Exception as e:  # noqa: BLE001
             if not on:
-                raise TaskFailure(f"Model(*get_init_inputs()) raised {type(e).__name__}: {e}\n{tb(3000)}") from None
+                raise task_failure("Model(*get_init_inputs())", e, task_file) from None
             built_note = f"built on the CPU: under torch.device({str(device)!r}) Model(*init_inputs) raised {type(e).__name__}: {e}"[:300]
     lap("import_init_s")
     call_seed = job.call_seed
@@ -136,9 +203,10 @@ def run_reference(job: ReferenceJob, job_dir: Path) -> dict:
     with torch.inference_mode():
         p = 0
         while p < n_pool:
+            progress("input sets", p + 1, n_pool)
             seed_all(job.input_seed + p)
             lap("save_s")
-            inputs = to_cpu(task_call(mod.get_inputs, "get_inputs"))
+            inputs = to_cpu(task_call(mod.get_inputs, "get_inputs", task_file))
             lap("inputs_s")
             if p == 0 and not any(isinstance(t, torch.Tensor) for t in inputs):
                 raise TaskFailure("get_inputs() returned no tensors")
@@ -148,7 +216,7 @@ def run_reference(job: ReferenceJob, job_dir: Path) -> dict:
                 seed_all(call_seed + p)
                 out = model(*x)
             except Exception as e:  # noqa: BLE001
-                raise TaskFailure(f"Model.forward raised {type(e).__name__}: {e}\n{tb(3000)}") from None
+                raise task_failure("Model.forward", e, task_file) from None
             if not any(isinstance(t, torch.Tensor) for t in leaves(out)):
                 raise TaskFailure("Model.forward returned no tensor")
             mutates |= any(b is not None and not same(t, b) for t, b in zip(x, before))
@@ -174,6 +242,7 @@ def run_reference(job: ReferenceJob, job_dir: Path) -> dict:
             p += 1
         lap("save_s")
         # Determinism: same inputs, same RNG seed -> same output, unless the model keeps state.
+        progress("determinism probes")
         x0 = to_device(kept[0], device)
         seed_all(call_seed)
         again = to_cpu(model(*x0))
@@ -186,8 +255,27 @@ def run_reference(job: ReferenceJob, job_dir: Path) -> dict:
         if mutates:
             flags.append("mutates_inputs")
         del again, other_rng
-    lap("probes_s")
+        lap("probes_s")
+        # How far PyTorch's default eager is from this strict-fp32 reference: candidates are judged with
+        # a tolerance never tighter (compare.eager_atol). Not measurable when a call changes the
+        # model's state or its inputs.
+        measurable = not ({"stateful", "mutates_inputs"} & set(flags))
+        eager_default = None
+        for p in range(n_pool if measurable else 0):
+            progress("PyTorch default eager", p + 1, n_pool)
+            x = to_device(load(given / "inputs" / f"{p}.pt", weights_only=False), device)
+            eager_default = merge_deviations(eager_default, default_deviation(
+                model, x, call_seed + p, load(answers / "outputs" / f"{p}.pt", weights_only=False)))
+        lap("eager_default_s")
+
+        def draw(seed: int) -> list:
+            seed_all(seed)
+            return to_cpu(task_call(mod.get_inputs, "get_inputs", task_file))
+
+        second = second_shape(job, draw, model, first_out, kept[0], golden, flags, out_dir / "batch_alt", device, progress)
+        lap("batch_alt_s")
     # Another seed's weights on the same inputs: the tolerance must tell them apart.
+    progress("another seed's weights")
     other = build(job.init_seed + 1, on_device)
     with torch.inference_mode():
         seed_all(call_seed)
@@ -204,14 +292,16 @@ def run_reference(job: ReferenceJob, job_dir: Path) -> dict:
             golden.load_state_dict(sd)
         with torch.inference_mode():
             for p in range(n_random):
+                progress("re-randomised weights", p + 1, n_random)
                 seed_all(call_seed + p)
                 x = to_device(kept[p], device)
                 out = to_cpu(model(*x))
                 save(out, answers / "random" / f"{p}.pt")
+                if measurable:
+                    eager_default = merge_deviations(eager_default, default_deviation(model, x, call_seed + p, out))
                 if golden is not None:
                     golden.save(x, call_seed + p, out, answers / "golden_random" / f"{p}.pt")
         save(to_cpu(sd), given / "random_sd.pt")
-    save(init_inputs, given / "init_inputs.pt")
     lap("random_weights_s")
     if golden is not None and golden.on:
         golden.model = None  # free it before meta is written
@@ -233,7 +323,19 @@ def run_reference(job: ReferenceJob, job_dir: Path) -> dict:
         "durations_s": spent,
         # None: full-precision outputs; "ok": golden/ (and golden_random/) hold fp32 outputs; else why not.
         "golden": golden_meta,
+        "memory": {k: v for k, v in memory.items() if k != "short"},
+        # Init inputs may hold instances of the task's classes: candidates import its copy to read them.
+        "task_module": job.module_name, "task_file": task_file.name,
+        # PyTorch default eager against this reference (compare.deviation over every input set, the
+        # re-randomised weights' too); None when not measurable (a stateful or input-mutating task).
+        "eager_default": eager_default,
+        # Tasks without an alternate size set: the inputs at another batch size (batch_alt/), or why not.
+        "batch_alt": second,
     }
     write_json(out_dir / "meta.json", meta)
+    if second.get("alt"):  # an entry of its own inside this one, read like an alternate size set's
+        write_json(out_dir / "batch_alt" / "meta.json", {
+            **meta, "pool": second["sets"], "random_count": 0, "batch_alt": None, "input_shapes": second["input_shapes"],
+            "output_bytes": second["output_bytes"], "input_bytes": second["input_bytes"], "label": f"batch {second['alt']}"})
     return {"status": "ok", "meta": meta}
 

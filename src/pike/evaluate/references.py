@@ -27,15 +27,17 @@ import torch
 
 from pike.evaluate import checksums
 from pike.evaluate.checksums import Tampered
-from pike.evaluate.compare import Tolerance, flatten, weak_tolerance
+from pike.evaluate.compare import EAGER_ERROR_FACTOR, Tolerance, eager_atol, flatten, weak_tolerance
 from pike.evaluate.jobs import ReferenceJob
+from pike.evaluate.paths import task_imports
+from pike.evaluate.progress import Watcher, describe
 from pike.task import Task, TaskError
 
 # Bumped whenever what the cache holds changes shape or meaning, so that stale entries are never read.
-CACHE_FORMAT = 5
+CACHE_FORMAT = 6
 MANIFEST = "manifest.json"
 # What a candidate's process may know of its reference (harness.RefData reads these).
-FACTS = ("call_seed", "flags", "out_devices", "state_dict", "built_on")
+FACTS = ("call_seed", "flags", "out_devices", "state_dict", "built_on", "task_module", "task_file", "label")
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,15 @@ class Reference:
     tolerance: Tolerance
     flags: list[str]
     leaves: int  # tensors in one output (bounds what a candidate may hand over)
+    label: str = ""  # how a second shape's checks are named ("size small_alt", "batch 2")
+    same_code: bool = False  # a second shape of the same code (batch_alt): checked with the main part's model
+    batch_alt: "Reference | None" = None  # the task's inputs at another batch size (no alternate size set)
+    parent: "Reference | None" = None  # the entry a batch_alt lives in (found changed: both go)
     _cache: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.label and self.task.size:
+            self.label = f"size {self.task.size}"
 
     def _read(self, rel: str) -> bytes:
         with self._changed():
@@ -63,7 +73,7 @@ class Reference:
         try:
             yield
         except Tampered as e:
-            e.ref = self
+            e.ref = self.parent or self
             raise
 
     def load(self, rel: str):
@@ -93,11 +103,13 @@ class Reference:
         return self.get(sub, i) if self.has_golden else None
 
     def facts(self) -> dict:
-        return {k: self.meta[k] for k in FACTS}
+        return {k: self.meta.get(k, self.label if k == "label" else None) for k in FACTS}
 
-    def give(self, dest: Path, sets: list[int], *, random_weights: bool) -> None:
-        """Copies of what a candidate's process may see, for input sets ``sets``, into ``dest``."""
-        names = [f"inputs/{i}.pt" for i in sets] + ["init_inputs.pt"] + (["random_sd.pt"] if random_weights else [])
+    def give(self, dest: Path, sets: list[int], *, random_weights: bool, init_inputs: bool = True) -> None:
+        """Copies of what a candidate's process may see, for input sets ``sets``, into ``dest``: with
+        ``init_inputs``, the init inputs and the task file that their pickles may name classes of."""
+        names = [f"inputs/{i}.pt" for i in sets] + (["init_inputs.pt", self.meta["task_file"]] if init_inputs else [])
+        names += ["random_sd.pt"] if random_weights else []
         with self._changed():
             for name in names:
                 rel = f"given/{name}"
@@ -117,13 +129,17 @@ class ReferenceCache:
         self._tmp = itertools.count()
         self.problems: list[str] = []  # entries found changed on disk (each also logged)
 
-    def get(self, task: Task, *, pool: int | None = None, input_seed: int = 1000) -> Reference:
-        """Reference outputs for ``task`` on this device, computed once and cached on disk."""
+    def get(self, task: Task, *, pool: int | None = None, input_seed: int = 1000, second_shape: bool = True,
+            progress=None) -> Reference:
+        """Reference outputs for ``task`` on this device, computed once and cached on disk. With
+        ``second_shape``, a task without an alternate size set also gets its inputs at another batch
+        size (``batch_alt``). ``progress(task, text)`` hears where a reference job is."""
         c = self.config
         info = self._device_info()
         pool = pool or (c.trials + 2 * c.timing_sets)
         init_on = c.init_on if c.device_type != "cpu" else "cpu"
-        key_src = json.dumps([CACHE_FORMAT, task.resolved_source, info.get("device_name"), info.get("torch"), c.device_type, pool, input_seed, c.random_weight_trials, c.seed, c.pool_max_bytes, init_on])
+        batch_alt = c.alt_trials if second_shape and not task.alt_size else 0
+        key_src = json.dumps([CACHE_FORMAT, task.resolved_source, info.get("device_name"), info.get("torch"), c.device_type, pool, input_seed, c.random_weight_trials, c.seed, c.pool_max_bytes, init_on, batch_alt])
         key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
         if key in self._loaded:
             return self._loaded[key]
@@ -136,7 +152,7 @@ class ReferenceCache:
         except Tampered as e:
             self._drop(final, task, str(e))
         if ref is None:
-            self._compute(task, final, pool=pool, input_seed=input_seed, init_on=init_on)
+            self._compute(task, final, pool=pool, input_seed=input_seed, init_on=init_on, batch_alt=batch_alt, progress=progress)
             ref = self._load(task, final)
         self._loaded[key] = ref
         return ref
@@ -170,7 +186,7 @@ class ReferenceCache:
             return
         shutil.rmtree(gone, ignore_errors=True)
 
-    def _compute(self, task: Task, final: Path, *, pool: int, input_seed: int, init_on: str) -> None:
+    def _compute(self, task: Task, final: Path, *, pool: int, input_seed: int, init_on: str, batch_alt: int, progress) -> None:
         c = self.config
         d = self._job_dir("reference")
         d.mkdir(parents=True, exist_ok=True)
@@ -180,14 +196,21 @@ class ReferenceCache:
             device="cuda" if c.device_type == "cuda" else "cpu", task=task_file, module_name=f"pike_task_{task.name}",
             out_dir="entry", init_seed=42 + c.seed, input_seed=input_seed + c.seed, call_seed=7 + c.seed,
             pool=pool, min_pool=min(pool, 3), pool_bytes=c.pool_max_bytes, random_count=c.random_weight_trials, init_on=init_on,
+            imports=task_imports(task.path), batch_alt=batch_alt, has_alt_size=bool(task.alt_size),
         )
-        out = self._run_job(job, d, timeout=max(c.timeout_s, 600))
+        timeout = max(c.timeout_s, 600)
+        report = (lambda p: progress(task, f"reference: {describe(p)}")) if progress else None
+        with Watcher(d, report) as watch:
+            out = self._run_job(job, d, timeout=timeout)
         res = out.result
         try:
             if res is None:
-                raise TaskError(task.path, f"the reference run {out.describe_exit()}:\n{out.log_tail[-2000:]}")
+                where = f" while at: {describe(watch.last)}" if watch.last else ""
+                hint = {True: f"; a bigger model may need --set eval.timeout_s (now {timeout:g} s for the reference)",
+                        False: " (killed by the system: out of memory?)" if out.signal == 9 else ""}[out.timed_out]
+                raise TaskError(task.path, f"the reference run {out.describe_exit()}{where}{hint}", out.log_tail[-3000:])
             if res["status"] != "ok":
-                raise TaskError(task.path, res.get("message", "reference failed"))
+                raise TaskError(task.path, res.get("message", "reference failed"), res.get("feedback", ""))
             entry = d / "entry"
             (entry / MANIFEST).write_text(json.dumps(checksums.manifest(entry)))
             self.root.mkdir(parents=True, exist_ok=True)
@@ -211,7 +234,9 @@ class ReferenceCache:
         if not isinstance(files, dict) or not checksums.signed(files, mac):
             raise Tampered("its manifest's signature does not match")
         meta = json.loads(checksums.read_verified(final / "meta.json", files.get("meta.json", "")))
-        tol = Tolerance(strict=self.config.strict)
+        # Never tighter than PyTorch's own default eager needs against this strict-fp32 reference.
+        strict, measured = self.config.strict, meta.get("eager_default")
+        tol = Tolerance(strict=strict, atol_floor=eager_atol(measured, strict))
         flags = list(meta["flags"])
         ref = Reference(task=task, dir=final, meta=meta, files=files, tolerance=tol, flags=flags, leaves=0)
         try:
@@ -224,9 +249,15 @@ class ReferenceCache:
         ref.leaves = len(flatten(first))
         weak = weak_tolerance(first, other, tol)
         if weak:
-            # The elementwise tolerance cannot tell the reference from an impostor: add a norm check.
-            atol, rtol = tol.for_dtype(torch.float32)
-            ref.tolerance = replace(tol, rel_norm=2 * rtol)
+            # The elementwise tolerance cannot tell the reference from an impostor: add a norm check,
+            # never tighter than twice default eager's own.
+            rtol = Tolerance(strict=strict).for_dtype(torch.float32)[1]
+            ref.tolerance = replace(tol, rel_norm=max(2 * rtol, EAGER_ERROR_FACTOR * (measured or {}).get("rel_norm", 0.0)))
             flags.append("weak_tolerance")
             meta["weak_tolerance"] = weak
+        if "batch_alt/meta.json" in files:
+            sub = {rel.removeprefix("batch_alt/"): sha for rel, sha in files.items() if rel.startswith("batch_alt/")}
+            alt_meta = json.loads(checksums.read_verified(final / "batch_alt" / "meta.json", sub["meta.json"]))
+            ref.batch_alt = Reference(task=task, dir=final / "batch_alt", meta=alt_meta, files=sub, tolerance=ref.tolerance,
+                                      flags=flags, leaves=ref.leaves, label=alt_meta["label"], same_code=True, parent=ref)
         return ref

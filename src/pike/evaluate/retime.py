@@ -5,6 +5,7 @@ optimiser's profile feedback). Orchestrator side; the child side is ``worker.run
 from __future__ import annotations
 
 from pike.evaluate.jobs import ProfileJob, RetimeEntry, RetimeJob
+from pike.evaluate.paths import task_imports
 from pike.evaluate.result import Timing
 from pike.evaluate.static import check_source
 from pike.task import Task, apply_overrides
@@ -26,7 +27,7 @@ def retime(ev, task: Task, entries: dict[str, str], *, max_time_s: float = 3.0, 
         ref = ev.refs.given(task, d / "data", sets)
         job = RetimeJob(
             device=ev.job_device, module_name=f"pike_retime_{task.name}", init_seed=ref.meta["init_seed"], data="data", facts=ref.facts(),
-            entries=items, sets=sets, config=c.timing.to_json(), max_time_s=max_time_s,
+            entries=items, sets=sets, config=c.timing.to_json(), max_time_s=max_time_s, imports=task_imports(task.path),
         )
         out = ev.run_job(job, d, timeout=timeout_s or max(c.timeout_s, 60 + 10 * len(items)))
     finally:
@@ -46,7 +47,7 @@ def profile(ev, task: Task, source: str, *, rows: int = 10) -> str:
     try:
         ref = ev.refs.given(task, d / "data", [0])
         job = ProfileJob(device=ev.job_device, module_name=f"pike_profile_{task.name}", code="solution.py", data="data",
-                         facts=ref.facts(), init_seed=ref.meta["init_seed"], rows=rows)
+                         facts=ref.facts(), init_seed=ref.meta["init_seed"], rows=rows, imports=task_imports(task.path))
         out = ev.run_job(job, d, timeout=ev.config.timeout_s, env=ev.extension_env(main_src, check_source(source).tags))
     finally:
         ev.cleanup(d)

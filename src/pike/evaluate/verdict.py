@@ -44,7 +44,8 @@ def comparator_diffs(comparator, timeout_s: float, shm: str | None = None):
         for r, sub, gold_sub, idx, out in items:
             (ref, ref_sha), (gold, gold_sha) = r.answer(sub, idx), r.answer(gold_sub, idx)
             reqs.append({"ref": str(ref), "ref_sha": ref_sha, "gold": str(gold) if r.has_golden else None, "gold_sha": gold_sha,
-                         "strict": r.tolerance.strict, "rel_norm": r.tolerance.rel_norm, "out": out, "shm": shm})
+                         "strict": r.tolerance.strict, "rel_norm": r.tolerance.rel_norm, "atol_floor": r.tolerance.atol_floor,
+                         "out": out, "shm": shm})
         got = [Diff(**d) for d in comparator.compare(reqs, timeout_s)]
         if len(got) < len(items) and all(d.ok for d in got):
             raise ComparatorError(f"{len(got)} answers for {len(items)} outputs")
@@ -105,7 +106,7 @@ def check_outputs(checks: dict, ref, alt_ref, plan: Plan, diffs=local_diffs) -> 
     if "random" in checks:
         groups.append(("random", ref, "random", "golden_random", " with re-randomised weights"))
     if alt_ref is not None and "alt" in checks:
-        groups.append(("alt", alt_ref, "outputs", "golden", f" at size {alt_ref.task.size}"))
+        groups.append(("alt", alt_ref, "outputs", "golden", f" at {alt_ref.label}"))
     items = [(name, r, sub, gold, what, idx, out) for name, r, sub, gold, what in groups for idx, out in sorted(checks.get(name, {}).items())]
     total = Diff(True)
     n = 0
@@ -259,6 +260,10 @@ def assemble_result(c, out: JobOutcome, checker: Checker, ref, tags: list[str], 
             note, stage="weights", durations_s=durations, **errs, **base,
         )
     how = f"; {diff.note}" if diff.note else ""  # passed by eager's own error against fp32, not elementwise
+    if plan.alt_trials and checker.alt_ref is not None:
+        how += f"; also checked at {checker.alt_ref.label}"
+    if ref.tolerance.atol_floor:
+        how += f"; judged within {ref.tolerance.describe()}"
     if not plan.time:
         return EvalResult("ok", "correct (not timed)" + how, stage="compare", durations_s=durations, eager_ms=eager_ms, **errs, **base)
     if "timing" not in res:

@@ -31,7 +31,7 @@ from pike.evaluate import weights as weights_mod
 from pike.evaluate.build import extension_lock, extension_lock_path
 from pike.evaluate.harness import (
     Failure, Integrity, RefData, TaskFailure, build_model, check_output_types, guarded_call,
-    import_file, ask, output_devices, perf_counter, pin_for_timing, run_trials, save_atomic, seed_all, tb, to_cpu, to_device, write_json,
+    import_file, ask, output_devices, perf_counter, pin_for_timing, run_trials, save_atomic, seed_all, set_imports, tb, to_cpu, to_device, write_json,
     _RUN,
 )
 from pike.evaluate.jobs import BuildJob, CandidateJob, ProbeJob, ProfileJob, RetimeJob
@@ -139,7 +139,11 @@ def run_candidate(job: CandidateJob, job_dir: Path) -> dict:
         model.load_state_dict(ref.random_sd())
         checks["random"] = run_trials(model, ref, job.main.random_trials, device, call_seed, "forward (re-randomised weights)", check_inputs, keep)
         model.load_state_dict(seeded_sd)
-    if job.alt is not None:
+    if job.alt is not None and job.alt.same_model:  # the task's inputs at another batch size
+        alt_ref = RefData(job_dir / job.alt.data, job.alt.facts)
+        checks["alt"] = run_trials(model, alt_ref, job.alt.trials, device, alt_ref.meta["call_seed"], f"forward (at {alt_ref.meta['label']})",
+                                   check_inputs, keep)
+    elif job.alt is not None:
         alt_ref = RefData(job_dir / job.alt.data, job.alt.facts)
         alt_model = build_model(job_dir / job.alt.code, alt_ref, job.module_name + "_alt", device, job.init_seed, integrity, " (alternate size)")
         checks["alt"] = run_trials(alt_model, alt_ref, job.alt.trials, device, alt_ref.meta["call_seed"], "forward (alternate size)", check_inputs, keep)
@@ -366,13 +370,14 @@ def run_build(job: BuildJob, job_dir: Path) -> dict:
 def main(job_dir: str | os.PathLike) -> int:
     job_dir = Path(job_dir)
     job = jobs.load(job_dir)
+    set_imports(getattr(job, "imports", None))  # before any task or candidate code is imported
     runners = {"probe": run_probe, "reference": run_reference, "candidate": run_candidate, "build": run_build, "retime": run_retime, "profile": run_profile}
     try:
         result = runners[job.kind](job, job_dir)
     except Failure as f:
         result = {"status": f.status, "stage": f.stage, "message": f.message, "feedback": f.feedback}
     except TaskFailure as e:
-        result = {"status": "task_error", "message": str(e)}
+        result = {"status": "task_error", "message": str(e), "feedback": e.detail}
     except Exception as e:  # noqa: BLE001
         result = {"status": "runtime_error", "stage": job.kind, "message": f"{type(e).__name__}: {e}"[:2000], "feedback": tb()}
     limit = _RUN["memory_bytes"]
