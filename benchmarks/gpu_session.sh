@@ -23,6 +23,8 @@
 #   bash benchmarks/gpu_session.sh share       # one GPU: a task's offline portfolio with 1 lane, then 3 lanes (shared checks)
 #   bash benchmarks/gpu_session.sh limit       # any GPU: the offline --time-limit stops its variant in flight
 #   bash benchmarks/gpu_session.sh sandbox     # one GPU: the sandbox's cost per candidate, honest CUDA/Triton/compile candidates in it
+#   bash benchmarks/gpu_session.sh real M,M    # one GPU: pike.optimize on torchvision/timm/transformers models (real_models.py)
+#   bash benchmarks/gpu_session.sh startup [M] # one GPU: a 1.4 GB model's start-up (reference, eager) stage by stage
 # On a machine of several GPUs the x8 steps run parts side by side, each on its own GPUs and cores
 # (device time counts the machine, not its GPUs), each part logging to $OUT/<part>.log.
 # Results go to $OUT (default ./gpu-results). Every step has its own time limit so one slow step
@@ -343,6 +345,25 @@ print("cgroup parent", cgroup_parent())'
     done
     cut -c 1-300 "$OUT/sandboxed.jsonl"
     ;;
+real)
+    # The offline strategy through the Python API on models people run (random weights, no downloads):
+    # resnet50, vit, gpt2, bert. Each model: a search of MINUTES, then the final table (compile MODES,
+    # default "default", and the interleaved re-timing): about 5 minutes per model on an H200, so two
+    # models per call. One JSON line per model in $OUT/real_models.jsonl.
+    smi_log &
+    timeout -s INT 575 $PY benchmarks/real_models.py "${2:?usage: $0 real MODEL[,MODEL]}" --minutes "${MINUTES:-1.5}" \
+        --modes "${MODES:-default}" --out "$OUT" > "$OUT/real.log" 2>&1
+    echo "rc=$?" | tee -a "$OUT/real.log"
+    kill %1
+    tail -n 30 "$OUT/real.log"
+    ;;
+startup)
+    # A model of 1-3 GB of weights (GPT-2 medium's shape, 1.4 GB in fp32) up to its search: saving it,
+    # the reference job phase by phase, the eager baseline. The goal: under two minutes.
+    timeout -s INT 575 $PY benchmarks/real_models.py "${2:-gpt2-medium}" --startup-only --out "$OUT" > "$OUT/startup.log" 2>&1
+    echo "rc=$?" | tee -a "$OUT/startup.log"
+    tail -n 30 "$OUT/startup.log"
+    ;;
 x1b|x2b)
     smi_log &
     if [ "$1" = x1b ]; then offline_parallel 0 0-15 "${STOP_AT:-555}"; else offline_parallel 0,1 0-31 "${STOP_AT:-555}"; fi
@@ -352,5 +373,5 @@ x1b|x2b)
     tail -n 40 "$OUT/offline.log"
     ;;
 *)
-    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|ro|share|limit|sandbox|x1b|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b|x2c|x2e|x2f" >&2; exit 2 ;;
+    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|ro|share|limit|sandbox|real|startup|x1b|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b|x2c|x2e|x2f" >&2; exit 2 ;;
 esac

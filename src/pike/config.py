@@ -84,7 +84,7 @@ class SearchConfig:
 
 @dataclass
 class EvalSettings:
-    device: str = "cpu"
+    device: str = "auto"  # auto (the first CUDA device when there is one, else cpu), cpu, cuda, cuda:N
     size: str = "auto"  # auto: "small" on CPU where a task has it
     trials: int = 5
     timeout_s: float = 300.0
@@ -262,6 +262,25 @@ def apply_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
     return cfg
 
 
+def apply_values(cfg: RunConfig, values: dict[str, Any]) -> RunConfig:
+    """Settings as Python values (the API's ``**settings``): keys are ``section.key``, ``section__key``
+    or a key that one section alone has (``trials`` is ``eval.trials``)."""
+    sections = [f.name for f in fields(RunConfig) if is_dataclass(getattr(cfg, f.name))]
+    for key, value in values.items():
+        section, _, name = key.replace("__", ".").rpartition(".")
+        if not section:
+            owners = [s for s in sections if name in {f.name for f in fields(getattr(cfg, s))}]
+            if len(owners) != 1 and name in {f.name for f in fields(RunConfig)}:
+                cfg = _merge(cfg, {name: value})
+                continue
+            if len(owners) != 1:
+                where = f"in {', '.join(owners)}: write section__{name}" if owners else "see `pike presets` and the README"
+                raise ValueError(f"setting {key!r} is {'ambiguous' if owners else 'unknown'} ({where})")
+            section = owners[0]
+        cfg = _merge(cfg, {section: {name: value}})
+    return cfg
+
+
 def load(path: str | Path | None = None, *, strategy: str | None = None) -> RunConfig:
     """Defaults, then the strategy preset (from the file or the argument), then the file's own values."""
     data: dict = {}
@@ -276,6 +295,15 @@ def load(path: str | Path | None = None, *, strategy: str | None = None) -> RunC
     if strategy and "search" in data:
         data["search"].pop("strategy", None)  # the command line's choice wins
     return _merge(cfg, data)
+
+
+def resolve_device(cfg: RunConfig) -> tuple[RunConfig, str]:
+    """The config with ``eval.device`` resolved (``auto`` becomes cuda or cpu), and how it was chosen
+    ("" when it was given). The run directory keeps the resolved device, so a resume stays on it."""
+    from pike.evaluate.devices import resolve_device as resolve
+
+    device, how = resolve(cfg.eval.device)
+    return replace(cfg, eval=replace(cfg.eval, device=device)), how
 
 
 def dumps(cfg: RunConfig) -> str:

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from pike.evaluate.devices import resolve_device
 from pike.commands.common import STATUS_STYLE, console, err_console, fail, load_one_task, load_tasks, progress_bar, resolve_size, sandbox_text
 
 app = typer.Typer()
@@ -17,7 +18,7 @@ app = typer.Typer()
 def eval_cmd(
     task: str = typer.Argument(..., help="Task file (or built-in task name)."),
     solution: Path = typer.Argument(..., help="Solution file defining ModelNew (or Model)."),
-    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", help="auto (the first CUDA device when there is one, else cpu), cpu, cuda or cuda:N."),
     size: str = typer.Option("auto", help="Size set of the task: auto (small on CPU), default, or a name from its SIZES."),
     timeout: float = typer.Option(300.0, help="Seconds before the candidate is killed."),
     trials: int = typer.Option(5, help="Correctness trials on held-out inputs."),
@@ -33,7 +34,10 @@ def eval_cmd(
     from pike.evaluate.evaluator import EvalConfig, Evaluator
     from pike.task import TaskError
 
+    device, how = resolve_device(device)
     t = load_one_task(task, resolve_size(size, device))
+    if how and not as_json:
+        err_console.print(f"device: {device} ({how})", highlight=False)
     if not solution.is_file():
         fail(f"{solution}: no such file")
     source = solution.read_text()
@@ -49,7 +53,7 @@ def eval_cmd(
             eager_ms = eager.runtime_ms if eager is not None and eager.ok else None
             result = ev.evaluate(t, source, eager_ms=eager_ms)
     except TaskError as e:
-        fail(str(e))
+        fail(str(e), detail=e.detail)
     out = {"task": t.name, "size": t.size, "solution": str(solution), **result.to_json(), "sandbox": confined}
     if as_json:
         print(json.dumps(out))
@@ -63,7 +67,7 @@ def eval_cmd(
 def baseline_cmd(
     target: str = typer.Argument(..., help="Task file, directory of tasks, built-in task name or 'builtin'."),
     modes: Optional[str] = typer.Option(None, help="Comma-separated: eager and compile modes (default: eager + every compile mode of the device)."),
-    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", help="auto (the first CUDA device when there is one, else cpu), cpu, cuda or cuda:N."),
     size: str = typer.Option("auto", help="Size set: auto (small on CPU), default, or a name from the tasks' SIZES."),
     max_autotune: bool = typer.Option(False, help="Also torch.compile(mode='max-autotune') (slow to compile)."),
     interleaved: bool = typer.Option(True, help="Re-time the correct baselines A B A B ... in one process."),
@@ -79,6 +83,9 @@ def baseline_cmd(
     from pike.evaluate.pool import EvalPool
     from pike.task import TaskError
 
+    device, how = resolve_device(device)
+    if how and not as_json:
+        err_console.print(f"device: {device} ({how})", highlight=False)
     tasks = load_tasks(target, resolve_size(size, device))
     dev_type = "cuda" if device.startswith("cuda") else "cpu"
     mode_list = modes.split(",") if modes else ["eager", *compile_modes(dev_type, max_autotune)]

@@ -19,17 +19,6 @@ app = typer.Typer()
 EXAMPLE = Path(__file__).resolve().parent.parent / "suites" / "examples" / "gated_norm.py"
 
 
-def _stored_tasks(store):
-    """The tasks of a run as they were when it started (their files may have changed since)."""
-    from pike.task import Task, parse_task_source
-
-    tasks = []
-    for row in store.tasks():
-        _, sizes, doc = parse_task_source(row["source"], row["path"])
-        tasks.append(Task(name=row["name"], path=Path(row["path"]), source=row["source"], sizes=sizes, size=row["size"], doc=doc))
-    return tasks
-
-
 @app.command("optimize")
 def optimize_cmd(
     target: Optional[str] = typer.Argument(None, help="Task file, directory of tasks, built-in task name or 'builtin' (default: the shipped example)."),
@@ -46,7 +35,7 @@ def optimize_cmd(
                                    " config.toml of any run."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<target>-<time>)."),
     resume: Optional[Path] = typer.Option(None, help="Continue a killed run from its directory."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N."),
+    device: Optional[str] = typer.Option(None, help="auto (default: the first CUDA device when there is one, else cpu), cpu, cuda or cuda:N."),
     size: Optional[str] = typer.Option(None, help="Size set: auto (small on CPU), default, or a name from the tasks' SIZES."),
     seed_offline: bool = typer.Option(False, help="LLM strategies start from the offline winner."),
     gpus: Optional[str] = typer.Option(None, help="Comma-separated subset of the visible GPUs to evaluate on (default: all)."),
@@ -57,22 +46,18 @@ def optimize_cmd(
     """Search for a faster, verified ModelNew for each task; writes RUN_DIR/best/<task>.py."""
     from pike import config as cfgmod
     from pike.llm.base import ConfigError
-    from pike.search.engine import Engine, check_config, eval_config, resume_config
-    from pike.search.output import summary
-    from pike.search.progress import RunProgress
-    from pike.store import Store
+    from pike.search.engine import Engine, check_config, eval_config, resume_config, run_to_end, stored_tasks
     from pike.task import TaskError
 
     if resume is not None:
         if not (resume / "run.db").exists():
             fail(f"{resume}: not a run directory (no run.db)")
         cfg = resume_config(resume)
+        device_how = "as the run started"
         if time_limit is not None:  # this invocation's own limit (the stored one applies otherwise)
             cfg = replace(cfg, search=replace(cfg.search, time_limit_min=time_limit))
         run_dir = resume
-        store = Store(run_dir / "run.db")
-        tasks = _stored_tasks(store)
-        store.close()
+        tasks = stored_tasks(run_dir)
     else:
         try:
             cfg = cfgmod.load(config, strategy=strategy)
@@ -102,6 +87,7 @@ def optimize_cmd(
             cfg = cfgmod.apply_overrides(cfg, overrides)
         except ValueError as e:
             fail(str(e))
+        cfg, device_how = cfgmod.resolve_device(cfg)
         if not cfg.llm.model and cfg.search.strategy != "offline":
             if strategy or (config and "strategy" in config.read_text()):
                 fail(f"strategy {cfg.search.strategy!r} needs an LLM: pass --llm MODEL (or use --strategy offline)")
@@ -126,17 +112,10 @@ def optimize_cmd(
         engine = Engine(cfg, run_dir, resume=resume is not None)
     except ConfigError as e:
         fail(str(e))
-    err_console.print(f"run directory: {run_dir}  strategy: {cfg.search.strategy}  device: {cfg.eval.device}  tasks: {len(tasks)}", highlight=False)
+    device_text = cfg.eval.device + (f" ({device_how})" if device_how else "")
+    err_console.print(f"run directory: {run_dir}  strategy: {cfg.search.strategy}  device: {device_text}  tasks: {len(tasks)}", highlight=False)
     err_console.print(f"sandbox: {sandbox_text(eval_config(cfg))}", highlight=False)
-    progress = RunProgress(err_console)
-    engine.events.append(progress)
-    try:
-        with progress:
-            asyncio.run(engine.run(tasks))
-        doc = summary(engine.store)
-    finally:
-        engine.close()
-    (run_dir / "summary.json").write_text(json.dumps(doc, indent=1))
+    doc = run_to_end(engine, tasks, err_console)
     if as_json:
         print(json.dumps(doc))
     else:
@@ -165,7 +144,7 @@ def print_table(doc: dict, title: str) -> None:
 @app.command("replay")
 def replay_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory."),
-    device: str = typer.Option("cpu", help="Device to re-evaluate on: cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", help="Device to re-evaluate on: auto (the first CUDA device when there is one), cpu, cuda or cuda:N."),
     only_best: bool = typer.Option(False, help="Only each task's best solution."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -174,6 +153,9 @@ def replay_cmd(
 
     if not (run_dir / "run.db").exists():
         fail(f"{run_dir}: not a run directory (no run.db)")
+    from pike.evaluate.devices import resolve_device
+
+    device, _ = resolve_device(device)
     doc = asyncio.run(replay(run_dir, device, only_best=only_best))
     if as_json:
         print(json.dumps(doc))

@@ -39,3 +39,23 @@ def visible_gpu_count() -> int:
 def driver_version() -> str | None:
     out = _nvidia_smi("--query-gpu=driver_version", "--format=csv,noheader")
     return out.splitlines()[0].strip() if out else None
+
+
+def resolve_device(spec: str | None) -> tuple[str, str]:
+    """(device, how it was chosen) for ``eval.device``: ``auto`` (the default) is the first CUDA device
+    when this torch build has CUDA and a GPU is visible, else the CPU. Counting GPUs goes through NVML
+    (torch.cuda.device_count), so no CUDA context is made in this process."""
+    spec = (spec or "auto").strip()
+    if spec != "auto":
+        return spec, ""
+    import torch
+
+    if not torch.backends.cuda.is_built():
+        return "cpu", "auto: this torch build has no CUDA"
+    try:
+        n = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - a broken driver reads as no GPU
+        n = 0
+    if n <= 0:
+        return "cpu", "auto: no CUDA device visible"
+    return "cuda", f"auto: the first of {n} visible CUDA device{'s' if n > 1 else ''}"

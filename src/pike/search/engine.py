@@ -80,6 +80,7 @@ def eval_config(cfg: RunConfig) -> EvalConfig:
 
 class Engine:
     def __init__(self, cfg: RunConfig, run_dir: Path, *, events=None, resume: bool = False):
+        cfg, _ = config_mod.resolve_device(cfg)  # "auto": the run keeps the device it resolved to
         check_config(cfg)  # before anything is written
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -152,6 +153,8 @@ class Engine:
             raise ValueError(f"eval.executor must be local or ray, not {e.executor!r}")
         self.pool = pool_cm
         with pool_cm as pool:
+            loop = asyncio.get_running_loop()  # progress comes from the pool's threads: shown from the loop
+            pool.on_progress = lambda task, text: loop.call_soon_threadsafe(self._reference_progress, task, text)
             info = await pool.device_info(toolchain=bool(self.clients))  # the toolchain: for the prompts
             self.store.set_meta("device", info)
             self.store.set_meta("sandbox", info.get("sandbox"))
@@ -174,6 +177,12 @@ class Engine:
         for client in {id(c): c for c in self.clients.values()}.values():  # roles may share a client
             await client.aclose()
 
+    def _reference_progress(self, task: Task, text: str) -> None:
+        """A reference job's stage (a big model's take minutes), shown as the task's start-up."""
+        run = self.runs.get(task.name)
+        if run is not None and run.task.key == task.key:  # not the alternate size's reference
+            run.notify("preparing", text=text)
+
     async def _record_pool(self, pool, devices: list[str], t0: float) -> None:
         while True:
             await asyncio.sleep(POOL_RECORD_S)
@@ -191,10 +200,18 @@ class Engine:
                       deadline=self.deadline)
         self.runs[task.name] = run
         try:
-            eager = await pool.baseline(task, "eager", fresh=True)  # this run's own measurement
+            # Start-up: the reference (minutes for a big model; the evaluator reports its stages as
+            # "preparing" events), then this run's own eager measurement.
+            t0 = time.monotonic()
+            run.notify("preparing", text="reference outputs")
+            await pool.reference_meta(task)
+            t1 = time.monotonic()
+            run.notify("preparing", text="eager baseline")
+            eager = await pool.baseline(task, "eager", fresh=True)
             if not eager.ok:
                 raise TaskError(task.path, f"the task's own Model fails the evaluator: {eager.status}: {eager.message}")
             run.eager_ms = eager.runtime_ms
+            run.save_state(startup={"reference_s": round(t1 - t0, 2), "eager_s": round(time.monotonic() - t1, 2)})
             # The LLM prompts' "vs compile" figures. Not for the offline portfolio: its compile:default
             # variant is the same program, and compiling it before the search once took a recurrent
             # task's whole time limit (rwkv_time_mix: 165 s, 2026-11-22).
@@ -263,6 +280,51 @@ def pool_record(pool, devices: list[str], wall_s: float, history: list | None = 
         "kernels_active": activity.fractions() if activity is not None else [None] * len(st.slots),
         "kernels_active_note": activity.reason if activity is not None else "not sampled",
     }
+
+
+def run_to_end(engine: Engine, tasks: list[Task], console) -> dict:
+    """Run ``tasks`` with a live progress display on ``console``, close the engine, write the run's
+    ``summary.json`` and return it. Inside a running event loop (a notebook), the run gets a thread
+    and a loop of its own."""
+    import json
+
+    from pike.search.output import summary
+    from pike.search.progress import RunProgress
+
+    progress = RunProgress(console)
+    engine.events.append(progress)
+    try:
+        with progress:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                asyncio.run(engine.run(tasks))
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(1) as ex:
+                    ex.submit(asyncio.run, engine.run(tasks)).result()
+        doc = summary(engine.store)
+    finally:
+        engine.close()
+    (engine.run_dir / "summary.json").write_text(json.dumps(doc, indent=1))
+    return doc
+
+
+def stored_tasks(run_dir: Path) -> list[Task]:
+    """The tasks of a run as they were when it started (their files may have changed since)."""
+    from pike.task import parse_task_source
+
+    store = Store(Path(run_dir) / "run.db")
+    try:
+        rows = store.tasks()
+    finally:
+        store.close()
+    tasks = []
+    for row in rows:
+        _, sizes, doc = parse_task_source(row["source"], row["path"])
+        tasks.append(Task(name=row["name"], path=Path(row["path"]), source=row["source"], sizes=sizes, size=row["size"], doc=doc))
+    return tasks
 
 
 def resume_config(run_dir: Path) -> RunConfig:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from pike.evaluate.baselines import baseline_source
+from pike.evaluate.compare import Tolerance, eager_atol
 from pike.evaluate.devices import driver_version
 from pike.evaluate.static import lowered_precision
 from pike.evaluate import stats
@@ -182,10 +183,14 @@ async def finalize_task(run, run_dir: Path, *, modes: tuple[str, ...], retime: b
     }
     store.set_task(run.task_id, baselines={**(store.task_json(run.task_id, "baselines") or {}),
                                            **{f"compile:{m}": r.to_json() for m, r in compiles.items()}})
+    meta = await run.pool.reference_meta(task)
+    if meta:  # what every candidate was checked at, and with
+        strict = run.cfg.eval.strict
+        final["shapes"] = shapes_verified(task, meta)
+        final["tolerance"] = Tolerance(strict, atol_floor=eager_atol(meta.get("eager_default"), strict)).describe()
     run.save_state(final=final)
     if intervals.get("eager"):
         run.notify("confirmed", solution=final["best_solution"], speedup=stats.Interval.from_json(intervals["eager"]), final=True)
-    meta = await run.pool.reference_meta(task)
     write_best(run, best, final, run_dir, meta)
     return final
 
@@ -193,6 +198,19 @@ async def finalize_task(run, run_dir: Path, *, modes: tuple[str, ...], retime: b
 def _interval_text(final: dict, baseline: str | None) -> str:
     ci = stats.Interval.from_json(final.get("intervals", {}).get(baseline)) if baseline else None
     return f" [{ci.lo:.2f}-{ci.hi:.2f}]" if ci is not None else ""
+
+
+def shapes_verified(task, ref_meta: dict) -> dict:
+    """The input shapes every candidate was checked at, and its second shape (an alternate size set,
+    or another batch size where the task has none) or why it has none."""
+    batch_alt = ref_meta.get("batch_alt") or {}
+    if task.alt_size:
+        second, why = f"size set {task.alt_size!r}", ""
+    elif batch_alt.get("alt"):
+        second, why = f"batch {batch_alt['alt']} {batch_alt['input_shapes']}", ""
+    else:
+        second, why = None, batch_alt.get("why", "")
+    return {"inputs": ref_meta["input_shapes"], "second": second, "why_none": why}
 
 
 def write_best(run, best, final: dict, run_dir: Path, ref_meta: dict) -> Path:
@@ -218,6 +236,7 @@ def write_best(run, best, final: dict, run_dir: Path, ref_meta: dict) -> Path:
     result = run.store.evaluation(best.id)
     row = summary_row(run.store, run.task_id)
     default, top = "compile:default", final.get("vs_best_compile")
+    shapes = final.get("shapes") or shapes_verified(run.task, ref_meta)
     lines = [
         f"PIKE solution for task {run.task.name!r} ({run.task.path.name}); drop-in: ModelNew replaces Model.",
         f"Device: {info.get('device_name')}; driver {driver_version() or 'n/a'}; torch {info.get('torch')}; "
@@ -226,9 +245,10 @@ def write_best(run, best, final: dict, run_dir: Path, ref_meta: dict) -> Path:
         + (f"; vs torch.compile (default) {row['speedup_compile']:.2f}x" + _interval_text(final, default) if row.get("speedup_compile") else "")
         + (f"; vs best compile mode ({row['best_compile_mode']}) {row['speedup_best_compile']:.2f}x" + _interval_text(final, top) if row.get("speedup_best_compile") else "")
         + (f" (re-timed side by side, {final['rounds']} rounds; [95% interval])." if final["retimed"] else " (search timings, not re-timed)."),
-        f"Verified: {result.trials if result else '?'} trials on held-out inputs {ref_meta['input_shapes']}"
-        + (f" and the alternate size set {run.task.alt_size!r}" if run.task.alt_size else "")
-        + f"; tolerance {'strict (1e-4)' if run.cfg.eval.strict else 'atol=rtol=1e-2 (fp32)'}; size set: {run.task.size or 'as written'}.",
+        f"Verified: {result.trials if result else '?'} trials on held-out inputs {shapes['inputs']}"
+        + (f" and at {shapes['second']}" if shapes["second"] else f" (no second shape: {shapes['why_none']})")
+        + f"; tolerance {final.get('tolerance') or Tolerance(run.cfg.eval.strict).describe()}"
+        + f"; size set: {run.task.size or 'as written'}.",
         f"Precision: {', '.join(t for t in best.tags if t in ('tf32', 'bf16', 'fp16', 'fp8', 'autocast')) or 'fp32 (same as the reference)'}; "
         f"other tags: {', '.join(t for t in best.tags if t not in ('tf32', 'bf16', 'fp16', 'fp8', 'autocast')) or 'none'}.",
         f"State-dict compatible: {'yes: trained weights of Model load into ModelNew' if result and result.state_dict_compatible else 'no (seeded weights only)'}.",
@@ -290,6 +310,9 @@ def summary_row(store: Store, task_id: int) -> dict:
         "candidates": sum(1 for s in sols if s.origin in ("coa", "efa")), "unusable": len(unusable),
         "unusable_reasons": {r: unusable.count(r) for r in dict.fromkeys(unusable)},
         "fix_attempts": len(efa), "fixes_ok": len({s.id for s in efa if s.status == "ok"}), "chains_fixed": len(chains_fixed),
+        # The shapes every candidate was checked at: {"inputs", "second" (or None), "why_none"}.
+        "shapes_verified": final.get("shapes"),
+        "tolerance": final.get("tolerance"),  # what candidates were judged with (eager's own deviation included)
         "lowered_precision": bool(final.get("best_solution")) and lowered_precision(next((s.tags for s in sols if s.id == final.get("best_solution")), [])),
     }
     return row

@@ -43,6 +43,9 @@ class RunProgress:
             ci = info["speedup"]  # the final table's figure replaces the search's confirmations
             if info.get("final") or row["best"] is None or ci.value > row["best"].value:
                 row["best"] = ci
+        elif event == "preparing":  # start-up: the reference, the eager baseline (minutes for a big model)
+            row["status"], row["last"] = "preparing", info.get("text", "")
+            row.setdefault("prep_t0", time.monotonic())
         elif event in ("started", "done", "error", "stalled"):
             row["status"] = event if event != "started" else "searching"
             if event == "error":
@@ -68,6 +71,8 @@ class RunProgress:
             self.live.refresh()
         elif event == "final_table":
             self.console.print(f"{run.task.label}: final table (compile baselines and the finalists, re-timed side by side)", highlight=False)
+        elif event == "preparing":
+            self.console.print(f"{run.task.label}: preparing: {row['last']} ({time.monotonic() - row['prep_t0']:.0f} s)", highlight=False)
         elif event in ("evaluated", "confirmed", "no_code", "done", "error", "stalled", "time_limit"):
             self.console.print(f"{run.task.label}: {event} {row['last']} (queries {row['queries']}, {self.best_text(row)})", highlight=False)
 
@@ -83,6 +88,8 @@ class RunProgress:
         now = time.monotonic()
         if row["status"] == "final table" and "final_t0" in row:
             return f"final table, {now - row['final_t0']:.0f} s"
+        if row["status"] == "preparing":
+            return f"{row['last']}, {now - row['prep_t0']:.0f} s"
         if not row["in_flight"]:
             return row["last"]
         label, t0 = min(row["in_flight"].values(), key=lambda v: v[1])

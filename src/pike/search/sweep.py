@@ -33,7 +33,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pike.config import RunConfig, SearchConfig, preset
+from pike.config import RunConfig, SearchConfig, preset, resolve_device
 
 KEYS = ("suite", "size", "tasks", "seeds", "base", "configs")
 
@@ -118,7 +118,7 @@ def build_config(exp: Experiment, name: str, seed: int) -> RunConfig:
         raise ValueError(f"configuration {name!r}: {e}") from None
     if cfg.search.strategy != "offline" and not cfg.llm.model:
         raise ValueError(f"configuration {name!r}: strategy {cfg.search.strategy!r} needs llm.model (in [base] or the configuration)")
-    return cfg
+    return resolve_device(cfg)[0]
 
 
 def plan(exp: Experiment, out: Path) -> list[RunSpec]:
