@@ -125,6 +125,7 @@ def test_layernorm_dropped_with_its_weights(cache):
 def test_hanging_forward_times_out_then_next_candidate_is_fine(cache):
     r = pike_eval(cache, "ln_mlp.py", "ln_hang.py", "--timeout", "8")
     assert r["status"] == "timeout", r
+    assert "while at: correctness trials" in r["message"], r["message"]  # where the time went
     assert r["durations_s"]["total_s"] < 30
     after = pike_eval(cache, "ln_mlp.py", "ln_fused.py")
     assert after["status"] == "ok", after

@@ -9,6 +9,7 @@ import random
 import time
 from pathlib import Path
 
+from pike.evaluate import progress
 from pike.evaluate.jobs import CandidateJob, Part
 from pike.evaluate.paths import task_imports
 from pike.evaluate.plan import Plan, plan_candidate
@@ -67,6 +68,8 @@ def run_candidate(
                                            f"longer than {timeout_s:g} s together", stage="run", tags=prep.tags, device=c.device)
         else:
             result = assemble_result(c, out, checker, ref, prep.tags, plan, eager_ms, timeout_s, ev.device_info().get("bandwidth_gbs"))
+            if out.result is None and progress.read(d):  # killed (time, memory): say where it was
+                result.message += f", while at: {progress.describe(progress.read(d))}"
     finally:
         ev.cleanup(d)
     result.durations_s = {**durations, **result.durations_s}

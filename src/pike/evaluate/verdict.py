@@ -236,7 +236,8 @@ def assemble_result(c, out: JobOutcome, checker: Checker, ref, tags: list[str], 
         return EvalResult("timeout", f"the candidate ran longer than {timeout_s:g} s and was killed", out.log_tail[-4000:], stage="run", **base)
     res = out.result
     if res is None:
-        return EvalResult("runtime_error", f"the candidate process {out.describe_exit()} (contained)", out.log_tail[-4000:], stage="run", **base)
+        oom = " (killed by the system: out of memory?)" if out.signal == 9 else ""
+        return EvalResult("runtime_error", f"the candidate process {out.describe_exit()}{oom} (contained)", out.log_tail[-4000:], stage="run", **base)
     durations = res.get("durations", {})
     if res["status"] != "ok":
         feedback = res.get("feedback", "")

@@ -35,6 +35,7 @@ from pike.evaluate.harness import (
     _RUN,
 )
 from pike.evaluate.jobs import BuildJob, CandidateJob, ProbeJob, ProfileJob, RetimeJob
+from pike.evaluate.progress import Progress
 from pike.evaluate.reference_job import run_reference
 
 # How an allocation refused by the address-space limit shows (Python, torch's CPU allocator).
@@ -120,6 +121,8 @@ def run_candidate(job: CandidateJob, job_dir: Path) -> dict:
         gpu_ready()
     integrity = Integrity()
     t0 = perf_counter()
+    stage = Progress(job_dir)  # named in the verdict if the process is killed (time, memory)
+    stage("importing and building the model")
     ref = RefData(job_dir / job.main.data, job.main.facts)
     model = build_model(job_dir / job.main.code, ref, job.module_name, device, job.init_seed, integrity, cpu_first=gpu_ready is not None)
     if gpu_ready is not None:
@@ -132,6 +135,7 @@ def run_candidate(job: CandidateJob, job_dir: Path) -> dict:
     call_seed = ref.meta["call_seed"]
     check_inputs = "mutates_inputs" not in ref.meta["flags"]
     keep = job.ipc  # outputs stay on the device for the comparator
+    stage("correctness trials")
     checks = {"seeded": run_trials(model, ref, job.main.trials, device, call_seed, "forward", check_inputs, keep)}
     compat, why = weights_mod.compatible(ref.meta["state_dict"], model)
     if compat and job.main.random_trials:
@@ -158,6 +162,7 @@ def run_candidate(job: CandidateJob, job_dir: Path) -> dict:
     if not verdict.get("time") or job.timing is None:
         return result
     pin_for_timing()
+    stage("timing")
     t1 = perf_counter()
     stats, spot, refill = _time(model, ref, job.timing.to_json(), device, call_seed, keep)
     timed = {"spot": spot, "refill": refill}
