@@ -25,6 +25,7 @@
 #   bash benchmarks/gpu_session.sh sandbox     # one GPU: the sandbox's cost per candidate, honest CUDA/Triton/compile candidates in it
 #   bash benchmarks/gpu_session.sh real M,M    # one GPU: pike.optimize on torchvision/timm/transformers models (real_models.py)
 #   bash benchmarks/gpu_session.sh startup [M] # one GPU: a 1.4 GB model's start-up (reference, eager) stage by stage
+#   bash benchmarks/gpu_session.sh trust       # one GPU: four tasks in one offline run; search-time vs final-table figures
 # On a machine of several GPUs the x8 steps run parts side by side, each on its own GPUs and cores
 # (device time counts the machine, not its GPUs), each part logging to $OUT/<part>.log.
 # Results go to $OUT (default ./gpu-results). Every step has its own time limit so one slow step
@@ -364,6 +365,17 @@ startup)
     echo "rc=$?" | tee -a "$OUT/startup.log"
     tail -n 30 "$OUT/startup.log"
     ;;
+trust)
+    # Several tasks in one `pike optimize` run, sharing the GPU as users do: each final-table entry's
+    # search timing beside its side-by-side re-timing, the delivered entry with its intervals (never
+    # slower than a baseline of its table) and back-to-back throughput beside latency.
+    tasks_dir /tmp/trust-tasks layernorm_gelu_chain rmsnorm_swiglu_mlp gqa_attention inception_module
+    T1=$(date +%s)
+    timeout -s INT 500 $PY -m pike optimize /tmp/trust-tasks --device cuda --time-limit 5 \
+        --set search.final_compile_modes=default --out /tmp/trust --json > "$OUT/trust.json" 2> "$OUT/trust.log"
+    echo "rc=$? wall=$(( $(date +%s) - T1 ))s" | tee -a "$OUT/trust.log"
+    $PY benchmarks/search_vs_final.py /tmp/trust --json "$OUT/search_vs_final.json" | tee -a "$OUT/trust.log"
+    ;;
 x1b|x2b)
     smi_log &
     if [ "$1" = x1b ]; then offline_parallel 0 0-15 "${STOP_AT:-555}"; else offline_parallel 0,1 0-31 "${STOP_AT:-555}"; fi
@@ -373,5 +385,5 @@ x1b|x2b)
     tail -n 40 "$OUT/offline.log"
     ;;
 *)
-    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|ro|share|limit|sandbox|real|startup|x1b|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b|x2c|x2e|x2f" >&2; exit 2 ;;
+    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|ro|share|limit|sandbox|real|startup|trust|x1b|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b|x2c|x2e|x2f" >&2; exit 2 ;;
 esac

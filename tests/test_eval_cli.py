@@ -67,6 +67,20 @@ def test_lazy_tensor_subclass(cache):
     assert "subclass" in r["message"]
 
 
+def test_tensor_subclass_that_works_inside_clone(cache):
+    # Plain and right on every check; in the timing loop a subclass whose clone does the work. Its
+    # exact type is checked before the harness clones it.
+    r = pike_eval(cache, "ln_mlp.py", "ln_clone_subclass.py")
+    assert r["status"] == "rejected" and r["stage"] == "timing", r
+    assert "Deferred (a torch.Tensor subclass)" in r["message"]
+
+
+def test_approximate_content_cache(cache):
+    # A loose content key (values rounded to 0.1): the probe's whole new input sets miss it.
+    r = pike_eval(cache, "wide_mlp.py", "ln_approx_cache.py")
+    assert r["status"] == "suspect" and "cached by input content" in r["message"], r
+
+
 def test_work_deferred_to_background_thread(cache):
     r = pike_eval(cache, "ln_mlp.py", "ln_thread.py")
     assert r["status"] == "rejected", r
@@ -186,6 +200,30 @@ def test_fused_pytorch_rewrite(cache):
     assert r["max_abs_err"] < 1e-3
     assert r["speedup_vs_eager"] > 0 and r["timing"]["runs"] >= 5
     assert r["trials"] >= 5 + 2  # seeded, re-randomised weights and alternate size
+
+
+def test_honest_candidates_under_background_load_are_not_suspect(cache):
+    # A process spinning on one of the cores for the whole evaluation (the test_fused_pytorch_rewrite
+    # false alarm happened under such load).
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        for task, cand in (("ln_mlp.py", "ln_fused.py"), ("wide_mlp.py", "wide_addmm.py")):
+            r = pike_eval(cache, task, cand)
+            assert r["status"] == "ok", r
+    finally:
+        hog.kill()
+
+
+def test_eval_times_eager_beside_the_candidate_and_prints_the_interval(cache):
+    r = pike_eval(cache, "wide_mlp.py", "wide_addmm.py")
+    ci = r["speedup_interval"]
+    assert ci["lo"] <= r["speedup_vs_eager"] <= ci["hi"] and ci["n"] >= 5 and ci["paired"]
+    assert r["timing"]["throughput_ms"] > 0  # back to back, beside the latency
+    cmd = [sys.executable, "-m", "pike", "eval", str(TASKS / "wide_mlp.py"), str(CANDS / "wide_addmm.py")]
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PIKE_CACHE_DIR": str(cache)}, timeout=300)
+    text = " ".join(p.stdout.split())  # the console wraps long lines
+    assert p.returncode == 0 and "95% interval" in text and "rounds side by side with eager" in text, p.stdout
+    assert "back to back" in text
 
 
 def test_file_defining_only_model(cache):

@@ -188,7 +188,7 @@ def test_a_compile_variant_is_timed_once_as_its_baseline(monkeypatch):
     evals = {1: ok(9.0), 2: ok(9.5)}
     asked = {}
 
-    async def retime(task, entries, timeout_s=None):
+    async def retime(task, entries, max_time_s=3.0, timeout_s=None):
         asked.update(entries)
         ms = {"eager": 20.0, "compile:default": 10.0, "solution:2": 10.4}
         return {k: SimpleNamespace(samples_ms=_rounds(ms[k])) for k in entries}
@@ -239,7 +239,7 @@ def test_a_stopped_offline_run_adopts_the_compile_baseline_it_measured(tmp_path,
     async def baseline(task, mode):
         return ok(10.0)
 
-    async def retime(task, entries, timeout_s=None):
+    async def retime(task, entries, max_time_s=3.0, timeout_s=None):
         ms = {"eager": 20.0, "compile:default": 10.0}
         return {k: SimpleNamespace(samples_ms=_rounds(ms.get(k, 15.0))) for k in entries}
 

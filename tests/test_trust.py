@@ -127,7 +127,7 @@ def _final_run(tmp_path, strategy: str, search_ms: dict, final_ms: dict, jitter:
     async def baseline(task, mode):
         return ok(final_ms[f"compile:{mode}"])
 
-    async def retime(task, entries, timeout_s=None):
+    async def retime(task, entries, max_time_s=3.0, timeout_s=None):
         names = {f"solution:{sid}": idea for idea, sid in sid_of.items()}
         return {k: SimpleNamespace(samples_ms=_rounds(final_ms[names.get(k, k)], seed=i, jitter=jitter)) for i, k in enumerate(entries)}
 
@@ -177,3 +177,43 @@ def test_a_win_within_the_noise_does_not_displace_a_baseline(tmp_path):
     header = (tmp_path / "b" / "best" / f"{run.task.name}.py").read_text().split('"""')[1]
     assert f"vs torch.compile (default) 1.33x [{ci.lo:.2f}-{ci.hi:.2f}]" in header and "re-timed side by side, 30 rounds" in header
     store.close()
+
+
+# ---------------------------------------------------------------- statistics out of the candidate's reach
+
+
+def test_patched_statistics_do_not_change_the_figure(tmp_path):
+    """A candidate that patches statistics.median and numpy's median and percentile in its own process
+    (trusted: past the static check, which refuses numpy patches) is timed like its honest twin: the
+    figures are made from raw readings, in the orchestrator."""
+    from pike.evaluate.evaluator import EvalConfig, Evaluator
+    from pike.evaluate.timing import TimingConfig
+    from pike.task import load_task
+
+    task = load_task(HERE / "tasks" / "ln_mlp.py", size="small")
+    cfg = EvalConfig(cache_dir=tmp_path, timeout_s=60, timing=TimingConfig(warmup_ms=5, max_time_s=0.2))
+    with Evaluator(cfg) as ev:
+        honest = ev.evaluate(task, (HERE / "candidates" / "ln_fused.py").read_text(), paired=True)
+        patched = ev.evaluate(task, (HERE / "candidates" / "ln_patch_stats.py").read_text(), trusted=True, paired=True)
+    assert honest.ok and patched.ok, (honest.message, patched.message)
+    # A quarter of the fastest run would be a speedup of 4x or more over the same eager.
+    ratio = patched.speedup_vs_eager / honest.speedup_vs_eager
+    assert 0.5 < ratio < 2.0, (patched.speedup_interval, honest.speedup_interval)
+    assert patched.speedup_interval["lo"] < 2.0
+
+
+def test_a_child_reports_raw_readings_only():
+    """Statistics come from the readings; malformed readings are an error, not a figure."""
+    from pike.evaluate.result import Timing
+
+    raw = {"event_ms": [3.0, 1.0, 2.0, 9.0], "host_ms": [3.0, 1.0, 2.0, 9.0], "copy_ms": [0.0] * 4, "batch_ms": [1.5, 1.4, 1.6]}
+    t = Timing.from_raw(raw, cuda=False)
+    assert t.median_ms == 2.5 and t.runs == 4 and t.throughput_ms == 1.5 and t.value_ms == 2.5
+    assert Timing.from_raw(raw, cuda=False, objective="throughput").value_ms == 1.5
+    for bad in ({**raw, "event_ms": []}, {**raw, "event_ms": [1.0, -1.0, 1.0, 1.0]}, {**raw, "host_ms": [1.0]}):
+        with pytest.raises(ValueError):
+            Timing.from_raw(bad, cuda=False)
+    # On a GPU, host time far above event time: work outside the current stream, host time counts.
+    gpu = {"event_ms": [0.1] * 5, "host_ms": [2.0] * 5, "copy_ms": [0.05] * 5}
+    t = Timing.from_raw(gpu, cuda=True)
+    assert t.out_of_stream and t.median_ms == pytest.approx(1.95)

@@ -121,9 +121,14 @@ class EvalSettings:
     ray_address: str | None = None  # None: a local Ray instance (or RAY_ADDRESS)
     ray_workers: int = 0  # 0: one per GPU of the cluster (CPU: half its CPUs)
     retime_final: bool = True  # the final table re-times eager, compile and best interleaved
-    # A speedup whose 95% interval (side-by-side re-timing) is wider than this, relative to its
-    # value, is labelled noisy.
-    noisy_spread: float = 0.1
+    # Side-by-side re-timing goes on until every speedup's 95% interval is this narrow (its width
+    # relative to the value), or its time cap; one still wider than noisy_spread is labelled noisy.
+    interval_target: float = 0.04
+    noisy_spread: float = 0.1  # stats.NOISY_SPREAD
+    final_retime_s: float = 5.0  # the final table's re-timing: its time cap (it stops earlier when tight)
+    # What the search optimises and the table leads with: latency (one forward from an idle queue)
+    # or throughput (back-to-back calls, one sync: do_bench style). Both are measured and reported.
+    objective: str = "latency"
 
 
 @dataclass

@@ -25,12 +25,14 @@ def eval_cmd(
     strict: bool = typer.Option(False, help="Tolerance 1e-4 instead of 1e-2 (fp32)."),
     allow_seeded_only: bool = typer.Option(False, help="Accept solutions whose state_dict differs from the reference's."),
     no_time: bool = typer.Option(False, "--no-time", help="Check correctness only."),
+    objective: str = typer.Option("latency", help="latency (one forward from an idle queue) or throughput (back to back): the figure and its speedup."),
     start_method: str = typer.Option("warm", help="warm (processes started before their jobs) or spawn."),
     sandbox: str = typer.Option("auto", help="auto (bubblewrap where it runs, else none with a warning), bwrap or none."),
     memory_limit_gb: float = typer.Option(0.0, help="Memory limit of each evaluation process (0: three quarters of the machine's)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Check a solution against its task and time it against eager PyTorch."""
+    """Check a solution against its task and time it side by side with eager PyTorch (one process,
+    A B A B ...): the speedup comes with its 95% interval."""
     from pike.evaluate.evaluator import EvalConfig, Evaluator
     from pike.task import TaskError
 
@@ -43,15 +45,15 @@ def eval_cmd(
     source = solution.read_text()
     try:
         cfg = EvalConfig(device=device, timeout_s=timeout, trials=trials, strict=strict, require_state_dict=not allow_seeded_only,
-                         time=not no_time, start_method=start_method, sandbox=sandbox, memory_limit_gb=memory_limit_gb)
+                         time=not no_time, start_method=start_method, sandbox=sandbox, memory_limit_gb=memory_limit_gb,
+                         objective=objective)
     except ValueError as e:
         fail(str(e))
     confined = sandbox_text(cfg)
     try:
         with Evaluator(cfg) as ev:
-            eager = ev.eager(t) if not no_time else None
-            eager_ms = eager.runtime_ms if eager is not None and eager.ok else None
-            result = ev.evaluate(t, source, eager_ms=eager_ms)
+            # Eager is timed in the same process as the candidate (paired), never read from a cache.
+            result = ev.evaluate(t, source, paired=not no_time)
     except TaskError as e:
         fail(str(e), detail=e.detail)
     out = {"task": t.name, "size": t.size, "solution": str(solution), **result.to_json(), "sandbox": confined}
@@ -161,14 +163,26 @@ def _print_baselines(doc: dict) -> None:
 
 
 def _print_verdict(r: dict) -> None:
+    from pike.evaluate.stats import NOISY_SPREAD, Interval
+
     style = STATUS_STYLE.get(r["status"], "bold")
     size = f" \\[{r['size']}]" if r["size"] else ""
     console.print(f"[{style}]{r['status'].upper()}[/]  {r['task']}{size} on {r['device']}: {r['message']}", highlight=False)
     if r.get("runtime_ms") is not None:
-        line = f"  runtime {r['runtime_ms']:.4f} ms (IQR {r['timing']['iqr_ms']:.4f}, {r['timing']['runs']} runs)"
+        t = r["timing"]
+        latency = f"latency {t['median_ms']:.4f} ms (IQR {t['iqr_ms']:.4f}, {t['runs']} runs)"
+        b2b = f"back to back {t['throughput_ms']:.4f} ms per call" if t.get("throughput_ms") else ""
+        line = "  " + "; ".join(p for p in ((b2b, latency) if t["objective"] == "throughput" else (latency, b2b)) if p)
+        ci = r.get("speedup_interval")
         if r.get("eager_ms"):
             line += f"; eager {r['eager_ms']:.4f} ms; speedup {r['speedup_vs_eager']:.2f}x"
-        console.print(line)
+            if ci:
+                line += f" [{ci['lo']:.2f}-{ci['hi']:.2f}] (95% interval, {ci['n']} rounds side by side with eager)"
+                if Interval.from_json(ci).noisy(NOISY_SPREAD):
+                    line += f"; noisy: the interval spans {Interval.from_json(ci).spread:.0%} of the speedup"
+            else:
+                line += " (not timed side by side with eager)"
+        console.print(line, highlight=False)
     if r.get("max_abs_err") is not None:
         console.print(f"  max abs error {r['max_abs_err']:.3g}, max rel error {r['max_rel_err']:.3g} over {r['trials']} trials")
     if r.get("tags"):

@@ -61,7 +61,7 @@ async def baseline(place, cache: Path, info: dict, task: Task, mode: str, *, fre
     that one measurement taken under load does not follow every later run."""
     c = place.config
     key = hashlib.sha256(json.dumps([CACHE_FORMAT, task.resolved_source, mode, c.strict, c.require_state_dict, info.get("device_name"),
-                                     info.get("torch"), c.device_type, c.timing.to_json()]).encode()).hexdigest()[:20]
+                                     info.get("torch"), c.device_type, c.timing.to_json(), c.objective]).encode()).hexdigest()[:20]
     path = Path(cache) / "baselines" / f"{key}.json"
     if path.exists() and not fresh:
         return EvalResult.from_json(json.loads(path.read_text()))

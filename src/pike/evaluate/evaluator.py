@@ -27,7 +27,7 @@ from pike.evaluate.confine import BACKENDS, Mounts, resolve
 from pike.evaluate.jobs import Job, ProbeJob
 from pike.evaluate.limits import Limits
 from pike.evaluate.references import Reference, ReferenceCache
-from pike.evaluate.result import EvalResult, Timing
+from pike.evaluate.result import OBJECTIVES, EvalResult, Timing
 from pike.evaluate.sandbox import JobOutcome, Sandbox, describe, scrubbed_env
 from pike.evaluate.tempdirs import owned_tempdir
 from pike.evaluate.timing import TimingConfig
@@ -66,6 +66,12 @@ class EvalConfig:
     max_processes: int = 1024  # per job
     max_log_mb: float = 16.0  # a job's stdout and stderr; past it the job is killed
     sandbox_hide: tuple[str, ...] = ()  # directories hidden from jobs besides home, caches and work dirs (run dirs)
+    # Held-out input sets (with reference outputs) kept for the fresh-content probe; each evaluation
+    # draws plan.PROBE_PAIRS of them at random for its probe and as many for its confirmation.
+    probe_sets: int = 12
+    objective: str = "latency"  # latency (one forward from an idle queue) or throughput (back to back)
+    # Side-by-side re-timing stops once every speedup's interval is this narrow (relative width)
+    interval_target: float = 0.04
     # on: compare outputs in a comparator process on the device, handed over as memory (CUDA IPC; on
     # the CPU shared memory), not copied through files; off: the orchestrator compares the child's
     # files; auto: on for a GPU (0.5-4 s less per candidate there, BENCHMARKS.md), off on the CPU.
@@ -88,6 +94,8 @@ class EvalConfig:
             raise ValueError(f"eval.comparator must be on, off or auto (on for a GPU), not {self.comparator!r}")
         if self.init_on not in ("device", "cpu"):
             raise ValueError(f"eval.init_on must be device or cpu (where models are built), not {self.init_on!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"eval.objective must be {' or '.join(OBJECTIVES)} (what the search optimises), not {self.objective!r}")
         if self.sandbox not in BACKENDS:
             raise ValueError(f"eval.sandbox must be one of {', '.join(BACKENDS)}, not {self.sandbox!r}")
         self.limits  # its own checks
@@ -247,13 +255,14 @@ class Evaluator:
 
     def evaluate(
         self, task: Task, source: str, *, trusted: bool = False, eager_ms: float | None = None,
-        time_it: bool | None = None, timeout_s: float | None = None,
+        time_it: bool | None = None, timeout_s: float | None = None, paired: bool = False,
     ) -> EvalResult:
         """Evaluate candidate ``source`` for ``task`` (every stage, in this thread). ``trusted`` skips
         the static check (generated baselines and offline variants); ``eager_ms`` (if known) gives the
-        speedup and arms the over-10x extra check."""
+        speedup and arms the over-10x extra check; ``paired``: the speedup comes from timing the
+        candidate side by side with eager in one process (``pipeline.confirm``), with its interval."""
         return pipeline.run_now(pipeline.evaluate(pipeline.Local(self), task, source, trusted=trusted, eager_ms=eager_ms,
-                                                  time_it=time_it, timeout_s=timeout_s))
+                                                  time_it=time_it, timeout_s=timeout_s, paired=paired))
 
     def needs_extra_check(self, result: EvalResult) -> bool:
         sp = result.speedup_vs_eager

@@ -252,14 +252,41 @@ def output_devices(out) -> list[str]:
     return [t.device.type for t in leaves(out) if isinstance(t, torch.Tensor)]
 
 
+PLAIN_VALUES = (int, float, bool, complex, str, type(None))
+
+
+def _tuple_like(t: type) -> bool:
+    """torch's own named tuples (``torch.return_types``) and ``torch.Size``: fixed classes of torch."""
+    return issubclass(t, tuple) and (t.__module__ == "torch.return_types" or t is torch.Size)
+
+
+def unplain(out, path: str = "output") -> str:
+    """"" when ``out`` is plain tensors (``type(x) is torch.Tensor``) and plain values in plain lists,
+    tuples and dicts; else what is not. Exact types, read without calling any method of the output's
+    own classes: a tensor subclass or a container could otherwise do its work when the harness clones,
+    copies or saves it, outside the timed region."""
+    t = type(out)
+    if t is torch.Tensor or t in PLAIN_VALUES:
+        return ""
+    if t is list or t is tuple or _tuple_like(t):
+        items = enumerate(tuple.__iter__(out) if t is not list else list.__iter__(out))
+    elif t is dict:
+        items = dict.items(out)
+    else:
+        kind = "a torch.Tensor subclass" if isinstance(out, torch.Tensor) else "not a tensor, list, tuple, dict or plain value"
+        return f"{path} is a {t.__module__}.{t.__qualname__} ({kind})"
+    for k, v in items:
+        why = unplain(v, f"{path}[{k!r}]")
+        if why:
+            return why
+    return ""
+
+
 def check_output_types(out, stage: str) -> None:
-    for leaf in leaves(out):
-        if isinstance(leaf, torch.Tensor) and type(leaf) is not torch.Tensor:
-            raise Failure(
-                "rejected", stage,
-                f"forward returned a {type(leaf).__module__}.{type(leaf).__name__} (a torch.Tensor subclass); "
-                "outputs must be plain tensors computed inside forward",
-            )
+    why = unplain(out)
+    if why:
+        raise Failure("rejected", stage, f"forward returned outputs that are not plain: {why}; outputs must be plain "
+                      "tensors (and lists, tuples and dicts of them) computed inside forward")
 
 
 def guarded_call(model, inputs, seed: int, *, check_inputs: bool, stage: str):

@@ -111,7 +111,9 @@ class TimingPlan(_Json):
     sets: list[int]  # input sets rotated while timing
     refill: list[int]  # held-out sets written into the timing buffers afterwards (one per timing set)
     seed: int  # which timed runs are spot-checked
-    fresh_probe: bool  # time never-seen inputs against repeated ones (candidates only)
+    # fresh-content probe (candidates only): held-out sets timed against the repeated ones, a group for
+    # the probe and one for its confirmation; None: no probe
+    probe: list[list[int]] | None = None
 
 
 @dataclass
@@ -148,6 +150,7 @@ class RetimeJob(_Json):
     config: dict  # TimingConfig.to_json()
     max_time_s: float
     imports: dict = field(default_factory=dict)
+    interval_target: float = 0.0  # stop once every speedup over the first entry is this tight (0: at the cap)
 
 
 @dataclass

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from pike.evaluate.jobs import TimingPlan
 
+PROBE_PAIRS = 4  # A B pairs of one fresh-content probe
+
 
 @dataclass
 class Plan:
@@ -25,7 +27,7 @@ class Plan:
         """Every input set of the task's size that the candidate's process reads."""
         sets = set(self.trials) | set(self.random_trials)
         if self.timing is not None:
-            sets |= set(self.timing.sets) | set(self.timing.refill)
+            sets |= set(self.timing.sets) | set(self.timing.refill) | {i for g in self.timing.probe or [] for i in g}
         return sorted(sets)
 
 
@@ -40,11 +42,16 @@ def plan_candidate(c, ref, alt_ref, rng: random.Random, *, time_it: bool | None,
     timing_sets = rest[: c.timing_sets] or order[:1]
     refill = [i for i in rest if i not in timing_sets][: len(timing_sets)]
     refill += [i for i in order if i not in timing_sets and i not in refill][: len(timing_sets) - len(refill)]
+    refill = refill[: len(timing_sets)]
+    # The fresh-content probe's sets: held-out sets this run uses nowhere else, drawn at random
+    # (``order`` is shuffled), a group for the probe and one for its confirmation.
+    reserve = [i for i in order if i not in trials and i not in timing_sets and i not in refill]
+    k = min(PROBE_PAIRS, len(reserve) // 2)
+    probe = [reserve[:k], reserve[k:2 * k]] if k >= 3 and c.fresh_ratio and not trusted else None
     random_trials = list(range(min(c.random_weight_trials, ref.meta["random_count"])))
     do_time = c.time if time_it is None else time_it
     timing = TimingPlan(
-        config=c.timing.to_json(), sets=timing_sets, refill=refill[: len(timing_sets)], seed=rng.randrange(2**31),
-        fresh_probe=bool(c.fresh_ratio) and not trusted,
+        config=c.timing.to_json(), sets=timing_sets, refill=refill, seed=rng.randrange(2**31), probe=probe,
     ) if do_time else None
     alt_trials = list(range(alt_ref.meta["pool"])) if alt_ref is not None else []
     return Plan(trials, random_trials, alt_trials, timing)

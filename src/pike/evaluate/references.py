@@ -34,7 +34,7 @@ from pike.evaluate.progress import Watcher, describe
 from pike.task import Task, TaskError
 
 # Bumped whenever what the cache holds changes shape or meaning, so that stale entries are never read.
-CACHE_FORMAT = 6
+CACHE_FORMAT = 7
 MANIFEST = "manifest.json"
 # What a candidate's process may know of its reference (harness.RefData reads these).
 FACTS = ("call_seed", "flags", "out_devices", "state_dict", "built_on", "task_module", "task_file", "label")
@@ -136,7 +136,7 @@ class ReferenceCache:
         size (``batch_alt``). ``progress(task, text)`` hears where a reference job is."""
         c = self.config
         info = self._device_info()
-        pool = pool or (c.trials + 2 * c.timing_sets)
+        pool = pool or (c.trials + 2 * c.timing_sets + c.probe_sets)
         init_on = c.init_on if c.device_type != "cpu" else "cpu"
         batch_alt = c.alt_trials if second_shape and not task.alt_size else 0
         key_src = json.dumps([CACHE_FORMAT, task.resolved_source, info.get("device_name"), info.get("torch"), c.device_type, pool, input_seed, c.random_weight_trials, c.seed, c.pool_max_bytes, init_on, batch_alt])

@@ -8,9 +8,13 @@ from typing import Any
 STATUSES = ("ok", "rejected", "build_error", "runtime_error", "timeout", "mismatch", "suspect")
 
 
+OBJECTIVES = ("latency", "throughput")
+
+
 @dataclass
 class Timing:
-    """Latency of one forward from an idle queue, in milliseconds."""
+    """Latency of one forward from an idle queue (median, IQR), and the back-to-back throughput time
+    per call, in milliseconds. ``objective`` says which of the two is the figure (``value_ms``)."""
 
     median_ms: float
     iqr_ms: float
@@ -19,12 +23,35 @@ class Timing:
     event_median_ms: float | None = None  # CUDA events (GPU)
     out_of_stream: bool = False  # host time well above event time: work ran outside the stream
     peak_mem_bytes: int | None = None
-    samples_ms: list[float] = field(default_factory=list)
+    samples_ms: list[float] = field(default_factory=list)  # the objective's samples, in order
+    throughput_ms: float | None = None  # median over back-to-back batches of the mean ms per call
+    objective: str = "latency"
 
     @property
     def spread(self) -> float:
         """IQR relative to the median."""
         return self.iqr_ms / self.median_ms if self.median_ms > 0 else 0.0
+
+    @property
+    def value_ms(self) -> float:
+        """The figure that is ranked and reported: latency, or throughput where that is the objective."""
+        return self.throughput_ms if self.objective == "throughput" and self.throughput_ms else self.median_ms
+
+    @classmethod
+    def from_raw(cls, raw: dict, cuda: bool, objective: str = "latency") -> "Timing":
+        """From a child's raw readings (``timing.time_forward``, ``timing.interleaved``): every
+        statistic is computed here, in the orchestrator."""
+        from pike.evaluate import stats
+
+        latency, out_of_stream = stats.latency_samples(raw, cuda)
+        q1, med, q3 = stats.quartiles(latency)
+        batches = [float(x) for x in raw.get("batch_ms") or []]
+        return cls(
+            median_ms=med, iqr_ms=q3 - q1, runs=len(latency), host_median_ms=stats.median(raw["host_ms"]),
+            event_median_ms=stats.median(raw["event_ms"]) if cuda else None, out_of_stream=out_of_stream,
+            peak_mem_bytes=raw.get("peak_mem_bytes"), samples_ms=batches if objective == "throughput" and batches else latency,
+            throughput_ms=stats.median(batches) if batches else None, objective=objective,
+        )
 
 
 @dataclass
@@ -44,6 +71,8 @@ class EvalResult:
     device: str = "cpu"
     stage: str = ""  # static, build, import, init, forward, compare, timing
     durations_s: dict[str, float] = field(default_factory=dict)  # wall time per evaluator stage
+    # The speedup vs eager timed side by side with it (stats.Interval as JSON), where it was
+    speedup_interval: dict | None = None
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -55,7 +84,7 @@ class EvalResult:
 
     @property
     def runtime_ms(self) -> float | None:
-        return self.timing.median_ms if self.timing else None
+        return self.timing.value_ms if self.timing else None
 
     @property
     def speedup_vs_eager(self) -> float | None:

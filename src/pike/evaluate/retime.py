@@ -28,6 +28,7 @@ def retime(ev, task: Task, entries: dict[str, str], *, max_time_s: float = 3.0, 
         job = RetimeJob(
             device=ev.job_device, module_name=f"pike_retime_{task.name}", init_seed=ref.meta["init_seed"], data="data", facts=ref.facts(),
             entries=items, sets=sets, config=c.timing.to_json(), max_time_s=max_time_s, imports=task_imports(task.path),
+            interval_target=c.interval_target,
         )
         out = ev.run_job(job, d, timeout=timeout_s or max(c.timeout_s, 60 + 10 * len(items)))
     finally:
@@ -35,7 +36,10 @@ def retime(ev, task: Task, entries: dict[str, str], *, max_time_s: float = 3.0, 
     if not out.result or out.result.get("status") != "ok":
         msg = (out.result or {}).get("message") or out.describe_exit()
         raise RuntimeError(f"interleaved re-timing of {task.label} failed: {msg}\n{out.log_tail[-2000:]}")
-    return {name: Timing(median_ms=t["median_ms"], iqr_ms=t["iqr_ms"], runs=t["runs"], samples_ms=t["samples_ms"]) for name, t in out.result["timings"].items()}
+    try:  # statistics from the raw readings, here
+        return {name: Timing.from_raw(raw, c.device_type == "cuda", c.objective) for name, raw in out.result["timings"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise RuntimeError(f"interleaved re-timing of {task.label}: malformed readings ({e})") from None
 
 
 def profile(ev, task: Task, source: str, *, rows: int = 10) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 
 N_BOOT = 1000
 LEVEL = 0.95  # two-sided confidence of every interval
+NOISY_SPREAD = 0.1  # an interval wider than this, relative to its value, is labelled noisy (eval.noisy_spread)
 SEED = 0
 
 
@@ -120,3 +121,33 @@ def tight(rounds: dict[str, list[float]], anchor: str, max_spread: float, *, n_b
     if len(base) < MIN_ROUNDS:
         return False
     return all(speedup(base, s, n_boot=n_boot).spread <= max_spread for name, s in rounds.items() if name != anchor)
+
+
+def readings(raw: dict, key: str) -> list[float]:
+    """One list of a child's raw readings, as finite non-negative floats (ValueError otherwise: a
+    child's file is not to be trusted with anything but numbers)."""
+    vals = [float(x) for x in raw[key]]
+    if not vals or not all(0.0 <= v < float("inf") for v in vals):
+        raise ValueError(f"timing readings '{key}' are empty, negative or not finite")
+    return vals
+
+
+def latency_samples(raw: dict, cuda: bool) -> tuple[list[float], bool]:
+    """(the samples that count, out of stream) from a child's per-run readings. On a GPU, host time
+    well above event time (forward and copy-out) means work ran outside the current stream: then the
+    host time of the forward (host minus copy) counts. On the CPU both clocks are one."""
+    event, host, copy = readings(raw, "event_ms"), readings(raw, "host_ms"), readings(raw, "copy_ms")
+    if not (len(event) == len(host) == len(copy)):
+        raise ValueError("timing readings of different lengths")
+    if not cuda:
+        return event, False
+    out_of_stream = median(host) > 1.5 * (median(event) + median(copy)) + 0.05
+    return ([max(h - c, 0.0) for h, c in zip(host, copy)] if out_of_stream else event), out_of_stream
+
+
+def cache_signs(probe: dict, ratio: float, min_gap_ms: float) -> bool:
+    """One fresh-content probe (``timing.fresh_content_probe``'s readings) looks like outputs cached
+    by input content: every run on new inputs slower than every run on repeated ones, the medians
+    ``ratio`` apart and more than timer noise."""
+    a, b = readings(probe, "repeat_ms"), readings(probe, "fresh_ms")
+    return min(b) > max(a) and median(b) > ratio * median(a) and median(b) - median(a) > min_gap_ms

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pike.evaluate import outputs
+from pike.evaluate import outputs, stats
 from pike.evaluate.checksums import Tampered
 from pike.evaluate.comparator import ComparatorError
 from pike.evaluate.compare import Diff, compare
@@ -83,16 +83,22 @@ def uncovered_checks(checks, plan: Plan) -> str:
 
 
 def uncovered_timed(timed, tj: TimingPlan) -> str:
-    """What the spot and refill outputs leave out of the timing plan ("" when nothing)."""
+    """What the spot, refill and fresh-content probe outputs leave out of the timing plan ("" when
+    nothing). The probe's second group (a confirmation) is run only when the first looks cached."""
     try:
         spot = [(int(run_i), int(sid)) for run_i, sid, _ in timed["spot"]]
         refill = [(int(sid), int(new)) for sid, new, _ in timed["refill"]]
+        probe = [int(sid) for sid, _ in timed.get("probe", [])]
     except (KeyError, TypeError, ValueError):
         return "the timed runs' outputs are not laid out as planned"
     if not spot or any(sid not in tj.sets for _, sid in spot):
         return f"spot checks of timed runs on input sets {[s for _, s in spot]}, not on the timing sets {tj.sets}"
     if refill != list(zip(tj.sets, tj.refill)):
         return f"refill checks {refill}, not the planned {list(zip(tj.sets, tj.refill))}"
+    groups = tj.probe or []
+    allowed = [sum(groups[:k], []) for k in range(1, len(groups) + 1)]
+    if groups and probe not in allowed:
+        return f"fresh-content probe on input sets {probe}, not the planned {groups[0]}"
     return ""
 
 
@@ -129,12 +135,16 @@ def check_timed(timed: dict, ref, tj: TimingPlan, diffs=local_diffs) -> Verdict:
         return Verdict(False, problem, problem)
     items = [("spot", run_i, sid, sid, o) for run_i, sid, o in timed["spot"]]
     items += [("refill", sid, sid, new, o) for sid, new, o in timed["refill"]]
+    items += [("probe", sid, sid, sid, o) for sid, o in timed.get("probe", [])]
     for (kind, a, sid, idx, _), d in zip(items, diffs([(ref, "outputs", "golden", p[3], p[4]) for p in items])):
         if d.ok:
             continue
         if kind == "spot":
             msg = f"timed run {a} (input set {sid}) differs from the reference: {d.reason}"
             return Verdict(False, msg, msg + "\n(a result that is right when checked but wrong while timed: outputs cached by call count, or work outside the current stream)")
+        if kind == "probe":
+            msg = f"on input set {sid}, new to the process (fresh-content probe), the output was wrong: {d.reason}"
+            return Verdict(False, msg, msg + "\n(outputs looked up by approximate input content fail here)")
         msg = f"after the timing buffers were refilled in place with new values, the output was wrong: {d.reason}"
         return Verdict(False, msg, msg + "\n(outputs cached by input pointer or by call count fail here)")
     return Verdict(True)
@@ -273,33 +283,43 @@ def assemble_result(c, out: JobOutcome, checker: Checker, ref, tags: list[str], 
     if not timed.ok:
         return EvalResult("mismatch", timed.message, timed.feedback or timed.message, stage="timing", durations_s=durations, **errs, **base)
     ts = res["timing"]
-    timing = Timing(
-        median_ms=ts["median_ms"], iqr_ms=ts["iqr_ms"], runs=ts["runs"],
-        host_median_ms=ts.get("host_median_ms"), event_median_ms=ts.get("event_median_ms"),
-        out_of_stream=bool(ts.get("out_of_stream")), peak_mem_bytes=ts.get("peak_mem_bytes"),
-        samples_ms=ts.get("samples_ms", []),
-    )
+    try:  # statistics here, from the raw readings: nothing in the child's process can shape them
+        timing = Timing.from_raw(ts, c.device_type == "cuda", c.objective)
+    except (KeyError, TypeError, ValueError) as e:
+        return EvalResult("runtime_error", f"the candidate's timing readings are malformed ({e})", stage="timing", durations_s=durations, **errs, **base)
     result = EvalResult("ok", "correct" + how, timing=timing, eager_ms=eager_ms, stage="timing", durations_s=durations, **errs, **base)
     if timing.out_of_stream:
         result.message = "correct; host time far above CUDA event time (work outside the current stream): host time used" + how
         result.tags = sorted(set(result.tags) | {"out_of_stream"})
     apply_floor(c, result, ref, bandwidth_gbs)
-    apply_fresh_probe(c, result, ts.get("fresh_probe"))
+    apply_fresh_probe(c, result, ts.get("probes"), bool(plan.timing.probe))
     return result
 
 
-def apply_fresh_probe(c, result: EvalResult, probe: dict | None) -> None:
+def apply_fresh_probe(c, result: EvalResult, probes, planned: bool) -> None:
     """Fast on inputs it has seen, slow on new ones: outputs cached by input content (a cache keyed by
-    pointer or call count already failed the refill check)."""
-    if not probe or not c.fresh_ratio or result.status != "ok":
+    pointer or call count already failed the refill check). Suspect only when every probe run (the
+    first, and the confirmation the child runs when the first looks cached) shows it: every new-input
+    run slower than every repeated one, by ``fresh_ratio`` in the medians. A busy machine slows
+    both sides alike, and rarely orders all of them so."""
+    if not planned or not c.fresh_ratio or result.status != "ok":
         return
     min_gap_ms = 0.02 if c.device_type == "cuda" else 1.0  # below this, timer noise on a busy CPU
-    if probe["ratio"] > c.fresh_ratio and probe["fresh_ms"] - probe["repeat_ms"] > min_gap_ms:
+    try:
+        signs = [stats.cache_signs(p, c.fresh_ratio, min_gap_ms) for p in probes]
+        if not signs:
+            raise ValueError("no probe")
+    except (KeyError, TypeError, ValueError) as e:
+        result.status, result.message = "suspect", f"the fresh-content probe's readings are missing or malformed ({e})"
+        return
+    if all(signs):
+        p = probes[-1]
+        rep, fresh = stats.median(p["repeat_ms"]), stats.median(p["fresh_ms"])
         result.status = "suspect"
         result.message = (
-            f"{probe['ratio']:.1f}x slower on inputs it had not seen ({probe['fresh_ms']:.4f} ms) than on the "
-            f"repeated timing inputs ({probe['repeat_ms']:.4f} ms), A B A B over {probe['pairs']} pairs: "
-            "outputs cached by input content?"
+            f"{fresh / rep:.1f}x slower on inputs it had not seen ({fresh:.4f} ms) than on the repeated timing "
+            f"inputs ({rep:.4f} ms), A B A B over {len(p['fresh_ms'])} pairs, each new-input run slower than every "
+            f"repeated one, in {len(probes)} probe(s): outputs cached by input content?"
         )
         result.feedback = result.message + "\nEvery forward must compute its outputs from its inputs; the timing reuses input sets."
 
@@ -309,7 +329,7 @@ def apply_floor(c, result: EvalResult, ref, bw: float | None) -> None:
     if c.device_type != "cuda" or result.timing is None or not bw:
         return
     floor_ms = (ref.meta["input_bytes"] + ref.meta["output_bytes"]) / (c.floor_fraction * bw * 1e9) * 1e3
-    if result.timing.median_ms < floor_ms:
+    if min(result.timing.median_ms, result.timing.throughput_ms or float("inf")) < floor_ms:
         result.status = "suspect"
         result.message = (
             f"{result.timing.median_ms:.4f} ms is below the I/O floor of {floor_ms:.4f} ms "

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from pike.evaluate import ipc, jobs
+from pike.evaluate import stats as stats_mod
 from pike.evaluate import timing as timing_mod
 from pike.evaluate import weights as weights_mod
 from pike.evaluate.build import extension_lock, extension_lock_path
@@ -164,15 +165,15 @@ def run_candidate(job: CandidateJob, job_dir: Path) -> dict:
     pin_for_timing()
     stage("timing")
     t1 = perf_counter()
-    stats, spot, refill = _time(model, ref, job.timing.to_json(), device, call_seed, keep)
-    timed = {"spot": spot, "refill": refill}
+    readings, spot, refill, probe = _time(model, ref, job.timing.to_json(), device, call_seed, keep)
+    timed = {"spot": spot, "refill": refill, "probe": probe}
     hand_over(job_dir, "timing", timed, timed, keep, device)
-    del timed, spot, refill
+    del timed, spot, refill, probe
     changed = integrity.changed()
     if changed:
         raise Failure("rejected", "timing", f"the candidate replaced {', '.join(changed)} while being timed")
     durations["timing_s"] = perf_counter() - t1
-    result["timing"] = stats
+    result["timing"] = readings  # raw: the orchestrator computes every statistic
     return result
 
 
@@ -210,7 +211,7 @@ def _before_each_run(buffers: dict, call_seed: int):
         seed_all(call_seed + sid)  # random tasks stay checkable
         # Bump each buffer's version counter (a self-copy moves no data): a cache keyed by pointer and
         # version would otherwise tell the repeats of the timing loop apart from new data for free.
-        for t in buffers[sid]:
+        for t in buffers.get(sid, ()):
             if isinstance(t, torch.Tensor):
                 t.copy_(t)
 
@@ -218,6 +219,8 @@ def _before_each_run(buffers: dict, call_seed: int):
 
 
 def _time(model, ref: RefData, tj: dict, device, call_seed: int, keep: bool = False):
+    """The timed runs, then back-to-back batches, the refill check and the fresh-content probe.
+    Returns (raw readings, spot outputs, refill outputs, probe outputs)."""
     cfg = timing_mod.TimingConfig(**tj["config"])
     rng = random.Random(tj["seed"])
     sets = tj["sets"]
@@ -227,12 +230,16 @@ def _time(model, ref: RefData, tj: dict, device, call_seed: int, keep: bool = Fa
     def call(sid):
         return model(*buffers[sid])
 
-    prepare = _before_each_run(buffers, call_seed)
+    def check(out):  # the exact type of every output, before the harness touches it
+        check_output_types(out, "timing")
 
+    prepare = _before_each_run(buffers, call_seed)
+    probe_out: list = []
     try:
         with torch.inference_mode():
-            stats, spot = timing_mod.time_forward(call, sets, device, cfg, rng, prepare)
-            check_output_types(spot[-1][2], "timing")
+            raw, spot = timing_mod.time_forward(call, sets, device, cfg, rng, prepare, check)
+            calls = timing_mod.batch_calls(timing_mod._median(raw["event_ms"]), cfg)
+            raw["batch_ms"] = timing_mod.back_to_back(call, sets[0], device, cfg, calls, prepare, check)
             # Refill the same buffers in place with held-out values and run again: outputs cached by
             # input pointer or by call count now come out stale.
             refill = []
@@ -243,6 +250,8 @@ def _time(model, ref: RefData, tj: dict, device, call_seed: int, keep: bool = Fa
                         dst.copy_(s)
                 y = timing_mod.clone_outputs(guarded_call(model, buffers[sid], call_seed + new, check_inputs=False, stage="timing"))
                 refill.append((sid, new, to_cpu(y, move=not keep)))
+            if tj.get("probe"):
+                raw["probes"], probe_out = _fresh_probe(call, buffers, ref, sets[0], tj["probe"], device, cfg, prepare, check)
             if device.type == "cuda":
                 torch.cuda.synchronize()
     except Failure:
@@ -250,46 +259,34 @@ def _time(model, ref: RefData, tj: dict, device, call_seed: int, keep: bool = Fa
     except Exception as e:  # noqa: BLE001
         raise Failure("runtime_error", "timing", f"forward raised {type(e).__name__} while being timed: {e}"[:2000], tb()) from None
     spot = [(i, sid, to_cpu(o, move=not keep)) for i, sid, o in spot]
-    if tj.get("fresh_probe"):
-        probe = _fresh_probe(call, buffers, sets, device, cfg, prepare)
-        if probe and probe["ratio"] > 1.5:  # confirm on new content: the lower of two (a busy CPU)
-            again = _fresh_probe(call, buffers, sets, device, cfg, prepare)
-            probe = min(probe, again, key=lambda p: p["ratio"]) if again else probe
-        stats["fresh_probe"] = probe
-    return stats, spot, refill
+    probe_out = [(sid, to_cpu(o, move=not keep)) for sid, o in probe_out]
+    return raw, spot, refill, probe_out
 
 
-def _fresh_probe(call, buffers: dict, sets: list[int], device, cfg, prepare) -> dict | None:
-    """Timing on never-seen inputs against the repeated timing inputs (see timing.fresh_content_probe).
-    New content: each continuous floating input moved a little towards its own mean, a different
-    amount each run, so every value stays within its tensor's range (a probability stays a
-    probability). Inputs whose values are all whole numbers (0/1 or -inf masks, counts) are left as
-    they are: nudged, they could change how much work an honest forward does."""
-    repeat_sid = sets[0]
-    fresh_sid = sets[-1] if len(sets) > 1 else -1
-    if fresh_sid == -1:
-        buffers[-1] = [t.clone() if isinstance(t, torch.Tensor) else t for t in buffers[repeat_sid]]
-    try:
-        nudged = [isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() > 0 and not bool((t == t.round()).all())
-                  for t in buffers[fresh_sid]]
-    except Exception:  # noqa: BLE001 - a dtype without round (fp8): no probe
-        return None
-    if not any(nudged):
-        return None
-    step = [0]
+PROBE_BUFFER = -1  # the probe's own input buffer among the timing buffers
 
-    def freshen(sid):
-        step[0] += 1
-        eps = step[0] * 2.0 ** -10
-        for t, nudge in zip(buffers[sid], nudged):
-            if nudge:
-                t.mul_(1 - eps).add_(t.mean() * eps)
 
-    try:
-        with torch.inference_mode():
-            return timing_mod.fresh_content_probe(call, repeat_sid, fresh_sid, freshen, device, cfg, prepare)
-    except Exception:  # noqa: BLE001 - the probe decides nothing when the forward rejects changed inputs
-        return None
+def _fresh_probe(call, buffers: dict, ref: RefData, repeat_sid: int, groups: list[list[int]], device, cfg, prepare, check):
+    """Timing on input sets new to this process (held-out sets of the reference, drawn at random for
+    each evaluation, so each is a fresh draw of the task's inputs and never a small change of a timing
+    input) against the repeated timing inputs (see timing.fresh_content_probe). The second group
+    confirms, and runs only when the first looks like a cache. Returns (readings per probe, outputs)."""
+    buffers[PROBE_BUFFER] = [t.clone() if isinstance(t, torch.Tensor) else t for t in buffers[repeat_sid]]
+
+    def load(sid):
+        for dst, src in zip(buffers[PROBE_BUFFER], ref.inputs(sid)):
+            if isinstance(dst, torch.Tensor):
+                dst.copy_(src)
+        return PROBE_BUFFER
+
+    probes, outs = [], []
+    for group in groups:
+        readings, got = timing_mod.fresh_content_probe(call, repeat_sid, group, load, device, cfg, prepare, check)
+        probes.append(readings)
+        outs += got
+        if timing_mod._median(readings["fresh_ms"]) <= 1.5 * timing_mod._median(readings["repeat_ms"]):
+            break
+    return probes, outs
 
 
 # ---------------------------------------------------------------- interleaved re-timing
@@ -311,15 +308,23 @@ def run_retime(job: RetimeJob, job_dir: Path) -> dict:
     prepare = _before_each_run(buffers, call_seed)
     calls = {name: (lambda m: (lambda sid: m(*buffers[sid])))(m) for name, m in models.items()}
     cfg = timing_mod.TimingConfig(**job.config)
+    target, anchor = job.interval_target, next(iter(calls))
+
+    def enough(rounds):  # when to stop only; the reported intervals are the orchestrator's
+        try:
+            return bool(target) and stats_mod.tight(rounds, anchor, target)
+        except Exception:  # noqa: BLE001 - a model that patched numpy: the time cap decides
+            return False
+
     with torch.inference_mode():
         for call in calls.values():  # compile (torch.compile, Triton) before the cores are narrowed
             prepare(sets[0])
             call(sets[0])
         pin_for_timing()
-        stats = timing_mod.interleaved(calls, sets, device, cfg, prepare, max_time_s=job.max_time_s)
+        raw = timing_mod.interleaved(calls, sets, device, cfg, prepare, max_time_s=job.max_time_s, enough=enough)
     if integrity.changed():
         raise Failure("rejected", "retime", f"a model replaced {', '.join(integrity.changed())}")
-    return {"status": "ok", "timings": stats}
+    return {"status": "ok", "timings": raw}
 
 
 # ---------------------------------------------------------------- profile

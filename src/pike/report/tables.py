@@ -68,6 +68,13 @@ def table_notes(doc: dict) -> list[str]:
     if any(r.get("speedup_eager_ci") for r in doc["rows"]):
         out.append("[lo-hi]: 95% interval of the speedup, paired bootstrap over the rounds of the final re-timing "
                    "(eager, compile modes and the best, A B A B ... in one process).")
+    objective = {r.get("objective", "latency") for r in doc["rows"]}
+    out.append(f"Figures: {' and '.join(sorted(objective))} (latency: one forward from an idle queue; throughput: "
+               "back-to-back calls, one sync, do_bench style).")
+    for r in doc["rows"]:
+        b2b = r.get("throughput_ms") or {}
+        if b2b:
+            out.append(f"{r['task']}: back to back, ms per call: " + ", ".join(f"{k} {v:.4f}" for k, v in b2b.items()) + ".")
     for r in doc["rows"]:
         if r.get("noisy"):
             spread = ", ".join(f"{k} {v:.0%}" for k, v in (r.get("spread") or {}).items())

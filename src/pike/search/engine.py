@@ -75,6 +75,7 @@ def eval_config(cfg: RunConfig) -> EvalConfig:
         strict=e.strict, require_state_dict=e.require_state_dict, start_method=e.start_method, seed=cfg.seed,
         comparator=e.comparator, init_on=e.init_on, sandbox=e.sandbox, memory_limit_gb=e.memory_limit_gb,
         file_size_gb=e.file_size_gb, max_processes=e.max_processes, max_log_mb=e.max_log_mb,
+        objective=e.objective, interval_target=e.interval_target,
     )
 
 

@@ -132,8 +132,10 @@ async def finalize_task(run, run_dir: Path, *, modes: tuple[str, ...], retime: b
     timings = {}
     if retime and len(entries) > 1:
         timeout = retime_timeout(run, compiles, finalists)
-        timings = await run.pool.retime(task, entries, timeout_s=timeout)
+        timings = await run.pool.retime(task, entries, max_time_s=run.cfg.eval.final_retime_s, timeout_s=timeout)
     retimed = bool(timings)
+    # Back to back (do_bench style), beside the latency, for every entry that has it.
+    throughput = {k: t.throughput_ms for k, t in timings.items() if getattr(t, "throughput_ms", None)}
     if retimed:
         samples = {k: list(t.samples_ms) for k, t in timings.items()}
     else:  # the search's own figures, one each: no interval, the fastest median wins
@@ -164,6 +166,8 @@ async def finalize_task(run, run_dir: Path, *, modes: tuple[str, ...], retime: b
         "compile_ms": compile_ms,
         "compile_status": {**{m: r.status for m, r in compiles.items()}, **{m: "not measured: time limit" for m in skipped}},
         "best_ms": ms[winner],
+        "objective": run.cfg.eval.objective,  # what the figures above are: latency or throughput
+        "throughput_ms": throughput,  # per entry: ms per call back to back (re-timed entries)
         "delivered": winner,  # eager, compile:MODE or solution:ID: what best/<task>.py is
         "best_solution": best.id if best else None,
         "finalists_ms": {str(s.id): ms[f"compile:{same[s.id]}" if same[s.id] else f"solution:{s.id}"] for s in finalists},
@@ -305,6 +309,12 @@ def summary_row(store: Store, task_id: int) -> dict:
         "speedup_eager_ci": ci("eager"), "speedup_compile_ci": ci("compile:default" if default else None),
         "speedup_best_compile_ci": ci(f"compile:{best_mode}" if best_mode else None),
         "rounds": final.get("rounds", 0), "noisy": final.get("noisy", []), "spread": final.get("spread", {}),
+        "objective": final.get("objective", "latency"),
+        # back to back (do_bench style), ms per call: eager, compile default and the delivered entry
+        "throughput_ms": {k: v for k, v in (("eager", (final.get("throughput_ms") or {}).get("eager")),
+                                             ("compile", (final.get("throughput_ms") or {}).get("compile:default")),
+                                             ("best", (final.get("throughput_ms") or {}).get(final.get("delivered") or "")))
+                          if v is not None},
         "queries": queries, "usd": usd_all, "evaluated": len(evaluated), "valid": len(ok),
         "valid_rate": (len(ok) / (len(evaluated) + len(unusable))) if evaluated or unusable else None,
         "candidates": sum(1 for s in sols if s.origin in ("coa", "efa")), "unusable": len(unusable),
