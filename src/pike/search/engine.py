@@ -225,7 +225,7 @@ class Engine:
                     try:
                         timings = await pool.retime(task, {"eager": task.source, "compile": baseline_source(task, "default")},
                                                     timeout_s=retime_timeout(run, {"default": comp}, []))
-                        run.eager_ms, run.compile_ms = timings["eager"].median_ms, timings["compile"].median_ms
+                        run.eager_ms, run.compile_ms = timings["eager"].value_ms, timings["compile"].value_ms
                         run.baselines_paired = True
                     except RuntimeError as e:  # the separate figures stay, and the prompts say so
                         run.notify("warning", error=f"eager and compile side by side: {e}"[:200])
