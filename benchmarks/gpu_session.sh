@@ -26,6 +26,8 @@
 #   bash benchmarks/gpu_session.sh real M,M    # one GPU: pike.optimize on torchvision/timm/transformers models (real_models.py)
 #   bash benchmarks/gpu_session.sh startup [M] # one GPU: a 1.4 GB model's start-up (reference, eager) stage by stage
 #   bash benchmarks/gpu_session.sh trust       # one GPU: four tasks in one offline run; search-time vs final-table figures
+#   bash benchmarks/gpu_session.sh llmloop     # any GPU: prompts' device facts, profiles of custom kernels, run-time precision tags
+#   bash benchmarks/gpu_session.sh replay RUN  # any GPU: `pike replay` of a run's store (an LLM run made on the CPU)
 # On a machine of several GPUs the x8 steps run parts side by side, each on its own GPUs and cores
 # (device time counts the machine, not its GPUs), each part logging to $OUT/<part>.log.
 # Results go to $OUT (default ./gpu-results). Every step has its own time limit so one slow step
@@ -376,6 +378,14 @@ trust)
     echo "rc=$? wall=$(( $(date +%s) - T1 ))s" | tee -a "$OUT/trust.log"
     $PY benchmarks/search_vs_final.py /tmp/trust --json "$OUT/search_vs_final.json" | tee -a "$OUT/trust.log"
     ;;
+llmloop)
+    step llm_loop_check 420 $PY benchmarks/llm_loop_check.py
+    ;;
+replay)
+    # Candidates a real LLM wrote on the CPU, re-evaluated and re-timed here (BENCHMARKS.md).
+    name=$(basename "$2")
+    step "replay_$name" 540 sh -c "$PY -m pike replay '$2' --device cuda --json > '$OUT/replay_$name.json'"
+    ;;
 x1b|x2b)
     smi_log &
     if [ "$1" = x1b ]; then offline_parallel 0 0-15 "${STOP_AT:-555}"; else offline_parallel 0,1 0-31 "${STOP_AT:-555}"; fi
@@ -385,5 +395,5 @@ x1b|x2b)
     tail -n 40 "$OUT/offline.log"
     ;;
 *)
-    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|ro|share|limit|sandbox|real|startup|trust|x1b|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b|x2c|x2e|x2f" >&2; exit 2 ;;
+    echo "usage: $0 evaluator|variants|offline|scaling|scaling4|costs|ro|share|limit|sandbox|real|startup|trust|llmloop|replay|x1b|x8a|x8b|x8c|x8d|x4a|x4b|x4c|x2a|x2b|x2c|x2e|x2f" >&2; exit 2 ;;
 esac

@@ -64,7 +64,8 @@ class EvalResult:
     eager_ms: float | None = None
     max_abs_err: float | None = None
     max_rel_err: float | None = None
-    tags: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)  # precision ones from the dtypes a checked forward used
+    precision_hints: list[str] = field(default_factory=list)  # static precision tags the forward did not show
     state_dict_compatible: bool | None = None
     trials: int = 0
     task_flags: list[str] = field(default_factory=list)  # e.g. stateful, random, weak_tolerance

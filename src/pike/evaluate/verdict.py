@@ -23,6 +23,7 @@ from pike.evaluate.confine import shm_dir
 from pike.evaluate.jobs import TimingPlan
 from pike.evaluate.outputs import UnsafeOutputs
 from pike.evaluate.plan import Plan
+from pike.evaluate.precision import merge_tags
 from pike.evaluate.result import EvalResult, Timing
 from pike.evaluate.sandbox import JobOutcome
 
@@ -249,6 +250,8 @@ def assemble_result(c, out: JobOutcome, checker: Checker, ref, tags: list[str], 
         oom = " (killed by the system: out of memory?)" if out.signal == 9 else ""
         return EvalResult("runtime_error", f"the candidate process {out.describe_exit()}{oom} (contained)", out.log_tail[-4000:], stage="run", **base)
     durations = res.get("durations", {})
+    if res["status"] == "ok":  # precision tags from the dtypes a forward used, the static ones as hints
+        base["tags"], base["precision_hints"] = merge_tags(tags, res.get("precision"))
     if res["status"] != "ok":
         feedback = res.get("feedback", "")
         log = out.log_tail.strip()

@@ -160,8 +160,18 @@ def run_candidate(job: CandidateJob, job_dir: Path) -> dict:
     verdict = hand_over(job_dir, "checks", checks, {g: [[i, o] for i, o in outs.items()] for g, outs in checks.items()}, keep, device)
     del checks
     result = {"status": "ok", "state_dict_compatible": compat, "state_dict_note": why, "durations": durations}
-    if not verdict.get("time") or job.timing is None:
+
+    def finish() -> dict:
+        # Last, after the timing: under the dispatch mode torch.compile skips the frame and may run it
+        # uncompiled from then on (fullgraph code raised in the timing loop when this came first).
+        result["precision"] = observe_precision(model, ref, device, call_seed, job.main.trials[0])
+        changed = integrity.changed()
+        if changed:
+            raise Failure("rejected", "precision", f"the candidate replaced {', '.join(changed)}")
         return result
+
+    if not verdict.get("time") or job.timing is None:
+        return finish()
     pin_for_timing()
     stage("timing")
     t1 = perf_counter()
@@ -174,7 +184,23 @@ def run_candidate(job: CandidateJob, job_dir: Path) -> dict:
         raise Failure("rejected", "timing", f"the candidate replaced {', '.join(changed)} while being timed")
     durations["timing_s"] = perf_counter() - t1
     result["timing"] = readings  # raw: the orchestrator computes every statistic
-    return result
+    return finish()
+
+
+def observe_precision(model, ref: RefData, device, call_seed: int, sid: int) -> dict | None:
+    """The dtypes one more forward of the checked model really uses, for its precision tags
+    (``precision``); None when it cannot be observed (the static tags then stand)."""
+    from pike.evaluate.precision import observe
+
+    try:
+        seed_all(call_seed + sid)
+        with torch.inference_mode():
+            seen = observe(model, to_device(ref.inputs(sid), device))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return seen
+    except Exception:  # noqa: BLE001 - a forward that rejects the dispatch mode is judged by the checks, not here
+        return None
 
 
 def hand_over(job_dir: Path, name: str, outputs, rows: dict, keep: bool, device) -> dict:
@@ -331,31 +357,20 @@ def run_retime(job: RetimeJob, job_dir: Path) -> dict:
 
 
 def run_profile(job: ProfileJob, job_dir: Path) -> dict:
-    """Top kernels (GPU) or operators (CPU) of a verified solution's forward, as text for the prompts."""
-    from torch.profiler import ProfilerActivity, profile
+    """Where a verified solution's forward spends its time (``profiling``), as text for the prompts."""
+    from pike.evaluate.profiling import format_profile, profile_forward
 
     device = torch.device(job.device)
     ref = RefData(job_dir / job.data, job.facts)
     model = build_model(job_dir / job.code, ref, job.module_name, device, job.init_seed, Integrity())
     x = to_device(ref.inputs(0), device)
-    cuda = device.type == "cuda"
     with torch.inference_mode():
         for _ in range(3):
             model(*x)
-        if cuda:
+        if device.type == "cuda":
             torch.cuda.synchronize()
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-        with profile(activities=acts) as prof:
-            for _ in range(job.iters):
-                model(*x)
-            if cuda:
-                torch.cuda.synchronize()
-    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
-    try:
-        table = prof.key_averages().table(sort_by=key, row_limit=job.rows, max_name_column_width=60)
-    except Exception:  # noqa: BLE001 - older/newer torch spell the CUDA column "device"
-        table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=job.rows, max_name_column_width=60)
-    return {"status": "ok", "profile": table}
+        p = profile_forward(model, x, device, job.iters)
+    return {"status": "ok", "profile": format_profile(p, top=job.rows)}
 
 
 # ---------------------------------------------------------------- build

@@ -215,8 +215,8 @@ class Engine:
             run.save_state(startup={"reference_s": round(t1 - t0, 2), "eager_s": round(time.monotonic() - t1, 2)})
             # The LLM prompts' "vs compile" figures. Not for the offline portfolio: its compile:default
             # variant is the same program, and compiling it before the search once took a recurrent
-            # task's whole time limit (rwkv_time_mix: 165 s, 2026-11-22).
-            if self.cfg.search.parent_speedups and self.cfg.search.strategy != "offline":
+            # task's whole time limit (rwkv_time_mix: 165 s, 2026-11-22). Nor for a replay: no prompts.
+            if self.cfg.search.parent_speedups and self.cfg.search.strategy not in ("offline", "replay"):
                 comp = await pool.baseline(task, "default")
                 run.compile_ms = comp.runtime_ms if comp.ok else None
                 if comp.ok:
