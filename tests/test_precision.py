@@ -91,7 +91,7 @@ def test_the_evaluator_tags_what_the_child_saw(tmp_path):
     from pike.task import load_task
 
     task = load_task(Path(__file__).parent / "tasks" / "matmul.py")
-    cfg = EvalConfig(cache_dir=tmp_path, timeout_s=60, timing=TimingConfig(warmup_ms=5, max_time_s=0.1))
+    cfg = EvalConfig(cache_dir=tmp_path, timeout_s=300, timing=TimingConfig(warmup_ms=5, max_time_s=0.1))  # a compile under load
     with Evaluator(cfg) as ev:
         mentions = ev.evaluate(task, MATMUL_MENTIONS)
         autocast = ev.evaluate(task, MATMUL_AUTOCAST)
