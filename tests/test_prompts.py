@@ -248,3 +248,27 @@ def test_final_table_says_how_many_candidates_came_from_how_many_queries():
     assert unusable_lines({"rows": [row]}) == [
         "t: 10 candidates from 12 queries; 2 replies had no usable code: no code block (1), "
         "code does not parse: line 3: invalid syntax (1)"]
+
+
+def test_later_branches_get_untried_ideas_first():
+    from pike.search.strategies import fresh_ideas
+
+    sols = {1: SimpleNamespace(id=1, idea="fuse in C++", parent_id=None, origin="coa"),
+            2: SimpleNamespace(id=2, idea="in-place PyTorch", parent_id=None, origin="coa"),
+            3: SimpleNamespace(id=3, idea=None, parent_id=1, origin="coa")}
+    run = SimpleNamespace(device_kind="cpu", solutions=list(sols.values()), store=SimpleNamespace(solution=sols.get),
+                          state=lambda: {"ideas": ["fuse in C++", "in-place PyTorch", "blocked rows"]})
+    got = fresh_ideas(run, sols[3], 10)
+    # Not the parent's own lineage; never tried before ideas tried elsewhere.
+    assert "fuse in C++" not in got and got[0] == "blocked rows" and got[-1] == "in-place PyTorch"
+    assert got[1:-1] == directions("cpu")
+
+
+def test_a_parent_shown_again_lists_what_was_tried_from_it():
+    hw = Hardware.from_info(CPU_INFO, "cpu")
+    parent = ParentInfo(SOLUTION, runtime_ms=0.5, tried=[("fuse in C++", "correct, 2.55x vs eager"),
+                                                         (None, "mismatch after 2 fix(es)")])
+    user = _user(coa_messages(_task("cpu", hw), parent, None, PromptFlags.all(), hw))
+    assert ("## Already tried from this solution (the result of each attempt)\n- fuse in C++: correct, 2.55x vs eager\n"
+            "- the change its author expects to give the largest speedup: mismatch after 2 fix(es)") in user
+    assert "Already tried" not in _user(coa_messages(_task("cpu", hw), parent, None, PromptFlags(), hw))

@@ -19,6 +19,7 @@ MESSAGE_LIMIT = 1500
 PROFILE_LIMIT = 3000
 HISTORY_LIMIT = 5  # best solutions listed in the optimiser prompt
 IDEA_LIMIT = 300  # chars per idea in that list
+TRIED_LIMIT = 8  # children of the parent listed (the latest)
 
 __all__ = ["AgentReply", "brainstorm", "coa_messages", "directions", "efa_messages", "fix", "iba_messages",
            "optimise", "parse_ideas", "reask", "truncate_middle"]
@@ -116,7 +117,7 @@ def coa_messages(task: TaskContext, parent: ParentInfo | None, idea: str | None,
     d = prompt_dir
     values = _task_values(task, flags, hardware, d) | {
         "parent": _parent_section(parent, d) if parent else _block("no_parent", {}, d),
-        "parent_speedups": "", "roofline": "", "best_history": "",
+        "parent_speedups": "", "roofline": "", "best_history": "", "parent_tried": "",
         "idea": idea.strip() if idea and idea.strip() else section("no_idea", {}, d),
         "branch": _branch_section(branch, idea, d) if branch else "",
     }
@@ -127,6 +128,9 @@ def coa_messages(task: TaskContext, parent: ParentInfo | None, idea: str | None,
         values["profile"] = _profile_section(parent.profile, "profile", d)
     if parent and flags.roofline and parent.roofline_fraction is not None:
         values["roofline"] = _block("roofline", {"percent": f"{parent.roofline_fraction:.0%}"}, d)
+    if parent and flags.best_history and parent.tried:
+        lines = [f"- {_one_line(i) if i else section('branch_own_choice', {}, d)}: {outcome}" for i, outcome in parent.tried]
+        values["parent_tried"] = _block("parent_tried", {"entries": "\n".join(lines[-TRIED_LIMIT:])}, d)
     entries = _history_lines(history) if flags.best_history and history else []
     if entries:
         values["best_history"] = _block("best_history", {"entries": "\n".join(entries)}, d)

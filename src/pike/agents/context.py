@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pike.agents.hardware import Hardware
 from pike.evaluate.result import EvalResult
@@ -49,6 +49,7 @@ class ParentInfo:
     profile: str | None = None  # top kernels by time, as text
     roofline_fraction: float | None = None  # 0..1
     idea: str | None = None  # the idea whose application produced this code
+    tried: list[tuple[str | None, str]] = field(default_factory=list)  # (idea, outcome) of its children so far
 
     @classmethod
     def from_result(cls, code: str, result: EvalResult, idea: str | None = None,

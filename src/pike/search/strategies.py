@@ -44,14 +44,16 @@ def branch_plan(jobs: list[tuple[Solution | None, str | None]]) -> list[Branch |
 
 
 def fresh_ideas(run: TaskRun, parent: Solution | None, n: int) -> list[str]:
-    """Up to ``n`` ideas not yet applied on the way to ``parent``: the brainstormed ones first, then
-    the device's broad directions."""
+    """Up to ``n`` ideas not yet applied on the way to ``parent``, those no candidate of the task has
+    tried first (brainstormed ones, then the device's broad directions). A real model was once told
+    to apply "keep PyTorch" to a C++ parent because that idea had only been tried from the reference."""
     applied, s = set(), parent
     while s is not None:
         applied.add(s.idea)
         s = run.store.solution(s.parent_id) if s.parent_id else None
-    pool = [*run.state().get("ideas", []), *directions(run.device_kind)]
-    return [i for i in dict.fromkeys(pool) if i not in applied][:n]
+    tried = {s.idea for s in run.solutions if s.origin in ("coa", "efa")}
+    pool = [i for i in dict.fromkeys([*run.state().get("ideas", []), *directions(run.device_kind)]) if i not in applied]
+    return sorted(pool, key=lambda i: i in tried)[:n]  # stable: the untried keep their order, first
 
 
 def split_branches(n: int, k: int) -> list[int]:

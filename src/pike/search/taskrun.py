@@ -290,12 +290,30 @@ class TaskRun:
             info.speedup_vs_eager = self.eager_ms / info.runtime_ms
             if self.compile_ms:
                 info.speedup_vs_compile = self.compile_ms / info.runtime_ms
+        info.tried = self._tried_from(parent)
         return info
+
+    def _tried_from(self, parent: Solution) -> list[tuple[str | None, str]]:
+        """What earlier phases made of this parent: each child chain's idea and its final outcome (a
+        real model, shown the same parent again, answered with the change it had already made)."""
+        sols = self.solutions
+        out = []
+        for child in (s for s in sols if s.parent_id == parent.id and s.origin == "coa"):
+            last = max((s for s in sols if (s.phase, s.slot) == (child.phase, child.slot)), key=lambda s: s.id)
+            fixes = f" after {last.attempt} fix(es)" if last.attempt else ""
+            if last.status == "pending":
+                continue  # in flight in this phase: a sibling, described by the branch section
+            if last.ok and self.eager_ms and last.runtime_ms:
+                out.append((child.idea, f"correct, {self.eager_ms / self.rank_ms(last):.2f}x vs eager{fixes}"))
+            else:
+                out.append((child.idea, f"{last.status}{fixes}"))
+        return out
 
     def history(self, n: int = 5) -> list[HistoryEntry]:
         if not self.eager_ms:
             return []
-        return [HistoryEntry(self.eager_ms / self.rank_ms(s), s.idea or s.origin) for s in self.best(n)]
+        return [HistoryEntry(self.eager_ms / self.rank_ms(s), s.idea or f"solution {s.id}: a change of the optimiser's own choosing")
+                for s in self.best(n)]
 
     async def slot(self, phase: int, slot: int, parent: Solution | None, idea: str | None, *, island: int | None = None,
                    history: list[HistoryEntry] | None = None, branch: Branch | None = None) -> Solution | None:
