@@ -77,7 +77,8 @@ def main() -> None:
             ev.close()
 
     def pick(mode, key, warm):
-        return [r[key] for r in rows if r["mode"] == mode and r["status"] == "ok" and (r["round"] >= a.warm_after) == warm]
+        return [r[key] for r in rows if r["mode"] == mode and r["status"] == "ok" and (r["round"] >= a.warm_after) == warm
+                and r.get(key) is not None]
 
     summary = {}
     for warm in (False, True):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -203,3 +205,23 @@ def test_a_childs_ipc_files_are_removed(tmp_path):
         (tmp_path / n).write_text("")
     assert sorted(remove_ipc_files(983, str(tmp_path))) == sorted(mine)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(others)
+
+
+def test_a_sandboxed_childs_cuda_ipc_files_are_linked_only_while_opened(tmp_path):
+    """CUDA IPC across the sandbox needs the child's driver and reference-count files in this process's
+    /dev/shm (the GPU machine's probe): regular files of those names are hard-linked there while a
+    handle is opened and removed after; a link the child planted and any other name are not."""
+    from pike.evaluate.ipc import _linked_shm
+
+    import tempfile
+
+    tag = f"{os.getpid()}.{time.monotonic_ns()}"
+    shm = Path(tempfile.mkdtemp(prefix="pike-test-shm-", dir="/dev/shm"))  # hard links: same file system
+    (shm / f"cuda.shm.0.{tag}").write_bytes(b"driver")
+    (shm / "torch_99_1").symlink_to("/etc/passwd")
+    (shm / "unrelated").write_bytes(b"x")
+    with _linked_shm(str(shm)):
+        assert os.path.samefile(f"/dev/shm/cuda.shm.0.{tag}", shm / f"cuda.shm.0.{tag}")
+        assert not os.path.lexists("/dev/shm/torch_99_1") and not os.path.lexists("/dev/shm/unrelated")
+    assert not os.path.lexists(f"/dev/shm/cuda.shm.0.{tag}")
+    shutil.rmtree(shm)

@@ -10,8 +10,10 @@ alive until its question is answered.
 from __future__ import annotations
 
 import base64
+import contextlib
 import mmap
 import os
+import re
 import stat
 
 import torch
@@ -102,6 +104,42 @@ def _open_in(shm: str, name: str, size: int) -> torch.UntypedStorage:
     return torch.frombuffer(mem, dtype=torch.uint8, offset=st.st_size - size, count=size).untyped_storage()
 
 
+# The shared-memory files a CUDA IPC handle needs opened by name in /dev/shm: the driver's (named by
+# the child's pid in its namespace) and torch's reference counter.
+_CUDA_SHM = re.compile(r"(cuda\.shm\.[0-9.]+|torch_[0-9_]+)")
+
+
+@contextlib.contextmanager
+def _linked_shm(shm: str | None):
+    """A sandboxed child's CUDA IPC files, hard-linked into this process's /dev/shm while a handle is
+    opened (its own /dev/shm is another directory): without them the driver cannot map the memory.
+    Regular files only, and never over a name that exists here."""
+    linked = []
+    try:
+        if shm is not None:
+            dir_fd = os.open(shm, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                for name in os.listdir(dir_fd):
+                    dst = os.path.join("/dev/shm", name)
+                    if not _CUDA_SHM.fullmatch(name) or os.path.lexists(dst):
+                        continue
+                    if stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                        try:
+                            os.link(name, dst, src_dir_fd=dir_fd, follow_symlinks=False)
+                        except OSError:  # another file system: the open fails and outputs go through files
+                            continue
+                        linked.append(dst)
+            finally:
+                os.close(dir_fd)
+        yield
+    finally:
+        for dst in linked:
+            try:
+                os.unlink(dst)
+            except OSError:
+                pass
+
+
 def _open_tensor(spec: dict, shm: str | None = None) -> torch.Tensor:
     dtype = _dtype(spec["dtype"])
     shape, stride, offset = [int(x) for x in spec["shape"]], [int(x) for x in spec["stride"]], int(spec["offset"])
@@ -109,8 +147,9 @@ def _open_tensor(spec: dict, shm: str | None = None) -> torch.Tensor:
         return torch.empty_strided(shape, stride, dtype=dtype, device=spec["empty"])
     if "cuda" in spec:
         device, handle, size, off, rc_handle, rc_off, ev_handle, ev_sync = (_unb64(x) for x in spec["cuda"])
-        storage = torch.UntypedStorage._new_shared_cuda(int(device), handle, int(size), int(off), rc_handle, int(rc_off),
-                                                        ev_handle, bool(ev_sync))
+        with _linked_shm(shm):
+            storage = torch.UntypedStorage._new_shared_cuda(int(device), handle, int(size), int(off), rc_handle, int(rc_off),
+                                                            ev_handle, bool(ev_sync))
         dev = torch.device("cuda", int(device))
     else:
         manager, name, size = (_unb64(x) for x in spec["cpu"])
