@@ -31,7 +31,7 @@ def cand(name: str) -> str:
 
 def test_every_job_kind_round_trips_through_its_json(tmp_path):
     part = jobs.Part(code="c.py", data="main", facts={"call_seed": 7}, trials=[0, 3], random_trials=[1])
-    timing = jobs.TimingPlan(config=TimingConfig().to_json(), sets=[4], refill=[5], seed=9, fresh_probe=True)
+    timing = jobs.TimingPlan(config=TimingConfig().to_json(), sets=[4], refill=[5], seed=9, probe=[[6, 7], [8, 9]])
     every = [
         jobs.ProbeJob(device="cpu", bandwidth=True),
         jobs.ReferenceJob(device="cpu", task="t.py", module_name="m", out_dir="entry", init_seed=1, input_seed=2, call_seed=3,
@@ -87,21 +87,26 @@ def test_one_order_of_stages(ev, ln_task):
 
 
 def test_a_candidates_job_directory_holds_only_what_it_may_see(ev, ln_task):
-    before = {p.name for p in ev.workdir.iterdir()}
+    before = set(ev.workdir.rglob("job.json"))
     assert ev.evaluate(ln_task, cand("ln_fused.py")).ok
-    [d] = [p for p in ev.workdir.iterdir() if p.name not in before and p.name.endswith("-candidate")]
+    [d] = [p.parent for p in ev.workdir.rglob("job.json") if p not in before and jobs.load(p.parent).kind == "candidate"]
     files = sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file())
     job = jobs.load(d)
-    plan_sets = sorted(set(job.main.trials) | set(job.main.random_trials) | set(job.timing.sets) | set(job.timing.refill))
-    assert [f for f in files if f.startswith("main/inputs/")] == [f"main/inputs/{i}.pt" for i in plan_sets]
+    plan_sets = sorted(set(job.main.trials) | set(job.main.random_trials) | set(job.timing.sets) | set(job.timing.refill)
+                       | {i for group in job.timing.probe or [] for i in group})
+    assert {f for f in files if f.startswith("main/inputs/")} == {f"main/inputs/{i}.pt" for i in plan_sets}
     assert {"main/init_inputs.pt", "main/random_sd.pt", "alt/init_inputs.pt", "job.json"} <= set(files)
     # No outputs of the reference anywhere, and nothing in the job points out of its directory.
     ref, _ = ev.references(ln_task)
     answers = {checksums.file_sha256(ref.dir / f) for f in ref.files if f.startswith("answers/")}
     assert not answers & {checksums.file_sha256(d / f) for f in files}
-    text = (d / "job.json").read_text()
+    doc = json.loads((d / "job.json").read_text())
+    # The task's import paths (as Python would have them for the task file) are the only paths named
+    imports = doc.pop("imports")["sys_path"]
+    assert not any(p.startswith((str(ev.cache), str(ev.workdir))) for p in imports)
+    text = json.dumps(doc)
     assert str(ev.cache) not in text and str(ev.workdir) not in text and str(Path.home()) not in text
-    assert not any(isinstance(v, str) and v.startswith("/") for v in _strings(json.loads(text)))
+    assert not any(isinstance(v, str) and v.startswith("/") for v in _strings(doc))
 
 
 def _strings(obj):

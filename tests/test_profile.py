@@ -119,4 +119,5 @@ def test_profile_of_a_cpp_extension_parent_accounts_for_its_time(tmp_path):
     # way the time is in the table, not lost.
     seen = ext if ext is not None else rows[UNATTRIBUTED_CPU]
     assert seen / rows["total"] > 0.5, text
-    assert "aten::mm" in rows, text
+    # The matmul inside it is its own row, or (under min_share) counted in the "other operators" row
+    assert "aten::mm" in rows or any(k.endswith(" other operators)") for k in rows), text

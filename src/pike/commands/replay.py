@@ -31,12 +31,12 @@ class Replay:
 
 
 async def replay(run_dir: Path, device: str, *, only_best: bool = False) -> dict:
-    from pike.commands.search import _stored_tasks
+    from pike.search.engine import stored_tasks
 
     src = Store(run_dir / "run.db")
     try:
         cfg = RunConfig.from_dict(src.get_meta("config"))
-        tasks = _stored_tasks(src)
+        tasks = stored_tasks(run_dir)
         picked = {}
         for row in src.tasks():
             ok = [s for s in src.solutions(row["id"]) if s.ok]

@@ -182,8 +182,7 @@ async def execute(spec: RunSpec, tasks: list, *, resume: bool, events=None) -> t
     """One run with the engine of ``pike optimize``; a resumed one continues from its store with the
     stored config (the tasks it had, plus any the suite gained since). Returns (summary, config
     changed since the run started)."""
-    from pike.commands.search import _stored_tasks
-    from pike.search.engine import Engine, resume_config
+    from pike.search.engine import Engine, resume_config, stored_tasks
     from pike.search.output import summary
     from pike.store import Store
 
@@ -191,11 +190,7 @@ async def execute(spec: RunSpec, tasks: list, *, resume: bool, events=None) -> t
     if resume:
         cfg = resume_config(spec.dir)
         changed = cfg.to_dict() != spec.cfg.to_dict()
-        store = Store(spec.dir / "run.db")
-        try:
-            stored = _stored_tasks(store)
-        finally:
-            store.close()
+        stored = stored_tasks(spec.dir)
         have = {t.name for t in stored}
         tasks = stored + [t for t in tasks if t.name not in have]
     engine = Engine(cfg, spec.dir, resume=resume, events=events)
