@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from pike.commands import evaluate, report, search, sweep
+from pike.commands import evaluate, report, search, show, sweep
 from pike.suites.cli import suite_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="PIKE: make PyTorch models faster, verified.")
-app.registered_commands += evaluate.app.registered_commands + search.app.registered_commands + report.app.registered_commands + sweep.app.registered_commands
+app.registered_commands += evaluate.app.registered_commands + search.app.registered_commands + report.app.registered_commands + show.app.registered_commands + sweep.app.registered_commands
 app.add_typer(suite_app, name="suite")
 
 

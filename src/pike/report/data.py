@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pike.evaluate.static import lowered_precision
+from pike.report.exchanges import exchange_usd
 from pike.search.output import summary
 from pike.store import Solution, Store
 
@@ -127,10 +128,6 @@ class RunData:
 
     def task(self, name: str) -> TaskReport:
         return next(t for t in self.tasks if t.name == name)
-
-
-def exchange_usd(row) -> float:
-    return float((row["reserved_usd"] if row["status"] == "pending" else row["cost_usd"]) or 0.0)
 
 
 def _speedup(s: Solution) -> float | None:
