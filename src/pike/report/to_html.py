@@ -1,5 +1,6 @@
 """The report as one self-contained HTML page: figures as base64 data URIs, inline CSS, tables as
-HTML, diffs in <pre>; no external asset, script or link."""
+HTML, diffs in <pre>, the LLM exchanges with an inline script to filter them; no external asset,
+script or link."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import base64
 from html import escape
 from pathlib import Path
 
-from pike.report import tables
+from pike.report import exchange_html, tables
 from pike.report.build import PLOT_TITLES, Report
 
 CSS = """
@@ -40,7 +41,7 @@ def diff_pre(diff: str) -> str:
 
 def render(report: Report) -> str:
     p = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>PIKE report</title>',
-         f"<style>{CSS}</style></head><body>", "<h1>PIKE report</h1>"]
+         f"<style>{CSS}{exchange_html.CSS}</style></head><body>", "<h1>PIKE report</h1>"]
     p += ["<h2>Runs</h2>", html_table(*tables.runs_table(report.runs))]
     p += ["<h2>Summary by configuration</h2>", html_table(*tables.config_table(report.groups)),
           f'<p class="note">{escape(tables.CONFIG_NOTES)}</p>']
@@ -60,7 +61,7 @@ def render(report: Report) -> str:
         for t in run.tasks:
             p += [f"<h4>{escape(t.name)}</h4>",
                   diff_pre(t.diff) if t.diff else "<p>No solution beat eager: the best is the reference itself.</p>"]
-    p += ["</body></html>"]
+    p += [exchange_html.section(report.runs), "</body></html>"]
     return "\n".join(p) + "\n"
 
 
