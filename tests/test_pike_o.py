@@ -134,7 +134,7 @@ def test_presets():
     assert {k: v for k, v in PRESETS["pike-o-map-elites"].items() if not k.startswith(("feature_grid", "grid_"))} == PRESETS["pike-o"]
     s = load(strategy="pike-o").search
     assert (s.islands, s.population, s.archive, s.elite_ratio, s.exploration, s.exploitation, s.top_programs,
-            s.migration_interval, s.migration_rate, s.max_fix_attempts) == (1, 25, 12, 0.2, 0.0, 1.0, 3, 50, 0.1, 5)
+            s.migration_interval, s.migration_rate, s.max_fix_attempts, s.retime_top) == (1, 25, 12, 0.2, 0.0, 1.0, 3, 50, 0.1, 5, 4)
     assert PRESETS["pike-o-no-efa"]["max_fix_attempts"] == 0
     assert (PRESETS["pike-o-3islands"]["islands"], PRESETS["pike-o-3islands"]["exploration"]) == (3, 0.2)
     assert PRESETS["pike-o-short-library"]["top_programs"] == 1
@@ -372,6 +372,9 @@ def test_pike_o_islands_migration_fixes_and_budget(tmp_path, prices, cache):
     prompts = [json.loads(e["prompt"])[-1]["content"] for e in ex if e["role"] == "coa"]
     assert any("Best solutions found so far" in t and "solution " in t for t in prompts)
     assert doc["rows"][0]["valid"] >= 1 and (out / "best" / "ln_mlp.py").exists()
+    # Before parents were drawn, the contenders were re-timed side by side with eager (the preset's
+    # retime_top): their confirmed figures are in the state, for the library's fitness.
+    assert len(state.get("confirmed", {})) >= 2 and state.get("window")
 
 
 def test_pike_o_kill_then_resume(tmp_path, prices, cache):

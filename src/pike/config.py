@@ -164,27 +164,27 @@ PRESETS: dict[str, dict[str, Any]] = {
     # then the paper's ablations and the ladder towards exploit-heavy settings.
     "pike-o": dict(
         islands=1, population=25, archive=12, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=3,
-        migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False,
+        migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False, retime_top=4,
     ),
     "pike-o-no-efa": dict(
         islands=1, population=25, archive=12, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=3,
-        migration_interval=50, migration_rate=0.1, max_fix_attempts=0, iba=False,
+        migration_interval=50, migration_rate=0.1, max_fix_attempts=0, iba=False, retime_top=4,
     ),
     "pike-o-3islands": dict(
         islands=3, population=25, archive=12, elite_ratio=0.2, exploration=0.2, exploitation=0.7, top_programs=3,
-        migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False,
+        migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False, retime_top=4,
     ),
     "pike-o-exploit-only": dict(
         islands=1, population=25, archive=12, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=3,
-        migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False,
+        migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False, retime_top=4,
     ),
     "pike-o-short-library": dict(
         islands=1, population=25, archive=4, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=1,
-        migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False,
+        migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False, retime_top=4,
     ),
     "pike-o-map-elites": dict(
         islands=1, population=25, archive=12, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=3,
-        migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False,
+        migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False, retime_top=4,
         feature_grid=True, grid_bins=10, grid_features="complexity,diversity",
     ),
 }

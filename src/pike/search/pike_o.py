@@ -61,6 +61,7 @@ class PikeO:
         self.lib: Library | None = None
         self.next_iteration = 0
         self.pending: dict[int, int] = {}  # iteration -> island: launched, not yet folded into the library
+        self.top_changed = False  # a child entered the search-time top since the last side-by-side re-timing
         self.grid_features = parse_features(self.cfg.grid_features) if self.cfg.feature_grid else None
 
     # ------------------------------------------------------------ state
@@ -134,10 +135,21 @@ class PikeO:
             grid = self.lib.grid
             features = self._features(run, grid, child.id) if grid is not None and fitness else None
             self.lib.add(island, child.id, fitness, features)
+            if fitness and self.cfg.retime_top > 1:
+                self.top_changed |= child.id in {s.id for s in run.contenders(self.cfg.retime_top)}
             moves = self.lib.finished_iteration(island, self.cfg.migration_interval, self.cfg.migration_rate)
             if moves:
                 run.notify("migration", copies=len(moves))
         self._save(run)
+
+    async def _retime_contenders(self, run: TaskRun) -> None:
+        """Before the next parent is drawn: the contenders timed side by side with eager; their
+        confirmed figures become their fitness, so one lucky search timing does not breed alone."""
+        self.top_changed = False
+        await run.retime(run.contenders(self.cfg.retime_top))
+        for sid in self.lib.members():
+            if sid != REFERENCE:
+                self.lib.fitness[sid] = self._fitness(run, sid) or 0.0
 
     async def _iterate(self, run: TaskRun, iteration: int, island: int, parent: Solution | None,
                        history: list[HistoryEntry] | None) -> Solution | None:
@@ -196,6 +208,8 @@ class PikeO:
                 if stalled and not run.exhausted and not errors:
                     run.notify("stalled", phase=self.next_iteration)
                 break
+            if self.top_changed:
+                await self._retime_contenders(run)
             iteration = self.next_iteration
             island = iteration % len(self.lib.islands)
             parent_id = self.lib.sample_parent(island, self.rng, self.cfg.exploration, self.cfg.exploitation)
