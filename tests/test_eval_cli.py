@@ -159,16 +159,21 @@ def test_stored_reference_outputs_are_out_of_reach(cache):
     assert r["status"] == "mismatch" and "got 0" in r["message"], r
 
 
-def test_poisoned_reference_cache_is_caught_and_the_next_evaluation_is_normal(tmp_path):
-    # A cache of its own: every reference it reaches is poisoned. Its own outputs are compared with
-    # references already in memory (a mismatch) or read after it poisoned them: then the entry is
-    # computed again and it runs again, poisons again, and is rejected.
-    r, log = pike_eval_logged(tmp_path, "ln_mlp.py", "ln_poisons_cache.py")
+@pytest.mark.parametrize("sandbox", ["bwrap", "none"])
+def test_poisoned_reference_cache_is_caught_and_the_next_evaluation_is_normal(tmp_path, sandbox):
+    # A cache of its own: every reference it reaches is poisoned. In the sandbox it reaches none (the
+    # cache is hidden). Without it, its own outputs are compared with references already in memory (a
+    # mismatch) or read after it poisoned them: then the entry is computed again and it runs again,
+    # poisons again, and is rejected.
+    r, log = pike_eval_logged(tmp_path, "ln_mlp.py", "ln_poisons_cache.py", "--sandbox", sandbox)
     assert r["status"] == "mismatch" or r["status"] == "rejected" and "changed on disk" in r["message"], r
-    after, log_after = pike_eval_logged(tmp_path, "ln_mlp.py", "ln_fused.py")
+    after, log_after = pike_eval_logged(tmp_path, "ln_mlp.py", "ln_fused.py", "--sandbox", sandbox)
     assert after["status"] == "ok", after
-    # Whatever it left poisoned (its checksums rewritten to match) was found and computed again.
-    assert "signature does not match" in log + log_after and "computed again" in log_after, (log, log_after)
+    if sandbox == "none":
+        # Whatever it left poisoned (its checksums rewritten to match) was found and computed again.
+        assert "signature does not match" in log + log_after and "computed again" in log_after, (log, log_after)
+    else:
+        assert "signature does not match" not in log + log_after, (log, log_after)  # nothing was reached
 
 
 def test_huge_python_list_output_is_refused_unread(cache):

@@ -26,6 +26,7 @@ from pike.evaluate.comparator import Comparator
 from pike.evaluate.confine import BACKENDS, Mounts, resolve
 from pike.evaluate.jobs import Job, ProbeJob
 from pike.evaluate.limits import Limits
+from pike.evaluate.paths import task_dirs
 from pike.evaluate.references import Reference, ReferenceCache
 from pike.evaluate.result import OBJECTIVES, EvalResult, Timing
 from pike.evaluate.sandbox import JobOutcome, Sandbox, describe, scrubbed_env
@@ -240,6 +241,7 @@ class Evaluator:
         """Reference outputs for ``task`` on this device, computed once and cached on disk. With
         ``second_shape``, a task without an alternate size set also gets its inputs at another batch
         size where the model accepts one (``Reference.batch_alt``)."""
+        self.sandbox.reveal(task_dirs(task.path))  # the task's own imports, for its candidates' jobs
         return self.refs.get(task, pool=pool, input_seed=input_seed, second_shape=second_shape, progress=self.on_progress)
 
     def references(self, task: Task) -> tuple[Reference, Reference | None]:

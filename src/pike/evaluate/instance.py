@@ -29,7 +29,7 @@ class InstanceFailed(RuntimeError):
 class Instance:
     def __init__(self, conf: Confinement, mounts: Mounts, spec: InstanceSpec, env: dict[str, str], *,
                  cpus: tuple[int, ...] | None, cgroup: JobCgroup | None, cwd: str | None):
-        self.spec, self.conf, self.cgroup, self.cwd = spec, conf, cgroup, cwd
+        self.spec, self.conf, self.cgroup, self.cwd, self.mounts = spec, conf, cgroup, cwd, mounts
         if conf.confined:
             os.makedirs(shm_dir(spec.job_dir), exist_ok=True)
         ctl_r, ctl_w = os.pipe()

@@ -43,6 +43,15 @@ def task_imports(task_path: Path | None) -> dict:
     return {"sys_path": kept, "package": package}
 
 
+def task_dirs(task_path: Path | None) -> list[str]:
+    """The directories a task's own imports need: its directory and its package's root (a sandboxed
+    job sees them read-only where they would be hidden)."""
+    if task_path is None:
+        return []
+    package, root = task_package(task_path)
+    return [str(Path(task_path).resolve().parent)] + ([str(root)] if package else [])
+
+
 def apply_imports(imports: dict | None) -> None:
     """In the child, before any task or candidate code is imported."""
     for p in reversed((imports or {}).get("sys_path", [])):

@@ -17,6 +17,7 @@ orchestrator a question mid-run (the correctness verdict before timing) through 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -183,6 +184,15 @@ class Sandbox:
             cwd = tempfile.mkdtemp(prefix="cwd-", dir=self.root)
         return Instance(self.conf, self.mounts, spec, env, cpus=self.cpus, cgroup=self._cgroup(), cwd=cwd)
 
+    def reveal(self, paths: list[str]) -> None:
+        """Show ``paths`` read-only to later instances (a task's own directory where it would be
+        hidden); a spare started without them is replaced."""
+        new = tuple(p for p in paths if p not in self.mounts.read_only)
+        if new:
+            self.mounts = dataclasses.replace(self.mounts, read_only=(*self.mounts.read_only, *new))
+            if self._next is not None and not self._next_claimed:
+                self._discard_next()
+
     def job_dir(self, trusted: bool = False) -> Path:
         """Where the next job's files go: for a candidate, the directory of the instance already
         starting for it."""
@@ -219,7 +229,8 @@ class Sandbox:
         nxt = self._next
         if nxt is not None and nxt.spec.job_dir == spec.job_dir:
             self._next = None
-            if (nxt.spec.trusted, nxt.spec.writable) == (spec.trusted, spec.writable) and nxt.proc.poll() is None:
+            if ((nxt.spec.trusted, nxt.spec.writable) == (spec.trusted, spec.writable) and nxt.mounts == self.mounts
+                    and nxt.proc.poll() is None):
                 inst = nxt
             else:
                 self._close(nxt)
