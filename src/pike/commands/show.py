@@ -90,14 +90,7 @@ def _print_full(e) -> None:
         return
     _section(f"code: candidate #{c.id} ({c.origin})", c.code)
     console.rule("[bold]verdict[/]", align="left")
-    parts = [f"{c.status}: {c.message}" if c.message else c.status]
-    if c.runtime_ms is not None:
-        parts.append(f"runtime {c.runtime_ms:.3f} ms")
-    if c.speedup:
-        parts.append(f"{c.speedup:.2f}x vs eager")
-    if c.tags:
-        parts.append("tags " + ", ".join(c.tags))
-    console.print(" · ".join(parts), style=STATUS_STYLE.get(c.status, ""), markup=False, highlight=False, soft_wrap=True)
+    console.print(c.verdict(), style=STATUS_STYLE.get(c.status, ""), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("show")

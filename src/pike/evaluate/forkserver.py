@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from pike.evaluate.instance import read_pipe
+
 
 # ---------------------------------------------------------------- server (its own process)
 
@@ -183,16 +185,8 @@ class ForkedJob:
         return self._status is not None
 
     def read_log(self, drain) -> None:
-        while self.log_open:
-            try:
-                chunk = os.read(self.log, 1 << 16)
-            except BlockingIOError:
-                return
-            if not chunk:
-                self.log_open = False
-                return
-            if drain(chunk) is False:
-                return
+        if self.log_open:
+            self.log_open = read_pipe(self.log, drain)
 
     def processes(self) -> int | None:
         return None

@@ -22,6 +22,20 @@ from pike.evaluate.confine import Confinement, InstanceSpec, Mounts, bwrap_argv,
 from pike.evaluate.limits import JobCgroup
 
 
+def read_pipe(fd: int, drain) -> bool:
+    """What a non-blocking pipe holds now, to ``drain`` (which may return False to stop early);
+    False once the pipe has ended."""
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        if drain(chunk) is False:
+            return True
+
+
 class InstanceFailed(RuntimeError):
     """The instance's process did not come up (not a verdict on any candidate)."""
 
@@ -102,16 +116,8 @@ class Instance:
 
     def read_log(self, drain) -> None:
         """Whatever the job wrote to stdout and stderr so far (to ``drain``); notes the pipe's end."""
-        while self.log_open:
-            try:
-                chunk = os.read(self.log, 1 << 16)
-            except BlockingIOError:
-                return
-            if not chunk:
-                self.log_open = False
-                return
-            if drain(chunk) is False:
-                return
+        if self.log_open:
+            self.log_open = read_pipe(self.log, drain)
 
     def _child_pid(self) -> int | None:
         """The host pid of the sandboxed Python (under bwrap: the child of bwrap's PID 1)."""

@@ -56,14 +56,7 @@ def _verdict(e: Exchange) -> str:
     c = e.candidate
     if c is None:
         return f'<p class="warn">no code: {escape(e.unusable)}</p>' if e.unusable else "<p>No candidate from this exchange.</p>"
-    parts = [f"{c.status}: {c.message}" if c.message else c.status]
-    if c.runtime_ms is not None:
-        parts.append(f"runtime {c.runtime_ms:.3f} ms")
-    if c.speedup:
-        parts.append(f"{c.speedup:.2f}x vs eager")
-    if c.tags:
-        parts.append("tags " + ", ".join(c.tags))
-    return _pre(f"code: candidate #{c.id} ({c.origin})", c.code) + f"<h5>verdict</h5><p>{escape(' · '.join(parts))}</p>"
+    return _pre(f"code: candidate #{c.id} ({c.origin})", c.code) + f"<h5>verdict</h5><p>{escape(c.verdict())}</p>"
 
 
 def _row(run: str, e: Exchange) -> str:

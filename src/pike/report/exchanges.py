@@ -32,6 +32,17 @@ class Candidate:
     tags: list[str]
     code: str
 
+    def verdict(self) -> str:
+        """One line: status and message, runtime, speedup vs eager, tags."""
+        parts = [f"{self.status}: {self.message}" if self.message else self.status]
+        if self.runtime_ms is not None:
+            parts.append(f"runtime {self.runtime_ms:.3f} ms")
+        if self.speedup:
+            parts.append(f"{self.speedup:.2f}x vs eager")
+        if self.tags:
+            parts.append("tags " + ", ".join(self.tags))
+        return " · ".join(parts)
+
 
 @dataclass
 class Exchange:
