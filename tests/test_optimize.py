@@ -254,6 +254,9 @@ def test_improved_preset_feedback_then_replay(tmp_path, prices):
         assert "Both timed side by side" in text and "## Profile of the reference" in text
         assert "Target device: the CPU" in text and "## Target device\nCPU: " in text
         assert "Inputs the evaluator uses: [16, 48] (size set 'small'); correctness is also checked on size set 'small_alt'" in text
+        # The policy the evaluator applies, read from the reference (its outputs' dtype and tolerance).
+        assert "Numerical policy: the reference is the task's Model as written" in text
+        assert "fp32 outputs within atol=0.01, rtol=0.01" in text
     # No two prompts of a phase are the same.
     for phase in {e["phase"] for e in ex if e["role"] == "coa"}:
         texts = [json.dumps(prompts[e["id"]]) for e in ex if e["role"] == "coa" and e["phase"] == phase and not e["reask_of"]]

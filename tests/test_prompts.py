@@ -272,3 +272,17 @@ def test_a_parent_shown_again_lists_what_was_tried_from_it():
     assert ("## Already tried from this solution (the result of each attempt)\n- fuse in C++: correct, 2.55x vs eager\n"
             "- the change its author expects to give the largest speedup: mismatch after 2 fix(es)") in user
     assert "Already tried" not in _user(coa_messages(_task("cpu", hw), parent, None, PromptFlags(), hw))
+
+
+def test_numerical_policy_names_the_outputs_dtypes_and_the_tolerance_applied():
+    import torch
+
+    from pike.evaluate.compare import Tolerance, output_dtypes, policy
+    assert output_dtypes((torch.zeros(2, dtype=torch.bfloat16), {"n": torch.ones(1, dtype=torch.long)}, torch.zeros(1))) == ["bf16", "fp32"]
+    text = policy(Tolerance(), ["bf16"], golden=True)
+    assert "bf16 outputs within atol=0.03, rtol=0.03" in text and "fp32 outputs" not in text
+    assert "no further from the model run in fp32 than the reference itself is" in text
+    assert "fp32 outputs within atol=0.0001, rtol=0.0001" in policy(Tolerance(strict=True), [])
+    assert "model run in fp32" not in policy(Tolerance(strict=True), ["bf16"], golden=True)  # strict: no second way
+    wide = policy(Tolerance(atol_floor=0.2, rel_norm=0.05), ["fp32"])
+    assert "fp32 outputs within atol=0.2, rtol=0.01" in wide and "atol widened" in wide and "relative norm error below 0.05" in wide

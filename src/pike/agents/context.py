@@ -17,6 +17,7 @@ class TaskContext:
     device: str = "cuda"  # free text, e.g. "NVIDIA H100 80GB HBM3, CUDA 12.4, torch 2.5"
     precision: str = "fp32; lower precision allowed within tolerance 1e-2"
     kind: str = "cuda"  # "cuda" or "cpu": the system prompt and the requirements follow it
+    policy_measured: bool = False  # ``precision`` read from the task's reference (its dtypes and tolerance)
     # Measured on the target device (None: not measured)
     eager_ms: float | None = None
     compile_ms: float | None = None  # torch.compile, default mode

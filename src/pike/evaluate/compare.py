@@ -38,6 +38,32 @@ class Tolerance:
         return text + (f"; relative norm {self.rel_norm:.3g}" if self.rel_norm is not None else "")
 
 
+DTYPE_NAMES = {torch.float64: "fp64", torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def policy(tol: Tolerance, dtypes: list[str], golden: bool = False) -> str:
+    """The numerical policy a prompt states: what the reference is and the tolerance the evaluator
+    applies to each output dtype the task has (``dtypes``: e.g. ``["bf16"]``; empty: fp32's); with
+    ``golden``, the second way a low-precision output passes (``within_eager_error``)."""
+    by_name = {v: k for k, v in DTYPE_NAMES.items()}
+    kinds = [d for d in dtypes if d in by_name] or ["fp32"]
+    judged = "; ".join(f"{d} outputs within atol={a:.3g}, rtol={r:.3g}" for d in kinds for a, r in [tol.for_dtype(by_name[d])])
+    text = ("the reference is the task's Model as written, run with TF32 and reduced-precision reductions off; "
+            f"candidates' outputs must match it elementwise: {judged}")
+    if golden and not tol.strict:
+        text += ", or be no further from the model run in fp32 than the reference itself is"
+    text += "; lower precision inside is allowed within that"
+    if tol.atol_floor > Tolerance(tol.strict).for_dtype(torch.float32)[0]:
+        text += f" (atol widened to {EAGER_ERROR_FACTOR:g}x how far PyTorch's default eager is from the reference here)"
+    return text + (f"; also a relative norm error below {tol.rel_norm:.3g}" if tol.rel_norm is not None else "")
+
+
+def output_dtypes(out) -> list[str]:
+    """The floating dtypes among a task's outputs, by name, in order of first appearance."""
+    seen = [DTYPE_NAMES.get(v.dtype, str(v.dtype)) for _, v in flatten(out) if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    return list(dict.fromkeys(seen))
+
+
 def deviation(ref, out) -> dict | None:
     """How far ``out`` is from ``ref``, over every leaf: ``atol_needed`` is the smallest atol with which
     ``out`` passes, rtol as it is (per tolerance table: the largest ``|out - ref| - rtol * |ref|``);

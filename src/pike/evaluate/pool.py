@@ -250,6 +250,10 @@ class EvalPool:
         await self.references(task)
         return await self._thread(lambda: self._slots[0].reference(task).meta)
 
+    async def reference_policy(self, task: Task) -> str:
+        await self.references(task)
+        return await self._thread(lambda: self._slots[0].reference(task).policy())
+
     async def device_info(self, toolchain: bool = False) -> dict:
         async with self._slot() as i:
             return await self._thread(self._slots[i].device_info, toolchain)

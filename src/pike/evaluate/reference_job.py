@@ -19,7 +19,7 @@ import torch
 
 from pike.evaluate import weights as weights_mod
 from pike.evaluate.batch_alt import second_shape
-from pike.evaluate.compare import deviation, merge_deviations
+from pike.evaluate.compare import deviation, merge_deviations, output_dtypes
 from pike.evaluate.harness import (
     TaskFailure, construct, import_file, leaves, load, nbytes, output_devices, pytorch_defaults, same, save, seed_all, strict_fp32, tb,
     to_cpu, to_device, write_json,
@@ -314,6 +314,7 @@ def run_reference(job: ReferenceJob, job_dir: Path) -> dict:
         "random_count": n_random,
         "input_bytes": nbytes(kept[0]),
         "output_bytes": nbytes(first_out),
+        "output_dtypes": output_dtypes(first_out),
         "params": sum(p.numel() for p in model.parameters()),
         "input_shapes": [list(t.shape) if isinstance(t, torch.Tensor) else repr(t) for t in kept[0]],
         "init_seed": job.init_seed,

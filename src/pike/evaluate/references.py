@@ -27,7 +27,7 @@ import torch
 
 from pike.evaluate import checksums
 from pike.evaluate.checksums import Tampered
-from pike.evaluate.compare import EAGER_ERROR_FACTOR, Tolerance, eager_atol, flatten, weak_tolerance
+from pike.evaluate.compare import EAGER_ERROR_FACTOR, Tolerance, eager_atol, flatten, output_dtypes, policy, weak_tolerance
 from pike.evaluate.jobs import ReferenceJob
 from pike.evaluate.paths import task_imports
 from pike.evaluate.progress import Watcher, describe
@@ -101,6 +101,13 @@ class Reference:
 
     def get_golden(self, sub: str, i: int):
         return self.get(sub, i) if self.has_golden else None
+
+    def policy(self) -> str:
+        """The numerical policy candidates are judged by, as a prompt states it."""
+        dtypes = self.meta.get("output_dtypes")
+        if dtypes is None:  # a reference stored before its meta named them
+            dtypes = output_dtypes(self.load("answers/outputs/0.pt"))
+        return policy(self.tolerance, dtypes, self.has_golden)
 
     def facts(self) -> dict:
         return {k: self.meta.get(k, self.label if k == "label" else None) for k in FACTS}
