@@ -286,3 +286,7 @@ def test_numerical_policy_names_the_outputs_dtypes_and_the_tolerance_applied():
     assert "model run in fp32" not in policy(Tolerance(strict=True), ["bf16"], golden=True)  # strict: no second way
     wide = policy(Tolerance(atol_floor=0.2, rel_norm=0.05), ["fp32"])
     assert "fp32 outputs within atol=0.2, rtol=0.01" in wide and "atol widened" in wide and "relative norm error below 0.05" in wide
+    # The best/ header and the verdict name the same tolerance per output dtype.
+    assert Tolerance().describe(["bf16"]) == "atol=0.03, rtol=0.03 (bf16)"
+    assert Tolerance().describe() == "atol=0.01, rtol=0.01 (fp32)"
+    assert Tolerance(strict=True).describe(["fp32", "fp16"]) == "atol=0.0001, rtol=0.0001 (fp32, strict); atol=0.001, rtol=0.001 (fp16, strict)"

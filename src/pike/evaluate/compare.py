@@ -12,6 +12,7 @@ import torch
 
 # (atol, rtol) per dtype. fp32 1e-2 is the paper's (KernelBench's) setting.
 DEFAULT_TOL = {torch.float64: (1e-2, 1e-2), torch.float32: (1e-2, 1e-2), torch.float16: (1e-2, 1e-2), torch.bfloat16: (3e-2, 3e-2)}
+DTYPE_NAMES = {torch.float64: "fp64", torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 STRICT_TOL = {torch.float64: (1e-4, 1e-4), torch.float32: (1e-4, 1e-4), torch.float16: (1e-3, 1e-3), torch.bfloat16: (1e-2, 1e-2)}
 
 
@@ -30,15 +31,17 @@ class Tolerance:
         atol, rtol = table.get(dtype, table[torch.float32])
         return max(atol, self.atol_floor), rtol
 
-    def describe(self) -> str:
-        atol, rtol = self.for_dtype(torch.float32)
-        text = f"atol={atol:.3g}, rtol={rtol:.3g} (fp32{', strict' if self.strict else ''})"
+    def describe(self, dtypes: list[str] | None = None) -> str:
+        """The tolerance of each output dtype named (``["bf16"]``; default fp32), e.g. for a header."""
+        by_name = {v: k for k, v in DTYPE_NAMES.items()}
+        parts = []
+        for name in [d for d in dtypes or [] if d in by_name] or ["fp32"]:
+            atol, rtol = self.for_dtype(by_name[name])
+            parts.append(f"atol={atol:.3g}, rtol={rtol:.3g} ({name}{', strict' if self.strict else ''})")
+        text = "; ".join(parts)
         if self.atol_floor > Tolerance(self.strict).for_dtype(torch.float32)[0]:
             text += f"; atol is {EAGER_ERROR_FACTOR:g}x how far PyTorch's default eager is from strict fp32 on this task"
         return text + (f"; relative norm {self.rel_norm:.3g}" if self.rel_norm is not None else "")
-
-
-DTYPE_NAMES = {torch.float64: "fp64", torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def policy(tol: Tolerance, dtypes: list[str], golden: bool = False) -> str:

@@ -191,7 +191,7 @@ async def finalize_task(run, run_dir: Path, *, modes: tuple[str, ...], retime: b
     if meta:  # what every candidate was checked at, and with
         strict = run.cfg.eval.strict
         final["shapes"] = shapes_verified(task, meta)
-        final["tolerance"] = Tolerance(strict, atol_floor=eager_atol(meta.get("eager_default"), strict)).describe()
+        final["tolerance"] = Tolerance(strict, atol_floor=eager_atol(meta.get("eager_default"), strict)).describe(meta.get("output_dtypes"))
     run.save_state(final=final)
     if intervals.get("eager"):
         run.notify("confirmed", solution=final["best_solution"], speedup=stats.Interval.from_json(intervals["eager"]), final=True)
