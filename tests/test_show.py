@@ -224,8 +224,8 @@ class _Page(HTMLParser):
         elif tag == "details" and "ex" in a.get("class", "").split():
             self.rows.append(a)
         elif tag == "select":
-            self._select = a["id"]
-            self.options[a["id"]] = []
+            self._select = a.get("id") or "col:" + a["data-col"]  # the candidates table's filters: data-col
+            self.options[self._select] = []
         elif tag == "option" and self._select:
             self.options[self._select].append(a["value"])
         elif tag == "input" and "ex-role" in a.get("class", ""):
@@ -256,8 +256,9 @@ def test_html_lists_every_exchange_escaped(run, tmp_path):
     assert len(page.rows) == 5 and rows == {"alpha/iba", "alpha/coa", "alpha/efa", "beta/coa"}
     assert {"exchanges", "ex-run", "ex-task", "ex-count"} <= page.ids
     assert page.options["ex-task"] == ["", "alpha", "beta"] and sorted(page.roles) == ["coa", "efa", "iba"]
-    # one inline script, ours: the reply's </script><script> stays text inside a <pre>
-    assert len(page.scripts) == 1 and "alert" not in page.scripts[0] and "rows.forEach" in page.scripts[0]
+    # two inline scripts, ours (exchanges, candidate tables): the reply's </script><script> stays text inside a <pre>
+    assert len(page.scripts) == 2 and not any("alert" in s for s in page.scripts) and "rows.forEach" in page.scripts[0]
+    assert page.options["col:task"] == ["", "alpha", "beta"]
     assert any(BREAKOUT in p for p in page.pres)
     assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert any("Brainstorm ideas for <em>alpha</em>" in p for p in page.pres) and "<em>alpha</em>" not in text

@@ -80,9 +80,28 @@ class Solution:
         return self.status == "ok"
 
 
+def connect_readonly(db: Path, **kw) -> sqlite3.Connection:
+    """A connection that cannot write. Where no ``-wal`` file exists no connection is writing the
+    store, so it is opened as immutable (a read-only connection to a WAL database would otherwise
+    leave ``-wal`` and ``-shm`` files behind); a live run is read through SQLite's read-only locking.
+    sqlite3.Error where the file is not a readable store."""
+    live = db.with_name(db.name + "-wal").exists()
+    uri = f"{db.resolve().as_uri()}?mode=ro" + ("" if live else "&immutable=1")
+    conn = sqlite3.connect(uri, uri=True, **kw)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
 class Store:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, readonly: bool = False):
+        """``readonly``: read an existing store without writing to it (no schema, no pragma, no
+        ``-wal``/``-shm`` files left behind where none were there); any write raises
+        ``sqlite3.OperationalError``."""
         self.path = Path(path)
+        self._lock = threading.Lock()
+        if readonly:
+            self._db = connect_readonly(self.path, check_same_thread=False)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -94,7 +113,6 @@ class Store:
             for name, kind in columns.items():
                 if name not in have:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
-        self._lock = threading.Lock()
 
     def _x(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -191,6 +209,13 @@ class Store:
             "SELECT result FROM evaluations WHERE solution_id = ? AND kind = ? ORDER BY id DESC LIMIT 1", (solution_id, kind)
         ).fetchone()
         return EvalResult.from_json(json.loads(row["result"])) if row else None
+
+    def evaluated_at(self, task_id: int) -> dict[int, float]:
+        """Solution id -> when its search evaluation was recorded (the first, where there are several)."""
+        rows = self._x("SELECT e.solution_id AS sid, MIN(e.created) AS at FROM evaluations e JOIN solutions s"
+                       " ON s.id = e.solution_id WHERE s.task_id = ? AND e.kind = 'search' GROUP BY e.solution_id",
+                       (task_id,)).fetchall()
+        return {r["sid"]: r["at"] for r in rows if r["at"] is not None}
 
     # ------------------------------------------------------------ LLM exchanges
 
