@@ -123,12 +123,12 @@ def _final_table(run_dir: Path) -> None:
 def _candidates_table(t) -> Table:
     table = Table(title=f"{t.name}: {len(t.rows)} candidate{'s' if len(t.rows) != 1 else ''} (★ delivered)", title_justify="left")
     for col, right in (("id", True), ("origin", False), ("from", True), ("status", False), ("ms ± IQR/2", True),
-                       ("vs eager [95%]", True), ("idea · tags", False), ("message", False)):
+                       ("vs eager", True), ("beside eager [95%]", True), ("idea · tags", False), ("message", False)):
         table.add_column(col, justify="right" if right else "left", overflow="fold")
     for c in t.rows:
         note = " · ".join(x for x in (c.idea or "", ", ".join(c.tags)) if x)
         table.add_row(Text(f"#{c.id}" + (" ★" if c.id == t.best_id else "")), Text(c.origin), Text(c.base_label()),
-                      Text(c.status, style=STATUS_STYLE.get(c.status, "")), Text(c.time_text()), Text(c.speedup_text()),
+                      Text(c.status, style=STATUS_STYLE.get(c.status, "")), Text(c.time_text()), Text(c.speedup_text()), Text(c.interval_text()),
                       Text(note), Text(c.message))
     return table
 
@@ -161,7 +161,8 @@ def _print_candidate(c) -> None:
     console.print(f"[bold]{_plain(head)}[/]", highlight=False)
     base = "the task's source" if c.base is None else f"#{c.base}" + (" (it fixes it)" if c.fix_of is not None else "")
     lines = [f"{c.status}: {c.message}" if c.message else c.status,
-             f"time {c.time_text()} ms · vs eager {c.speedup_text()}" + (f" · tags {', '.join(c.tags)}" if c.tags else ""),
+             f"time {c.time_text()} ms · vs eager {c.speedup_text()} (search)"
+             + (f" · re-timed beside eager {c.interval_text()}" if c.interval else "") + (f" · tags {', '.join(c.tags)}" if c.tags else ""),
              f"made from {base} · led to {', '.join(f'#{k}' for k in c.children) or 'none'}"]
     for line in lines:
         console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -33,7 +33,8 @@ class CandidateRow:
     runtime_ms: float | None  # search timing (the objective's figure)
     iqr_ms: float | None  # its spread
     speedup: float | None  # vs eager, search timing; correct candidates only
-    interval: tuple[float, float] | None  # 95% interval of the speedup where it was timed beside eager
+    # (speedup, lo, hi of its 95% interval) where it was re-timed side by side with eager
+    interval: tuple[float, float, float] | None
     tags: list[str]
     evaluated_s: float | None  # seconds from the run's start to its search evaluation
     code: str
@@ -49,9 +50,13 @@ class CandidateRow:
         return f"{self.runtime_ms:.4f}" + (f" ± {self.iqr_ms / 2:.4f}" if self.iqr_ms else "")
 
     def speedup_text(self) -> str:
-        if not self.speedup:
+        return f"{self.speedup:.2f}x" if self.speedup else "-"
+
+    def interval_text(self) -> str:
+        if not self.interval:
             return "-"
-        return f"{self.speedup:.2f}x" + (f" [{self.interval[0]:.2f}-{self.interval[1]:.2f}]" if self.interval else "")
+        v, lo, hi = self.interval
+        return f"{v:.2f}x [{lo:.2f}-{hi:.2f}]"
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
@@ -77,10 +82,11 @@ def diff(a: str, b: str, a_name: str, b_name: str) -> str:
     return "".join(difflib.unified_diff(a.splitlines(keepends=True), b.splitlines(keepends=True), fromfile=a_name, tofile=b_name))
 
 
-def _interval(state: dict, sid: int, result: dict) -> tuple[float, float] | None:
+def _interval(state: dict, sid: int, result: dict) -> tuple[float, float, float] | None:
+    """The latest side-by-side re-timing of the search (the task's state), else the evaluation's own."""
     c = (state.get("confirmed") or {}).get(str(sid)) or result.get("speedup_interval")
-    if c and c.get("lo") is not None and c.get("hi") is not None:
-        return float(c["lo"]), float(c["hi"])
+    if c and all(c.get(k) is not None for k in ("value", "lo", "hi")):
+        return float(c["value"]), float(c["lo"]), float(c["hi"])
     return None
 
 

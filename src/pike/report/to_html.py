@@ -69,8 +69,9 @@ def render(report: Report) -> str:
               *[f"<p>{escape(line)}</p>" for line in tables.table_notes(doc)]]
         p += [f'<p class="del">{escape(e)}</p>' for e in tables.errors(doc)]
         p += ["<h3>Candidates</h3>",
-              '<p class="note">Every candidate of the run: search timing (median ms, half its interquartile range), '
-              "speedup vs eager with its 95% interval where it was timed beside eager, the evaluator's message. "
+              '<p class="note">Every candidate of the run: search timing (median ms, half its interquartile range) and '
+              "its speedup vs eager; where it was re-timed side by side with eager, that speedup and its 95% interval; "
+              "the evaluator's message. "
               "Click a heading to sort, a row to open the candidate; ★ marks each task's delivered best.</p>",
               viewer_html.candidates_table(i, tasks)]
         p += ["<h3>Lineage</h3>", '<p class="note">Each candidate under the one it was made from (an error fix under '

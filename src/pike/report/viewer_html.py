@@ -94,7 +94,8 @@ SCRIPT = """
 
 COLUMNS = [  # (heading, numeric, left-aligned)
     ("id", True, False), ("task", False, True), ("origin", False, True), ("from", True, False),
-    ("status", False, True), ("ms", True, False), ("± IQR/2", True, False), ("vs eager [95%]", True, False),
+    ("status", False, True), ("ms", True, False), ("± IQR/2", True, False), ("vs eager", True, False),
+    ("beside eager [95%]", True, False),
     ("tags", False, True), ("idea", False, True), ("message", False, True), ("at s", True, False),
 ]
 
@@ -120,6 +121,7 @@ def _row(run: int, c: CandidateRow, best: bool) -> str:
         (f"{c.runtime_ms:.4f}" if c.runtime_ms is not None else "-", _num(c.runtime_ms)),
         (f"{c.iqr_ms / 2:.4f}" if c.iqr_ms is not None else "-", _num(c.iqr_ms)),
         (escape(c.speedup_text()), _num(c.speedup)),
+        (escape(c.interval_text()), _num(c.interval[0] if c.interval else None)),
         (escape(", ".join(c.tags)), None), (escape(c.idea or ""), None), (escape(c.message), None),
         (f"{c.evaluated_s:.0f}" if c.evaluated_s is not None else "-", _num(c.evaluated_s)),
     ]
@@ -194,7 +196,8 @@ def panel(run: int, c: CandidateRow, pre, diff_pre) -> str:
     kids = ", ".join(f'<a href="#{anchor(run, k)}">#{k}</a>' for k in c.children) or "none"
     facts = [f"{escape(c.origin)}" + (f" · idea: {escape(c.idea)}" if c.idea else ""),
              f"status <span class=\"{_status_class(c.status)}\">{escape(c.status)}</span>" + (f": {escape(c.message)}" if c.message else ""),
-             f"time {escape(c.time_text())} ms · vs eager {escape(c.speedup_text())}"
+             f"time {escape(c.time_text())} ms · vs eager {escape(c.speedup_text())} (search)"
+             + (f" · re-timed beside eager {escape(c.interval_text())}" if c.interval else "")
              + (f" · tags {escape(', '.join(c.tags))}" if c.tags else ""),
              f"made from {base}" + (" (fixes it)" if c.fix_of is not None else "") + f" · led to {kids}"
              + (f" · phase/slot {c.phase if c.phase is not None else '-'}/{c.slot if c.slot is not None else '-'}")]
