@@ -417,3 +417,19 @@ def test_report_reads_without_writing(run, tmp_path):
             store.set_meta("x", 1)
     finally:
         store.close()
+
+
+def test_store_older_than_a_column_reads(run, tmp_path):
+    """A store written before `exchanges.unusable` existed is read (read-only, so the column cannot be
+    added as a resumed run adds it): no unusable replies, every other figure as before."""
+    import shutil
+    import sqlite3
+
+    d, _ = run
+    old = tmp_path / "old"
+    shutil.copytree(d, old)
+    conn = sqlite3.connect(old / "run.db")
+    conn.execute("ALTER TABLE exchanges DROP COLUMN unusable")
+    conn.commit()
+    conn.close()
+    assert load_run(old).summary == load_run(d).summary  # make_run has no unusable reply

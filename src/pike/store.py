@@ -99,8 +99,12 @@ class Store:
         ``sqlite3.OperationalError``."""
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._missing: set[tuple[str, str]] = set()  # columns of ADDED_COLUMNS an older store lacks
         if readonly:
             self._db = connect_readonly(self.path, check_same_thread=False)
+            for table, columns in ADDED_COLUMNS.items():
+                have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                self._missing |= {(table, name) for name in columns if name not in have}
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -247,6 +251,8 @@ class Store:
 
     def unusable(self, task_id: int, roles: tuple[str, ...] = ("coa", "efa")) -> list[str]:
         """The reasons of a task's replies that gave nothing usable, in order."""
+        if ("exchanges", "unusable") in self._missing:  # a store older than the column: none recorded
+            return []
         rows = self._x(f"SELECT unusable FROM exchanges WHERE task_id = ? AND unusable IS NOT NULL"
                        f" AND role IN ({', '.join('?' * len(roles))}) ORDER BY id", (task_id, *roles)).fetchall()
         return [r["unusable"] for r in rows]
