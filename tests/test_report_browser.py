@@ -31,8 +31,8 @@ def chromium() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.slow,  # a browser start takes 10-20 s on two busy cores
-              pytest.mark.skipif(chromium() is None, reason="no Chromium installed (apt-get install chromium)")]
+# 5 s per test with a warm disk cache, 15-20 s for Chromium's first start on two busy cores
+pytestmark = pytest.mark.skipif(chromium() is None, reason="no Chromium installed (apt-get install chromium)")
 
 RECORD = """<script>window.__errors = [];
 window.addEventListener("error", function (e) { window.__errors.push(String(e.message)); });</script>"""
@@ -59,6 +59,9 @@ PROBE = """<script>(function () {
     location.hash = first;
     out.panelAfter = getComputedStyle(document.getElementById(first)).display;
     out.exchangeRows = document.querySelectorAll("#exchanges .ex").length;
+    var links = Array.prototype.slice.call(document.querySelectorAll("#exchanges a[href^='#c0-']"));
+    out.exchangeLinks = links.length;
+    out.exchangeLinksResolved = links.filter(function (a) { return document.getElementById(a.hash.slice(1)); }).length;
   } catch (e) {
     window.__errors.push("probe: " + e);
   }
@@ -98,6 +101,7 @@ def test_report_page_in_chromium(tmp_path):
     assert out["count"] == f"{len(out['shownAfterFilter'])} of {len(every)} shown"
     assert out["panelBefore"] == "none" and out["panelAfter"] == "block"
     assert out["exchangeRows"] == 12  # make_run's exchanges, the IBA included
+    assert out["exchangeLinks"] == 11 and out["exchangeLinksResolved"] == 11  # each exchange's candidate has a panel
 
 
 def test_probe_sees_a_script_error(tmp_path):
