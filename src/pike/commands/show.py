@@ -113,11 +113,11 @@ def _final_table(run_dir: Path) -> None:
     store = Store(run_dir / "run.db", readonly=True)
     try:
         doc = summary(store)
-        strategy = ((store.get_meta("config") or {}).get("search") or {}).get("strategy", "?")
+        strategy = ((store.get_meta("config") or {}).get("search") or {}).get("strategy")
     finally:
         store.close()
     if doc["rows"]:
-        print_table(doc, title=f"final table ({strategy})")
+        print_table(doc, title=f"final table ({strategy})" if strategy else "final table")
 
 
 def _candidates_table(t) -> Table:
