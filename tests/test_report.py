@@ -285,7 +285,7 @@ def test_markdown_and_html(run, tmp_path):
     assert page.count("data:image/png;base64,") >= 4
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "<link" not in page and "@import" not in page
-    assert re.findall(r"<script[^>]*>", page) == ["<script>"]  # the exchanges filter, inline
+    assert re.findall(r"<script[^>]*>", page) == ["<script>", "<script>"]  # exchanges filter, tables: inline
     for task in ("fast", "broken", "offline", "slow"):
         assert f"<td>{task}" in page
     assert "<pre>" in page and "+    # fused" in page and "3.85x" in page
@@ -366,3 +366,70 @@ def test_killed_run_and_unlinked_solutions(tmp_path):
     assert [p.best for p in pts] == [None, 2.0, 5.0]
     assert r.summary["rows"][0]["usd"] == pytest.approx(0.26) and r.summary["rows"][0]["queries"] == 2
     assert r.task("t").best_id == s2 and [s.id for s in r.task("t").lineage] == [s2, s1, None]
+
+
+def test_repeated_seeds_are_not_averaged(tmp_path):
+    """Three runs with seed 0 are three configurations, not "mean of 3 seeds"; two distinct seeds are one."""
+    for name in ("a", "b", "c"):
+        make_run(tmp_path / name, seed=0)
+    groups = group_runs([load_run(tmp_path / n) for n in ("a", "b", "c")])
+    assert [len(g.runs) for g in groups] == [1, 1, 1] and [g.label for g in groups] == ["a", "b", "c"]
+    make_run(tmp_path / "d", seed=1)
+    groups = group_runs([load_run(tmp_path / n) for n in ("a", "d")])
+    assert [g.seeds for g in groups] == [[0, 1]]
+
+
+def test_curves_never_go_down(run):
+    """The drawn curves (clamped at eager) over queries, dollars and wall time are running maxima;
+    the wall-time one steps where a task's best improved."""
+    d, ids = run
+    r = load_run(d)
+    fast = r.task("fast").timeline
+    assert [sp for _, sp in fast] == sorted(sp for _, sp in fast) and fast[-1][1] == pytest.approx(EAGER / 2.6)
+    assert [t for t, _ in fast] == sorted(t for t, _ in fast)
+    assert r.task("broken").timeline == []
+    g = group_runs([r])[0]
+    for axis in ("queries", "usd", "time"):
+        b = band(g, axis, clamp=True)
+        assert len(b.x) > 1 and (np.diff(b.mean) >= -1e-12).all(), axis
+    end = band(g, "time", clamp=True).mean[-1]
+    assert end == pytest.approx((EAGER / 2.6 * 1.0 * 1.5 * 1.0) ** 0.25)
+
+
+def test_report_reads_without_writing(run, tmp_path):
+    """`pike report` opens the store read-only: no byte of the run directory changes and no -wal or
+    -shm file appears; the read-only store refuses a write."""
+    import hashlib
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from pike.commands.report import app
+
+    d, _ = run
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in d.iterdir()}
+    res = CliRunner().invoke(app, [str(d), "--html", str(tmp_path / "r.html")])
+    assert res.exit_code == 0, res.output
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in d.iterdir()} == before
+    store = Store(d / "run.db", readonly=True)
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            store.set_meta("x", 1)
+    finally:
+        store.close()
+
+
+def test_store_older_than_a_column_reads(run, tmp_path):
+    """A store written before `exchanges.unusable` existed is read (read-only, so the column cannot be
+    added as a resumed run adds it): no unusable replies, every other figure as before."""
+    import shutil
+    import sqlite3
+
+    d, _ = run
+    old = tmp_path / "old"
+    shutil.copytree(d, old)
+    conn = sqlite3.connect(old / "run.db")
+    conn.execute("ALTER TABLE exchanges DROP COLUMN unusable")
+    conn.commit()
+    conn.close()
+    assert load_run(old).summary == load_run(d).summary  # make_run has no unusable reply

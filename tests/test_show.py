@@ -78,11 +78,16 @@ def pike(*args: str):
     return res.exit_code, res.output
 
 
+def exchange_rows(out: str) -> list[str]:
+    """The rows of the exchanges table (the overview prints the candidates' tables before it)."""
+    return [line for line in out[out.index("exchanges of "):].splitlines() if line.startswith("│")]
+
+
 def test_table_lists_every_exchange(run):
     d, ids = run
     rc, out = pike("show", str(d))
     assert rc == 0, out
-    lines = {int(line.split()[1]): line for line in out.splitlines() if line.startswith("│")}
+    lines = {int(line.split()[1]): line for line in exchange_rows(out)}
     assert sorted(lines) == sorted(ids[k] for k in ("iba", "prose", "reask", "fix", "beta"))
     assert "no code: no code block in the reply" in lines[ids["prose"]] and f"re-asked in #{ids['reask']}" in lines[ids["prose"]]
     assert f"re-ask of #{ids['prose']}" in lines[ids["reask"]] and f"#{ids['bad']} mismatch" in lines[ids["reask"]]
@@ -94,7 +99,7 @@ def test_table_lists_every_exchange(run):
 
 def test_filters(run):
     d, ids = run
-    shown = lambda out: sorted(int(l.split()[1]) for l in out.splitlines() if l.startswith("│"))  # noqa: E731
+    shown = lambda out: sorted(int(l.split()[1]) for l in exchange_rows(out))  # noqa: E731
     rc, out = pike("show", str(d), "--task", "beta")
     assert rc == 0 and shown(out) == [ids["beta"]]
     rc, out = pike("show", str(d), "--role", "efa,iba")
@@ -224,8 +229,8 @@ class _Page(HTMLParser):
         elif tag == "details" and "ex" in a.get("class", "").split():
             self.rows.append(a)
         elif tag == "select":
-            self._select = a["id"]
-            self.options[a["id"]] = []
+            self._select = a.get("id") or "col:" + a["data-col"]  # the candidates table's filters: data-col
+            self.options[self._select] = []
         elif tag == "option" and self._select:
             self.options[self._select].append(a["value"])
         elif tag == "input" and "ex-role" in a.get("class", ""):
@@ -256,8 +261,9 @@ def test_html_lists_every_exchange_escaped(run, tmp_path):
     assert len(page.rows) == 5 and rows == {"alpha/iba", "alpha/coa", "alpha/efa", "beta/coa"}
     assert {"exchanges", "ex-run", "ex-task", "ex-count"} <= page.ids
     assert page.options["ex-task"] == ["", "alpha", "beta"] and sorted(page.roles) == ["coa", "efa", "iba"]
-    # one inline script, ours: the reply's </script><script> stays text inside a <pre>
-    assert len(page.scripts) == 1 and "alert" not in page.scripts[0] and "rows.forEach" in page.scripts[0]
+    # two inline scripts, ours (exchanges, candidate tables): the reply's </script><script> stays text inside a <pre>
+    assert len(page.scripts) == 2 and not any("alert" in s for s in page.scripts) and "rows.forEach" in page.scripts[0]
+    assert page.options["col:task"] == ["", "alpha", "beta"]
     assert any(BREAKOUT in p for p in page.pres)
     assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert any("Brainstorm ideas for <em>alpha</em>" in p for p in page.pres) and "<em>alpha</em>" not in text
@@ -265,3 +271,36 @@ def test_html_lists_every_exchange_escaped(run, tmp_path):
     assert "no code: no code block in the reply" in text and "mismatch: max abs error 0.5 &gt; 1e-4" in text
     assert any("torch.relu(x).mul(2)  # fixed" in p for p in page.pres) and "ok: correct · runtime 2.000 ms · 4.00x vs eager" in text
     assert "<script src" not in text and "<link" not in text
+
+
+def test_run_overview_candidates_and_tree(run):
+    """`pike show RUN`: every candidate with its status, figures and base; the lineage tree puts the
+    fix under the candidate it repairs; then the exchanges."""
+    d, ids = run
+    rc, out = pike("show", str(d))
+    assert rc == 0, out
+    assert "alpha: 2 candidates" in out and "beta: 1 candidate (" in out
+    assert f"#{ids['bad']}" in out and "mismatch" in out and "max abs error 0.5 > 1e-4" in out
+    assert "4.00x" in out and "2.00x" in out  # 8/2 and 6/3, search timing
+    tree = out[out.index("alpha: the task"):]
+    lines = tree.splitlines()
+    bad = next(i for i, line in enumerate(lines) if f"#{ids['bad']} coa" in line)
+    fixed = next(i for i, line in enumerate(lines) if f"#{ids['fixed']} efa" in line)
+    assert fixed == bad + 1 and lines[fixed].index("#") > lines[bad].index("#")  # one level deeper
+    assert "5 of 5 exchanges" in out
+    rc, out = pike("show", str(d), "--task", "beta")
+    assert rc == 0 and "beta: 1 candidate (" in out and "alpha: 2 candidates (" not in out
+
+
+def test_one_candidate_in_full(run):
+    d, ids = run
+    rc, out = pike("show", str(d), "--candidate", str(ids["fixed"]))
+    assert rc == 0, out
+    assert f"made from #{ids['bad']} (it fixes it)" in out
+    assert f"--- #{ids['bad']} (coa)" in out and "-        return torch.relu(x).mul(2)  # bad" in out
+    assert "+        return torch.relu(x).mul(2)  # fixed" in out
+    rc, out = pike("show", str(d), "--candidate", str(ids["beta_sol"]), "--json")
+    got = json.loads(out)
+    assert rc == 0 and got["base"] is None and got["speedup"] == 2.0 and "--- beta (task source)" in got["diff"]
+    rc, out = pike("show", str(d), "--candidate", "999")
+    assert rc == 2 and "no candidate 999" in out

@@ -80,9 +80,32 @@ class Solution:
         return self.status == "ok"
 
 
+def connect_readonly(db: Path, **kw) -> sqlite3.Connection:
+    """A connection that cannot write. Where no ``-wal`` file exists no connection is writing the
+    store, so it is opened as immutable (a read-only connection to a WAL database would otherwise
+    leave ``-wal`` and ``-shm`` files behind); a live run is read through SQLite's read-only locking.
+    sqlite3.Error where the file is not a readable store."""
+    live = db.with_name(db.name + "-wal").exists()
+    uri = f"{db.resolve().as_uri()}?mode=ro" + ("" if live else "&immutable=1")
+    conn = sqlite3.connect(uri, uri=True, **kw)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
 class Store:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, readonly: bool = False):
+        """``readonly``: read an existing store without writing to it (no schema, no pragma, no
+        ``-wal``/``-shm`` files left behind where none were there); any write raises
+        ``sqlite3.OperationalError``."""
         self.path = Path(path)
+        self._lock = threading.Lock()
+        self._missing: set[tuple[str, str]] = set()  # columns of ADDED_COLUMNS an older store lacks
+        if readonly:
+            self._db = connect_readonly(self.path, check_same_thread=False)
+            for table, columns in ADDED_COLUMNS.items():
+                have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                self._missing |= {(table, name) for name in columns if name not in have}
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -94,7 +117,6 @@ class Store:
             for name, kind in columns.items():
                 if name not in have:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
-        self._lock = threading.Lock()
 
     def _x(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -192,6 +214,13 @@ class Store:
         ).fetchone()
         return EvalResult.from_json(json.loads(row["result"])) if row else None
 
+    def evaluated_at(self, task_id: int) -> dict[int, float]:
+        """Solution id -> when its search evaluation was recorded (the first, where there are several)."""
+        rows = self._x("SELECT e.solution_id AS sid, MIN(e.created) AS at FROM evaluations e JOIN solutions s"
+                       " ON s.id = e.solution_id WHERE s.task_id = ? AND e.kind = 'search' GROUP BY e.solution_id",
+                       (task_id,)).fetchall()
+        return {r["sid"]: r["at"] for r in rows if r["at"] is not None}
+
     # ------------------------------------------------------------ LLM exchanges
 
     def start_exchange(self, role: str, model: str, messages: list[dict], reserved_usd: float, meta: dict | None = None) -> int:
@@ -222,6 +251,8 @@ class Store:
 
     def unusable(self, task_id: int, roles: tuple[str, ...] = ("coa", "efa")) -> list[str]:
         """The reasons of a task's replies that gave nothing usable, in order."""
+        if ("exchanges", "unusable") in self._missing:  # a store older than the column: none recorded
+            return []
         rows = self._x(f"SELECT unusable FROM exchanges WHERE task_id = ? AND unusable IS NOT NULL"
                        f" AND role IN ({', '.join('?' * len(roles))}) ORDER BY id", (task_id, *roles)).fetchall()
         return [r["unusable"] for r in rows]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -25,11 +27,13 @@ def _rich(cols: list[str], rows: list[list[str]], title: str) -> Table:
 @app.command("report")
 def report_cmd(
     run_dirs: list[Path] = typer.Argument(..., help="Run directories; several = several configurations (runs differing only in seed are grouped)."),
-    html: Optional[Path] = typer.Option(None, "--html", help="Write one self-contained HTML page (figures embedded)."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write one self-contained HTML page (figures embedded, no server or network needed)."),
     md: Optional[Path] = typer.Option(None, "--md", help="Write Markdown; the figures go next to it as PNG files."),
 ) -> None:
-    """The paper's figures and tables for runs: geomean speedup vs queries and vs dollars, valid-solution
-    rate, fix success, the per-task table, and each best solution's lineage and diff."""
+    """The paper's figures and tables for runs: geomean best-so-far speedup vs queries, dollars and wall
+    time, valid-solution rate, fix success, the final table; with --html, one offline page that also
+    browses every candidate (sortable, filterable), each task's lineage tree, every candidate's code
+    and diff against its parent, and the LLM exchanges. Reads the stores without writing them."""
     from pike.commands.search import print_table
     from pike.report import tables, to_html, to_markdown
     from pike.report.build import load_report
@@ -37,7 +41,10 @@ def report_cmd(
     for d in run_dirs:
         if not (d / "run.db").exists():
             fail(f"{d}: not a run directory (no run.db)")
-    report = load_report(run_dirs)
+    try:
+        report = load_report(run_dirs)
+    except sqlite3.Error as e:
+        fail(f"cannot read a run's store ({e}): is every directory a run directory?", detail=traceback.format_exc())
     if md:
         to_markdown.write(report, md)
         console.print(f"markdown: {md}", highlight=False)

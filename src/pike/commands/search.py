@@ -135,7 +135,7 @@ def print_table(doc: dict, title: str) -> None:
     console.print(t)
     console.print(geomean_line(doc), highlight=False)
     for line in table_notes(doc) + unusable_lines(doc):
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)  # "[lo-hi]" is text, not markup
     for line in errors(doc):
         task, _, error = line.partition(": ")
         console.print(f"[red]{task}:[/] {error}", highlight=False)

@@ -1,4 +1,6 @@
-"""`pike show`: what the model saw in a run: every LLM exchange, or one in full."""
+"""`pike show`: a run in the terminal: its final table, every candidate, each task's lineage tree and
+the LLM exchanges; or one candidate (verdict, diff against the candidate it came from, code) or one
+exchange (prompt, reply, code, verdict) in full. Reads the store without writing it."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from pike.commands.common import STATUS_STYLE, console, fail
 
@@ -93,16 +96,93 @@ def _print_full(e) -> None:
     console.print(c.verdict(), style=STATUS_STYLE.get(c.status, ""), markup=False, highlight=False, soft_wrap=True)
 
 
+def _load_candidates(run_dir: Path):
+    from pike.report import candidates
+
+    try:
+        return candidates.load(run_dir)
+    except sqlite3.Error as e:
+        fail(f"{run_dir}: cannot read the run's store ({e})", detail=traceback.format_exc())
+
+
+def _final_table(run_dir: Path) -> None:
+    from pike.commands.search import print_table
+    from pike.search.output import summary
+    from pike.store import Store
+
+    store = Store(run_dir / "run.db", readonly=True)
+    try:
+        doc = summary(store)
+        strategy = ((store.get_meta("config") or {}).get("search") or {}).get("strategy")
+    finally:
+        store.close()
+    if doc["rows"]:
+        print_table(doc, title=f"final table ({strategy})" if strategy else "final table")
+
+
+def _candidates_table(t) -> Table:
+    table = Table(title=f"{t.name}: {len(t.rows)} candidate{'s' if len(t.rows) != 1 else ''} (★ delivered)", title_justify="left")
+    for col, right in (("id", True), ("origin", False), ("from", True), ("status", False), ("ms ± IQR/2", True),
+                       ("vs eager", True), ("beside eager [95%]", True), ("idea · tags", False), ("message", False)):
+        table.add_column(col, justify="right" if right else "left", overflow="fold")
+    for c in t.rows:
+        note = " · ".join(x for x in (c.idea or "", ", ".join(c.tags)) if x)
+        table.add_row(Text(f"#{c.id}" + (" ★" if c.id == t.best_id else "")), Text(c.origin), Text(c.base_label()),
+                      Text(c.status, style=STATUS_STYLE.get(c.status, "")), Text(c.time_text()), Text(c.speedup_text()), Text(c.interval_text()),
+                      Text(note), Text(c.message))
+    return table
+
+
+def _tree(t) -> Tree:
+    ids = t.by_id()
+    root = Tree(Text(f"{t.name}: the task", style="bold"))
+
+    def label(c) -> Text:
+        sp = f" {c.speedup:.2f}x" if c.speedup else ""
+        text = Text(f"#{c.id} {c.origin} ")
+        text.append(c.status + sp, style=STATUS_STYLE.get(c.status, ""))
+        text.append((f" · {c.idea}" if c.idea else "") + (" ★" if c.id == t.best_id else ""))
+        return text
+
+    stack = [(root, c) for c in reversed(t.roots())]
+    seen: set[int] = set()
+    while stack:  # iterative: a long chain of fixes is deeper than Python's recursion allows
+        parent, c = stack.pop()
+        if c.id in seen:
+            continue
+        seen.add(c.id)
+        node = parent.add(label(c))
+        stack += [(node, ids[k]) for k in reversed(c.children) if k in ids]
+    return root
+
+
+def _print_candidate(c) -> None:
+    head = f"candidate #{c.id} · task {c.task} · {c.origin}" + (f" · idea {c.idea}" if c.idea else "")
+    console.print(f"[bold]{_plain(head)}[/]", highlight=False)
+    base = "the task's source" if c.base is None else f"#{c.base}" + (" (it fixes it)" if c.fix_of is not None else "")
+    lines = [f"{c.status}: {c.message}" if c.message else c.status,
+             f"time {c.time_text()} ms · vs eager {c.speedup_text()} (search)"
+             + (f" · re-timed beside eager {c.interval_text()}" if c.interval else "") + (f" · tags {', '.join(c.tags)}" if c.tags else ""),
+             f"made from {base} · led to {', '.join(f'#{k}' for k in c.children) or 'none'}"]
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    _section(f"diff against {'the task source' if c.base is None else f'#{c.base}'}", c.diff or "(identical)")
+    _section("code", c.code)
+
+
 @app.command("show")
 def show_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory (the one holding run.db)."),
     task: list[str] = typer.Option([], "--task", help="Only this task's exchanges (repeatable)."),
     role: list[str] = typer.Option([], "--role", help="Only these roles: coa, efa, iba (repeatable or a comma list)."),
     exchange: Optional[int] = typer.Option(None, "--exchange", help="Print this exchange in full: prompt, reply, code and verdict."),
-    as_json: bool = typer.Option(False, "--json", help="Machine output of the same selection, prompts and replies included."),
+    candidate: Optional[int] = typer.Option(None, "--candidate", help="Print this candidate in full: verdict, diff against the candidate it came from, code."),
+    as_json: bool = typer.Option(False, "--json", help="Machine output: the selected exchanges (prompts and replies included), or the --candidate."),
 ) -> None:
-    """What the model saw: every LLM exchange of a run (role, phase/slot, the candidate's verdict,
-    tokens, cost, why a reply held no code), or one in full. Reads the store without writing it."""
+    """A run in the terminal: the final table, every candidate (time, interval, status, message, tags,
+    the candidate it came from), each task's lineage tree and every LLM exchange (role, phase/slot,
+    verdict, tokens, cost, why a reply held no code); --role/--exchange show the exchanges only.
+    Reads the store without writing it; `pike report RUN --html FILE` writes the same as one page."""
     from pike.report.exchanges import select
 
     roles = _roles(role)
@@ -110,6 +190,15 @@ def show_cmd(
     unknown = [t for t in task if t not in names]
     if unknown:
         fail(f"no task {', '.join(unknown)} in {run_dir}; its tasks: {', '.join(names) or '(none)'}")
+    if candidate is not None:
+        found = [c for t in _load_candidates(run_dir) for c in t.rows if c.id == candidate]
+        if not found:
+            fail(f"no candidate {candidate} in {run_dir} (`pike show {run_dir}` lists them)")
+        if as_json:
+            print(json.dumps(found[0].to_json(), indent=2))
+        else:
+            _print_candidate(found[0])
+        return
     selected = select(every, task, roles)
     if exchange is not None:
         if not any(e.id == exchange for e in every):
@@ -126,6 +215,14 @@ def show_cmd(
     if as_json:
         print(json.dumps([e.to_json() for e in selected], indent=2))
         return
+    if not roles:
+        _final_table(run_dir)
+        for t in _load_candidates(run_dir):
+            if task and t.name not in task:
+                continue
+            console.print(_candidates_table(t))
+            console.print(_tree(t))
+        console.print(f"`pike show {run_dir} --candidate ID` prints one candidate in full.", markup=False, highlight=False)
     if not every:
         console.print(f"{run_dir}: no LLM exchanges (an offline run)", highlight=False)
         return

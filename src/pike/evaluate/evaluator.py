@@ -1,4 +1,4 @@
-"""The evaluator: the protocol of the design's "The evaluator", steps 1-10, for one device.
+"""The evaluator: the protocol of docs/architecture.md ("The evaluator's protocol", steps 1-10), for one device.
 
 Orchestrator side: candidate code never runs in this process. An :class:`Evaluator` holds what one
 device's evaluations share (its children's sandbox, work directory, references, builder and

@@ -1,4 +1,4 @@
-"""The structured outcome of evaluating one candidate (design, evaluator step 10)."""
+"""The structured outcome of evaluating one candidate (docs/architecture.md, evaluator step 10)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Evaluator step 1: static checks and tags. Nothing here runs candidate code.
 
-Threat model (DESIGN.md, "The evaluator"): an LLM that reward-hacks (code that passes the checks without
+Threat model (docs/architecture.md, "The evaluator's protocol"): an LLM that reward-hacks (code that passes the checks without
 doing the work) and accidents. Not a determined human attacker: the rules are plain and aim at few false
 positives on legitimate optimisation code; the behavioural checks of later steps are the real defence.
 

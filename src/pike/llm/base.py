@@ -1,4 +1,4 @@
-"""What every LLM provider returns and raises (design, "LLM layer").
+"""What every LLM provider returns and raises (docs/architecture.md, "Packages and modules").
 
 Providers fill in tokens and leave the cost at 0: the client prices every attempt from the run's
 frozen price table, so a provider never needs to know prices.

@@ -23,15 +23,16 @@ class Report:
         granularity only where an LLM ran (an offline run spends neither)."""
         from pike.report.plots import PLOTS
 
-        names = ["valid_rate"]
+        names = ["speedup_vs_time", "valid_rate"]
         if self.has_llm:
-            names = ["speedup_vs_queries", "speedup_vs_usd", "valid_rate", "fix_histogram", "step_granularity"]
+            names = ["speedup_vs_queries", "speedup_vs_usd", "speedup_vs_time", "valid_rate", "fix_histogram", "step_granularity"]
         return {n: PLOTS[n](self.groups) for n in names}
 
 
 PLOT_TITLES = {
     "speedup_vs_queries": "Geomean speedup vs queries",
     "speedup_vs_usd": "Geomean speedup vs cost",
+    "speedup_vs_time": "Geomean speedup vs wall time",
     "valid_rate": "Valid-solution rate",
     "fix_histogram": "Fix success",
     "step_granularity": "Step granularity",

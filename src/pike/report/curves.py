@@ -1,7 +1,7 @@
 """Runs grouped into configurations, geomean curves over tasks, and bootstrap bands over seeds.
 
-A configuration is a run's config with ``seed`` left out: runs that differ only in their seed are one
-configuration, and its curve is the mean of theirs, with a band from resampling the seeds (percentiles
+A configuration is a run's config with ``seed`` left out: runs that differ only in their seed (and
+have different seeds) are one configuration, and its curve is the mean of theirs, with a band from resampling the seeds (percentiles
 5-95 of the resampled means, fixed RNG, so a report is reproducible).
 """
 
@@ -67,8 +67,10 @@ def label_runs(runs: list[RunData]) -> None:
 
 
 def group_runs(runs: list[RunData]) -> list[ConfigGroup]:
-    """Runs whose configs are equal except for ``seed``, in the order first seen; labelled by
-    strategy, plus the knobs that tell configurations of one strategy apart."""
+    """Runs whose configs are equal except for ``seed``, in the order first seen, where their seeds
+    all differ (runs that repeat a seed are one configuration each: averaging them would not be a
+    mean over seeds); labelled by strategy, plus the knobs that tell configurations of one strategy
+    apart, else by run."""
     label_runs(runs)
     groups: dict[str, ConfigGroup] = {}
     for r in runs:
@@ -76,7 +78,12 @@ def group_runs(runs: list[RunData]) -> list[ConfigGroup]:
         if key not in groups:
             groups[key] = ConfigGroup("", [], {k: v for k, v in r.config.items() if k != "seed"})
         groups[key].runs.append(r)
-    out = list(groups.values())
+    out = []
+    for g in groups.values():
+        if len(set(map(str, g.seeds))) == len(g.runs):
+            out.append(g)
+        else:  # a seed repeated: these are not samples over seeds, so each run stands alone
+            out += [ConfigGroup("", [r], g.config) for r in g.runs]
     by_strategy = Counter(g.runs[0].strategy for g in out)
     for g in out:
         strategy = g.runs[0].strategy
@@ -88,6 +95,8 @@ def group_runs(runs: list[RunData]) -> list[ConfigGroup]:
         diff = [k for k in sorted(mine) if any(o.get(k) != mine[k] for o in others)]
         if diff and len(diff) <= 3:
             g.label = f"{strategy} ({', '.join(f'{k}={mine[k]}' for k in diff)})"
+        elif len(g.runs) == 1:
+            g.label = g.runs[0].label
         else:
             g.label = " + ".join(r.name for r in g.runs)
     labels = Counter(g.label for g in out)
@@ -100,9 +109,16 @@ def group_runs(runs: list[RunData]) -> list[ConfigGroup]:
 # ---------------------------------------------------------------- curves
 
 
+AXES = ("queries", "usd", "time")
+
+
 def _task_arrays(run: RunData, axis: str, same_precision: bool):
     for t in run.tasks:
         if t.status == "error":
+            continue
+        if axis == "time":  # the timeline does not track precision: fp32-only curves are per query
+            xs = np.array([0.0] + [p[0] for p in t.timeline], dtype=float)
+            yield xs, np.array([1.0] + [p[1] for p in t.timeline], dtype=float)
             continue
         xs = np.array([p.query if axis == "queries" else p.usd for p in t.curve.points], dtype=float)
         vals = [p.best_same_precision if same_precision else p.best for p in t.curve.points]
@@ -111,12 +127,12 @@ def _task_arrays(run: RunData, axis: str, same_precision: bool):
 
 def geomean_curve(run: RunData, axis: str, xs: np.ndarray, *, clamp: bool = False, same_precision: bool = False) -> np.ndarray:
     """Geomean over the run's tasks of the best-so-far speedup vs eager at each x (queries per task,
-    or dollars per task); a task with nothing correct yet counts as 1.0; ``clamp``: each task at
+    dollars per task, or seconds since the run's start); a task with nothing correct yet counts as 1.0; ``clamp``: each task at
     least 1.0. A task that has finished keeps its final value. Clamped, the curve never falls;
     unclamped it dips where a task's first correct solution is slower than eager."""
     logs = []
     for tx, ty in _task_arrays(run, axis, same_precision):
-        idx = np.clip(np.searchsorted(tx, np.asarray(xs, dtype=float) + (1e-12 if axis == "usd" else 0), side="right") - 1, 0, None)
+        idx = np.clip(np.searchsorted(tx, np.asarray(xs, dtype=float) + (1e-12 if axis != "queries" else 0), side="right") - 1, 0, None)
         y = ty[idx]
         logs.append(np.log(np.maximum(y, 1.0) if clamp else y))
     if not logs:
@@ -125,11 +141,15 @@ def geomean_curve(run: RunData, axis: str, xs: np.ndarray, *, clamp: bool = Fals
 
 
 def grid(runs: list[RunData], axis: str) -> np.ndarray:
-    """x values where some task's curve steps: every query count, or every dollar amount reached."""
+    """x values where some task's curve steps: every query count, every dollar amount reached, or
+    every second at which a task's best improved."""
     if axis == "queries":
         top = max((p.query for r in runs for t in r.tasks for p in t.curve.points), default=0)
         return np.arange(top + 1, dtype=float)
-    xs = np.unique([p.usd for r in runs for t in r.tasks for p in t.curve.points] + [0.0])
+    if axis == "time":
+        xs = np.unique([p[0] for r in runs for t in r.tasks for p in t.timeline] + [0.0])
+    else:
+        xs = np.unique([p.usd for r in runs for t in r.tasks for p in t.curve.points] + [0.0])
     if len(xs) > MAX_GRID:
         xs = np.unique(np.concatenate([np.linspace(0, xs[-1], MAX_GRID), xs[-1:]]))
     return xs

@@ -16,6 +16,8 @@ Definitions (the same as the search's budget and the final table):
   re-timing with eager where it had one, else its search evaluation's (``speedup_eager``), and
   neither above the final table's figure for the delivered result (a search estimate of 3x that the
   final re-timing put at 2x is shown as 2x). A running maximum, so the curve never goes down.
+* Wall time: seconds from the run's first exchange or solution to the moment a solution's search
+  evaluation was recorded.
 """
 
 from __future__ import annotations
@@ -112,6 +114,8 @@ class TaskReport:
     lineage: list[LineageStep]  # best solution first, the reference last
     diff: str  # unified diff of the best solution against the task's source
     steps: list[Step] = field(default_factory=list)
+    # (seconds since the run's start, best-so-far confirmed speedup) at each new best, in time order
+    timeline: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -195,6 +199,27 @@ def task_curve(name: str, sols: list[Solution], exchanges: list, t0: float | Non
         run_same = sb if run_same is None else (max(run_same, sb) if sb is not None else run_same)
         points.append(CurvePoint(q, u, t, run_best, run_same))
     return TaskCurve(name, points)
+
+
+def timeline(sols: list[Solution], evaluated_at: dict[int, float], t0: float | None,
+             confirmed: dict[int, float] | None = None, cap: float | None = None) -> list[tuple[float, float]]:
+    """Best-so-far confirmed speedup (the figures of :func:`task_curve`) against the wall time at which
+    each solution's search evaluation was recorded: one point per new best, so it never goes down."""
+    if t0 is None:
+        return []
+    confirmed = confirmed or {}
+    events = []
+    for s in sols:
+        sp = _speedup(s)
+        if sp is None:
+            continue
+        sp = confirmed.get(s.id, sp)
+        events.append((max(evaluated_at.get(s.id, s.created) - t0, 0.0), min(sp, cap) if cap else sp))
+    out: list[tuple[float, float]] = []
+    for t, sp in sorted(events):
+        if not out or sp > out[-1][1]:
+            out.append((t, sp))
+    return out
 
 
 def fix_chains(sols: list[Solution]) -> list[FixChain]:
@@ -292,7 +317,7 @@ def load_run(run_dir: str | Path) -> RunData:
     db = run_dir / "run.db" if run_dir.is_dir() else run_dir
     if not db.exists():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no run.db)")
-    store = Store(db)
+    store = Store(db, readonly=True)
     try:
         config = store.get_meta("config") or {}
         device = (store.get_meta("device") or {}).get("device_name")
@@ -313,15 +338,17 @@ def load_run(run_dir: str | Path) -> RunData:
             evaluated = [s for s in sols if s.status != "pending"]
             llm = [s for s in evaluated if s.origin in LLM_ORIGINS]
             unusable = len(store.unusable(t["id"]))  # replies with no code: invalid attempts too
+            figures = confirmed_figures(state)
             tasks.append(TaskReport(
                 name=t["name"], status=t["status"],
-                curve=task_curve(t["name"], sols, store.exchanges(t["id"]), t0, *confirmed_figures(state)),
+                curve=task_curve(t["name"], sols, store.exchanges(t["id"]), t0, *figures),
                 evaluated=len(evaluated) + unusable, valid=sum(s.ok for s in evaluated),
                 llm_evaluated=len(llm) + unusable, llm_valid=sum(s.ok for s in llm),
                 chains=fix_chains(sols), best_id=best.id if best else None,
                 lineage=lineage(best, by_id),
                 diff=code_diff(t["source"], best.code, t["name"], best.id) if best else "",
                 steps=coa_steps(sols, by_id, t["source"]),
+                timeline=timeline(sols, store.evaluated_at(t["id"]), t0, *figures),
             ))
     finally:
         store.close()

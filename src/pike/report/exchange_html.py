@@ -9,6 +9,7 @@ from html import escape
 
 from pike.report.data import RunData
 from pike.report.exchanges import Exchange, load
+from pike.report.viewer_html import anchor
 
 CSS = """
 .ex { border-bottom: 1px solid #e4e4e4; }
@@ -52,14 +53,16 @@ def _pre(label: str, text: str | None) -> str:
     return f"<h5>{escape(label)}</h5><pre>{escape(text) if text else '(empty)'}</pre>"
 
 
-def _verdict(e: Exchange) -> str:
+def _verdict(e: Exchange, run: int) -> str:
     c = e.candidate
     if c is None:
         return f'<p class="warn">no code: {escape(e.unusable)}</p>' if e.unusable else "<p>No candidate from this exchange.</p>"
-    return _pre(f"code: candidate #{c.id} ({c.origin})", c.code) + f"<h5>verdict</h5><p>{escape(c.verdict())}</p>"
+    link = f'<p><a href="#{anchor(run, c.id)}">candidate #{c.id}: its place in the lineage and its diff</a></p>'
+    return _pre(f"code: candidate #{c.id} ({c.origin})", c.code) + f"<h5>verdict</h5><p>{escape(c.verdict())}</p>" + link
 
 
-def _row(run: str, e: Exchange) -> str:
+def _row(run: str, e: Exchange, index: int) -> str:
+    """``run``: the run's label (for the filter); ``index``: its place in the report (for links)."""
     cells = [f"#{e.id}", e.task or "-", e.role, e.where(), e.status, e.verdict(), e.speedup(),
              f"{e.input_tokens}/{e.output_tokens}", f"{e.cost_usd:.4f}",
              f"{e.latency_s:.1f}" if e.latency_s is not None else "", e.note()]
@@ -68,7 +71,7 @@ def _row(run: str, e: Exchange) -> str:
             f"attempts {e.attempts if e.attempts is not None else '-'}")
     body = [f"<p class=\"note\">{escape(meta)}</p>"]
     body += [_pre(f"prompt: {m.get('role', '?')}", str(m.get("content", ""))) for m in e.prompt]
-    body += [_pre("reply", e.response), _verdict(e)]
+    body += [_pre("reply", e.response), _verdict(e, index)]
     return (f'<details class="ex" data-run="{escape(run)}" data-task="{escape(e.task or "")}" data-role="{escape(e.role)}">'
             f"<summary>{summary}</summary><div class=\"body\">{''.join(body)}</div></details>")
 
@@ -94,6 +97,6 @@ def section(runs: list[RunData]) -> str:
          "and that candidate's verdict (search timing). Click a row to open it.</p>",
          f'<div class="exfilter">{" ".join(controls)} <span id="ex-count" class="note"></span></div>',
          '<div class="exhead">' + "".join(f"<span>{escape(h)}</span>" for h in HEAD) + "</div>"]
-    p += [_row(label, e) for label, (_, ex) in loaded for e in ex]
+    p += [_row(label, e, i) for i, (label, (_, ex)) in enumerate(loaded) for e in ex]
     p += ["</section>", f"<script>{SCRIPT}</script>"]
     return "\n".join(p)

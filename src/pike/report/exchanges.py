@@ -1,9 +1,8 @@
 """Every LLM exchange of a run as the model saw it: the prompt, the reply, the code taken from it and
 that candidate's verdict, read from the run's store without writing to it.
 
-The store is opened read-only. When no ``run.db-wal`` file exists no connection is writing it, so it
-is opened as immutable (a read-only connection to a WAL database would otherwise leave ``-wal`` and
-``-shm`` files behind); a live run is read through SQLite's ordinary read-only locking.
+The store is opened read-only (:func:`pike.store.connect_readonly`): a live run can be read, and
+reading leaves no file behind.
 """
 
 from __future__ import annotations
@@ -12,6 +11,8 @@ import json
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from pike.store import connect_readonly
 
 ROLES = ("coa", "efa", "iba")
 
@@ -107,11 +108,7 @@ def store_path(run: Path) -> Path:
 
 def connect(db: Path) -> sqlite3.Connection:
     """A read-only connection (module doc); sqlite3.Error where the file is not a readable store."""
-    live = db.with_name(db.name + "-wal").exists()
-    uri = f"{db.resolve().as_uri()}?mode=ro" + ("" if live else "&immutable=1")
-    conn = sqlite3.connect(uri, uri=True)
-    conn.row_factory = sqlite3.Row
-    return conn
+    return connect_readonly(db)
 
 
 def _prompt(text: str | None) -> list[dict]:

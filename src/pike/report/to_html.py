@@ -1,6 +1,7 @@
 """The report as one self-contained HTML page: figures as base64 data URIs, inline CSS, tables as
-HTML, diffs in <pre>, the LLM exchanges with an inline script to filter them; no external asset,
-script or link."""
+HTML, the run viewer (:mod:`pike.report.viewer_html`: candidates, lineage trees, code and diffs) and
+the LLM exchanges, with inline scripts to sort and filter; no external asset, script or link, so the
+file opens offline."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import base64
 from html import escape
 from pathlib import Path
 
-from pike.report import exchange_html, tables
+from pike.report import candidates, exchange_html, tables, viewer_html
 from pike.report.build import PLOT_TITLES, Report
 
 CSS = """
@@ -21,6 +22,7 @@ pre { background: #f7f7f7; border: 1px solid #ddd; padding: 0.6em; overflow-x: a
 .add { color: #116611; } .del { color: #aa1111; } .hunk { color: #555588; }
 .note { color: #555; font-size: 0.9em; }
 img { max-width: 100%; border: 1px solid #eee; }
+nav { font-size: 0.9em; margin-bottom: 1em; } nav a { margin-right: 1em; }
 """
 
 
@@ -39,30 +41,51 @@ def diff_pre(diff: str) -> str:
     return "<pre>" + "\n".join(lines) + "</pre>"
 
 
+def _pre(text: str) -> str:
+    return f"<pre>{escape(text)}</pre>"
+
+
 def render(report: Report) -> str:
+    loaded = [candidates.load(run.path) for run in report.runs]
     p = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>PIKE report</title>',
-         f"<style>{CSS}{exchange_html.CSS}</style></head><body>", "<h1>PIKE report</h1>"]
-    p += ["<h2>Runs</h2>", html_table(*tables.runs_table(report.runs))]
+         f"<style>{CSS}{exchange_html.CSS}{viewer_html.CSS}</style></head><body>", "<h1>PIKE report</h1>"]
+    nav = [("runs", "Runs"), ("curves", "Curves")]
+    nav += [(f"run-{i}", f"Run: {run.label}") for i, run in enumerate(report.runs)]
+    if report.has_llm:
+        nav.append(("exchanges", "LLM exchanges"))
+    p.append("<nav>" + "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t in nav) + "</nav>")
+    p += ['<h2 id="runs">Runs</h2>', html_table(*tables.runs_table(report.runs))]
     p += ["<h2>Summary by configuration</h2>", html_table(*tables.config_table(report.groups)),
           f'<p class="note">{escape(tables.CONFIG_NOTES)}</p>']
+    p += ['<h2 id="curves">Curves</h2>', f'<p class="note">{escape(CURVE_NOTE)}</p>']
     for name, data in report.plots().items():
         uri = "data:image/png;base64," + base64.b64encode(data).decode()
-        p += [f"<h2>{escape(PLOT_TITLES[name])}</h2>", f'<img alt="{escape(PLOT_TITLES[name])}" src="{uri}">']
-    for run in report.runs:
+        p += [f"<h3>{escape(PLOT_TITLES[name])}</h3>", f'<img alt="{escape(PLOT_TITLES[name])}" src="{uri}">']
+    for i, (run, tasks) in enumerate(zip(report.runs, loaded)):
         doc = run.summary
-        p += [f"<h2>Run: {escape(run.label)}</h2>",
+        p += [f'<h2 id="run-{i}">Run: {escape(run.label)}</h2>',
               f'<p class="note">Directory {escape(str(run.path))}, strategy {escape(run.strategy)}, seed {escape(str(run.seed))}.</p>',
-              "<h3>Per-task results</h3>", html_table(*tables.final_table(doc)), f"<p>{escape(tables.geomean_line(doc))}</p>",
+              "<h3>Final table</h3>", html_table(*tables.final_table(doc)), f"<p>{escape(tables.geomean_line(doc))}</p>",
               *[f"<p>{escape(line)}</p>" for line in tables.table_notes(doc)]]
         p += [f'<p class="del">{escape(e)}</p>' for e in tables.errors(doc)]
-        p += ["<h3>Lineage of the best solutions</h3>", '<p class="note">From each task\'s best solution back to the reference (search timings).</p>', "<ul>"]
-        p += [f"<li><b>{escape(task)}</b>: {escape(text)}</li>" for task, text in tables.lineage_text(run)]
-        p += ["</ul>", "<h3>Best solutions against the reference</h3>"]
-        for t in run.tasks:
-            p += [f"<h4>{escape(t.name)}</h4>",
-                  diff_pre(t.diff) if t.diff else "<p>No solution beat eager: the best is the reference itself.</p>"]
-    p += [exchange_html.section(report.runs), "</body></html>"]
+        p += ["<h3>Candidates</h3>",
+              '<p class="note">Every candidate of the run: search timing (median ms, half its interquartile range) and '
+              "its speedup vs eager; where it was re-timed side by side with eager, that speedup and its 95% interval; "
+              "the evaluator's message. "
+              "Click a heading to sort, a row to open the candidate; ★ marks each task's delivered best.</p>",
+              viewer_html.candidates_table(i, tasks)]
+        p += ["<h3>Lineage</h3>", '<p class="note">Each candidate under the one it was made from (an error fix under '
+              "the candidate it repairs); the path to the best is open.</p>"]
+        p += [viewer_html.lineage_tree(i, t) for t in tasks]
+        p += [viewer_html.panel(i, c, _pre, diff_pre) for t in tasks for c in t.rows]
+    p += [exchange_html.section(report.runs), f"<script>{viewer_html.SCRIPT}</script>", "</body></html>"]
     return "\n".join(p) + "\n"
+
+
+CURVE_NOTE = ("Geomean over tasks of each task's best confirmed speedup vs eager so far (side-by-side re-timings "
+              "where there were some, never above the final table's figure), each task at least 1.0: eager is "
+              "always there to fall back on, so a curve never goes down. Several seeds of one configuration: "
+              "their mean, with a 5-95% bootstrap band; runs that repeat a seed are drawn separately.")
 
 
 def write(report: Report, path: Path) -> Path:
