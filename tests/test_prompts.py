@@ -156,6 +156,9 @@ def test_brainstorm_and_phase0_carry_eager_compile_and_the_reference_profile():
     apart = _task("cpu", hw, eager_ms=1.0, compile_ms=0.8)
     assert "Each timed on its own." in _user(iba_messages(apart, 4, flags, hw))
     assert "PyTorch eager" not in _user(iba_messages(task, 4, PromptFlags(), hw))
+    # The inputs timed and checked are a fact of the task: in the paper's setting too, once, no blank run.
+    for user in (_user(iba_messages(task, 4, PromptFlags(), hw)), _user(coa_messages(task, None, None, PromptFlags(), hw))):
+        assert user.count("Inputs the evaluator uses: [16, 48] (size set 'small').") == 1 and "\n\n\n" not in user
 
 
 # ---- distinct branches --------------------------------------------------------------------------

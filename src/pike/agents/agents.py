@@ -80,7 +80,9 @@ def _task_values(task: TaskContext, flags: PromptFlags, hardware: Hardware | Non
         "requirements": section("requirements", {"code_forms": section(f"code_forms_{task.kind}", {}, prompt_dir)},
                                 prompt_dir),
         "idea_examples": section(f"idea_examples_{task.kind}", {}, prompt_dir),
-        "measured": _measured_section(task, prompt_dir) if flags.parent_speedups and task.eager_ms else "",
+        # The inputs timed and checked are a fact of the task, shown whatever the flags.
+        "measured": (_measured_section(task, prompt_dir) if flags.parent_speedups and task.eager_ms
+                     else _block("measured_inputs", {"inputs": task.inputs}, prompt_dir) if task.inputs else ""),
         "profile": _profile_section(task.profile, "profile_reference", prompt_dir) if flags.profile else "",
     }
 

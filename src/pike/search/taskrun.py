@@ -255,7 +255,7 @@ class TaskRun:
         if parent is None or parent.origin == "reference":
             await self.measured_context()
             return None
-        await self.numerical_policy()
+        await self.reference_facts()
         info = self._parent_info(parent)
         if self.flags.profile:
             info.profile = await self._profile(str(parent.id), parent.code)
@@ -266,21 +266,22 @@ class TaskRun:
         with the profile flag, where its time goes (profiled once per task)."""
         self.context.eager_ms, self.context.compile_ms = self.eager_ms, self.compile_ms
         self.context.paired = self.baselines_paired
-        await self.numerical_policy()
+        await self.reference_facts()
+        if self.flags.profile and self.context.profile is None:
+            self.context.profile = await self._profile("reference", self.task.source)
+
+    async def reference_facts(self) -> None:
+        """What every prompt says of the task's reference (read once per task): the numerical policy
+        (its output dtypes and the tolerance the evaluator applies to them) and the inputs it is
+        timed and checked on."""
+        if not self.context.policy_measured:
+            self.context.precision, self.context.policy_measured = await self.pool.reference_policy(self.task), True
         if self.context.inputs is None:
             shapes = (await self.pool.reference_meta(self.task)).get("input_shapes") or []
             size = f" (size set {self.task.size!r})" if self.task.size else ""
             alt = (f"; correctness is also checked on size set {self.task.alt_size!r}, so do not hard-wire shapes"
                    if self.task.alt_size else "")
             self.context.inputs = ", ".join(str(s) for s in shapes) + size + alt
-        if self.flags.profile and self.context.profile is None:
-            self.context.profile = await self._profile("reference", self.task.source)
-
-    async def numerical_policy(self) -> None:
-        """The prompts' numerical policy, from the task's reference: its output dtypes and the
-        tolerance the evaluator applies to them (read once per task)."""
-        if not self.context.policy_measured:
-            self.context.precision, self.context.policy_measured = await self.pool.reference_policy(self.task), True
 
     async def _profile(self, key: str, code: str) -> str | None:
         async with self._profile_lock:  # sibling branches share a parent: profile it once
