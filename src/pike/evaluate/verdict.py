@@ -277,7 +277,7 @@ def assemble_result(c, out: JobOutcome, checker: Checker, ref, tags: list[str], 
     if plan.alt_trials and checker.alt_ref is not None:
         how += f"; also checked at {checker.alt_ref.label}"
     if ref.tolerance.atol_floor:
-        how += f"; judged within {ref.tolerance.describe(ref.meta.get("output_dtypes"))}"
+        how += f"; judged within {ref.tolerance.describe(ref.meta.get('output_dtypes'))}"
     if not plan.time:
         return EvalResult("ok", "correct (not timed)" + how, stage="compare", durations_s=durations, eager_ms=eager_ms, **errs, **base)
     if "timing" not in res:
