@@ -61,7 +61,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, device: str = "auto", ll
     """
     from pike import config as cfgmod
     from pike.llm.base import ConfigError
-    from pike.search.engine import Engine, check_config
+    from pike.search.engine import Engine, check_config, discard_run, run_started
     from pike.task import TaskError, load_task
 
     if resume:
@@ -84,17 +84,27 @@ def optimize(model: torch.nn.Module, example_inputs, *, device: str = "auto", ll
     except ValueError as e:
         raise PikeError(str(e)) from None
     run_dir = Path(out) if out is not None else Path("runs") / f"{task_name(model)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (run_dir / "run.db").exists():
+    if run_started(run_dir):
         raise PikeError(f"{run_dir} already holds a run: pass another out= (or resume it: pike optimize --resume {run_dir})")
+    discard_run(run_dir)  # a start that failed before its task began: nothing there to keep
+    existed = run_dir.exists()
     try:
         task = load_task(write_task(model, example_inputs, run_dir / "task"))
-    except (ModelTaskError, TaskError) as e:
-        raise PikeError(str(e)) from None
-    try:
         engine = Engine(cfg, run_dir)
-    except ConfigError as e:
+    except (ModelTaskError, TaskError, ConfigError) as e:
+        _discard_start(run_dir, existed)
         raise PikeError(str(e)) from None
     return _run(engine, task, model, f"device {cfg.eval.device}{f' ({how})' if how else ''}", progress)
+
+
+def _discard_start(run_dir: Path, existed: bool) -> None:
+    """What a failed start wrote (the saved model and its task), so that the corrected call may reuse
+    ``out``."""
+    import shutil
+
+    shutil.rmtree(run_dir / "task", ignore_errors=True)
+    if not existed:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _run(engine, task, model: torch.nn.Module, device_text: str, progress: bool) -> Result:

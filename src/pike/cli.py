@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Optional
+
 import typer
 
-from pike.commands import evaluate, report, search, show, sweep
+from pike.commands import evaluate, exit_codes, report, search, show, sweep
 from pike.suites.cli import suite_app
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="PIKE: make PyTorch models faster, verified.")
+app = typer.Typer(no_args_is_help=True, help="PIKE: make PyTorch models faster, verified.",
+                  context_settings={"help_option_names": ["-h", "--help"]}, pretty_exceptions_enable=False)
 app.registered_commands += evaluate.app.registered_commands + search.app.registered_commands + report.app.registered_commands + show.app.registered_commands + sweep.app.registered_commands
 app.add_typer(suite_app, name="suite")
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    import pike
+
+    try:
+        return installed("pike-evolve")
+    except PackageNotFoundError:
+        return pike.__version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"pike {version()}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks from the task's own code with its errors.")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks with errors (the task's own code's and PIKE's)."),
+          _version: Optional[bool] = typer.Option(None, "--version", callback=_print_version, is_eager=True,
+                                                  help="Print PIKE's version and exit.")) -> None:
     """PIKE: make PyTorch models faster, verified."""
     from pike.commands import common
 
@@ -21,7 +44,20 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks fro
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(exit_codes.INTERRUPTED)
+    except Exception as e:  # noqa: BLE001 - an unexpected error: one line, the traceback with --debug
+        from pike.commands import common
+
+        if common.DEBUG:
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        common.err_console.print(f"[bold red]error:[/] internal: {type(e).__name__}: {first} (pike --debug ... shows the traceback)",
+                                 highlight=False)
+        sys.exit(exit_codes.INTERNAL)
 
 
 if __name__ == "__main__":

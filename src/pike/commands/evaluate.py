@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from pike.evaluate.devices import resolve_device
-from pike.commands.common import STATUS_STYLE, console, err_console, fail, load_one_task, load_tasks, progress_bar, resolve_size, sandbox_text
+from pike.commands.common import (STATUS_STYLE, console, err_console, fail, load_one_task, load_tasks, progress_bar, resolve_size,
+                                 sandbox_text, usable_device)
 
 app = typer.Typer()
 
@@ -36,7 +36,7 @@ def eval_cmd(
     from pike.evaluate.evaluator import EvalConfig, Evaluator
     from pike.task import TaskError
 
-    device, how = resolve_device(device)
+    device, how = usable_device(device)
     t = load_one_task(task, resolve_size(size, device))
     if how and not as_json:
         err_console.print(f"device: {device} ({how})", highlight=False)
@@ -85,7 +85,7 @@ def baseline_cmd(
     from pike.evaluate.pool import EvalPool
     from pike.task import TaskError
 
-    device, how = resolve_device(device)
+    device, how = usable_device(device)
     if how and not as_json:
         err_console.print(f"device: {device} ({how})", highlight=False)
     tasks = load_tasks(target, resolve_size(size, device))

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from pike.commands.common import console, fail
+from pike.commands.common import console, fail, writable_file
 
 app = typer.Typer()
 
@@ -41,6 +41,9 @@ def report_cmd(
     for d in run_dirs:
         if not (d / "run.db").exists():
             fail(f"{d}: not a run directory (no run.db)")
+    for path, flag in ((html, "--html"), (md, "--md")):
+        if path:
+            writable_file(path, flag)
     try:
         report = load_report(run_dirs)
     except sqlite3.Error as e:

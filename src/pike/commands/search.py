@@ -12,11 +12,17 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from pike.commands.common import console, err_console, fail, load_tasks, resolve_size, sandbox_text
+from pike.commands import exit_codes
+from pike.commands.common import console, err_console, fail, load_tasks, resolve_size, sandbox_text, usable_device, writable_dir
+from pike.config import RESUMABLE
 
 app = typer.Typer()
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "suites" / "examples" / "gated_norm.py"
+
+
+RESUME_FLAGS = "--llm, --fix-model, --budget, --max-usd, --time-limit and --set " + ", ".join(
+    k for k in RESUMABLE if k not in ("llm.model", "llm.fix_model", "search.budget", "search.max_usd", "search.time_limit_min"))
 
 
 @app.command("optimize")
@@ -27,14 +33,15 @@ def optimize_cmd(
     fix_model: Optional[str] = typer.Option(None, help="A different (cheaper) model for the error-fixing agent."),
     budget: Optional[int] = typer.Option(None, help="LLM queries per task (fixes count)."),
     max_usd: Optional[float] = typer.Option(None, help="USD budget for the whole run."),
-    time_limit: Optional[float] = typer.Option(None, help="Minutes for this invocation: then nothing new starts, the offline portfolio stops the variant in flight (a resume tries it again), LLM strategies let evaluations in flight finish, and the final tables are made."),
+    time_limit: Optional[str] = typer.Option(None, metavar="DURATION", help="Wall-clock limit of this invocation: 90s, 45m, 2h (a bare number is minutes). Then nothing new starts, the offline portfolio stops the variant in flight (a resume tries it again), LLM strategies let evaluations in flight finish, and the final tables are made."),
     config: Optional[Path] = typer.Option(None, help="TOML config file."),
     set_: list[str] = typer.Option([], "--set", help="Override any knob: section.key=value (repeatable). LLM knobs: llm.concurrency"
                                    " (requests in flight; 0 = 6 per evaluation slot), llm.temperature, llm.max_tokens, llm.timeout_s,"
                                    " llm.max_retries, llm.iba_model, llm.prices_file; search and eval knobs: `pike presets` and"
                                    " config.toml of any run."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<target>-<time>)."),
-    resume: Optional[Path] = typer.Option(None, help="Continue a killed run from its directory."),
+    resume: Optional[Path] = typer.Option(None, help="Continue a stopped run from its directory. It keeps its settings but may change "
+                                          + RESUME_FLAGS + "."),
     device: Optional[str] = typer.Option(None, help="auto (default: the first CUDA device when there is one, else cpu), cpu, cuda or cuda:N."),
     size: Optional[str] = typer.Option(None, help="Size set: auto (small on CPU), default, or a name from the tasks' SIZES."),
     seed_offline: bool = typer.Option(False, help="LLM strategies start from the offline winner."),
@@ -43,51 +50,55 @@ def optimize_cmd(
     ray_address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster (default: start a local one)."),
     as_json: bool = typer.Option(False, "--json", help="Print the final table as JSON."),
 ) -> None:
-    """Search for a faster, verified ModelNew for each task; writes RUN_DIR/best/<task>.py."""
+    """Search for a faster, verified ModelNew for each task; writes RUN_DIR/best/<task>.py.
+
+    Exit status: 0 every task has a result, 1 some tasks failed, 2 bad input (nothing started),
+    3 no task produced a result, 4 an internal error, 130 interrupted (resume with --resume)."""
     from pike import config as cfgmod
     from pike.llm.base import ConfigError
-    from pike.search.engine import Engine, check_config, eval_config, resume_config, run_to_end, stored_tasks
+    from pike.search.engine import Engine, check_config, discard_run, eval_config, resume_config, run_started, run_to_end, stored_tasks
     from pike.task import TaskError
 
+    overrides, flags = list(set_), {}
+    for key, flag, value in (("llm.model", "--llm", llm), ("llm.fix_model", "--fix-model", fix_model), ("search.budget", "--budget", budget),
+                             ("search.max_usd", "--max-usd", max_usd), ("search.time_limit_min", "--time-limit", time_limit),
+                             ("eval.device", "--device", device), ("eval.size", "--size", size),
+                             ("search.seed_offline", "--seed-offline", "true" if seed_offline else None), ("eval.gpus", "--gpus", gpus),
+                             ("eval.executor", "--executor", executor), ("eval.ray_address", "--ray-address", ray_address)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+            flags[key] = flag
+
+    def bad(e: ValueError) -> None:
+        """The config's message, naming the flag where one set the key."""
+        msg = str(e)
+        for key, flag in flags.items():
+            msg = msg.replace(f"{key}:", f"{flag} ({key}):")
+        fail(msg)
+    skipped = 0
     if resume is not None:
         if not (resume / "run.db").exists():
             fail(f"{resume}: not a run directory (no run.db)")
-        cfg = resume_config(resume)
+        fixed = [flag for flag, given in (("TARGET", target), ("--strategy", strategy), ("--config", config), ("--out", out),
+                                          ("--device", device), ("--size", size), ("--seed-offline", seed_offline), ("--gpus", gpus),
+                                          ("--executor", executor), ("--ray-address", ray_address)) if given]
+        fixed += [f"--set {a.split('=', 1)[0]}" for a in set_ if a.split("=", 1)[0] not in cfgmod.RESUMABLE]
+        if fixed:
+            fail(f"--resume keeps the run's settings: {', '.join(fixed)} cannot change (a resume may change {RESUME_FLAGS})")
+        try:
+            cfg = cfgmod.apply_overrides(resume_config(resume), overrides)
+        except ValueError as e:
+            bad(e)
         device_how = "as the run started"
-        if time_limit is not None:  # this invocation's own limit (the stored one applies otherwise)
-            cfg = replace(cfg, search=replace(cfg.search, time_limit_min=time_limit))
         run_dir = resume
         tasks = stored_tasks(run_dir)
     else:
         try:
             cfg = cfgmod.load(config, strategy=strategy)
-            overrides = list(set_)
-            if llm:
-                overrides.append(f"llm.model={llm}")
-            if fix_model:
-                overrides.append(f"llm.fix_model={fix_model}")
-            if budget is not None:
-                overrides.append(f"search.budget={budget}")
-            if max_usd is not None:
-                overrides.append(f"search.max_usd={max_usd}")
-            if time_limit is not None:
-                overrides.append(f"search.time_limit_min={time_limit}")
-            if device:
-                overrides.append(f"eval.device={device}")
-            if size:
-                overrides.append(f"eval.size={size}")
-            if seed_offline:
-                overrides.append("search.seed_offline=true")
-            if gpus:
-                overrides.append(f"eval.gpus={gpus}")
-            if executor:
-                overrides.append(f"eval.executor={executor}")
-            if ray_address:
-                overrides.append(f"eval.ray_address={ray_address}")
             cfg = cfgmod.apply_overrides(cfg, overrides)
+            cfg, device_how = cfgmod.resolve_device(cfg)
         except ValueError as e:
-            fail(str(e))
-        cfg, device_how = cfgmod.resolve_device(cfg)
+            bad(e)
         if not cfg.llm.model and cfg.search.strategy != "offline":
             if strategy or (config and "strategy" in config.read_text()):
                 fail(f"strategy {cfg.search.strategy!r} needs an LLM: pass --llm MODEL (or use --strategy offline)")
@@ -98,41 +109,70 @@ def optimize_cmd(
             if isinstance(item, TaskError):
                 err_console.print(f"[red]skipped[/] {item}", highlight=False)
         tasks = [t for t in found if not isinstance(t, TaskError)]
+        skipped = len(found) - len(tasks)
         if not tasks:
-            fail("no usable task")
+            fail("no usable task", code=exit_codes.NOTHING_RAN)
         stem = Path(target).stem if Path(target).exists() else target
         run_dir = out or Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (run_dir / "run.db").exists():
+        writable_dir(run_dir, "--out")
+        if run_started(run_dir):
             fail(f"{run_dir} already holds a run: use --resume {run_dir} or another --out")
+        discard_run(run_dir)  # a start that failed before its first task: nothing there to keep
     try:
         check_config(cfg)  # before the Engine makes the run directory
     except ValueError as e:
         fail(str(e))
     try:
         engine = Engine(cfg, run_dir, resume=resume is not None)
-    except ConfigError as e:
+    except (ConfigError, ValueError) as e:
         fail(str(e))
     device_text = cfg.eval.device + (f" ({device_how})" if device_how else "")
     err_console.print(f"run directory: {run_dir}  strategy: {cfg.search.strategy}  device: {device_text}  tasks: {len(tasks)}", highlight=False)
     err_console.print(f"sandbox: {sandbox_text(eval_config(cfg))}", highlight=False)
-    doc = run_to_end(engine, tasks, err_console)
+    try:
+        doc = run_to_end(engine, tasks, err_console)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: nothing is lost; continue with `pike optimize --resume {run_dir}`", highlight=False)
+        raise typer.Exit(exit_codes.INTERRUPTED) from None
     if as_json:
         print(json.dumps(doc))
     else:
         print_table(doc, title=f"{cfg.search.strategy} on {cfg.eval.device}")
-        console.print(f"best solutions: {run_dir / 'best'}", highlight=False)
+        if any((run_dir / "best").glob("*.py")):
+            console.print(f"best solutions: {run_dir / 'best'}", highlight=False)
+    code = exit_codes.for_run(doc, skipped)
+    if any(r["status"] == "stopped" for r in doc["rows"]):
+        err_console.print(f"stopped by the time limit: continue the search with `pike optimize --resume {run_dir}`", highlight=False)
+    raise typer.Exit(code)
 
 
 def print_table(doc: dict, title: str) -> None:
+    """The final table; on a terminal too narrow for it (80 columns), one block per task instead, so
+    that every figure stays whole. Then who won, the notes and the errors."""
+    from rich.measure import Measurement
+
     from pike.report.tables import errors, final_table, geomean_line, table_notes, unusable_lines
 
     cols, rows = final_table(doc)
     t = Table(title=title)
     for col in cols:
-        t.add_column(col, justify="left" if col == "task" else "right")
+        t.add_column(col, justify="left" if col == "task" else "right", no_wrap=True)
     for cells in rows:
         t.add_row(*(f"[red]{c}[/]" if c == "error" and i == 1 else c for i, c in enumerate(cells)))
-    console.print(t)
+    if Measurement.get(console, console.options.update_width(100_000), t).maximum <= console.width:
+        console.print(t)
+    else:
+        console.print(f"[bold]{title}[/]", highlight=False)
+        for cells in rows:
+            block = Table(title=cells[0], title_justify="left", show_header=False, box=None, padding=(0, 2))
+            block.add_column(style="dim")
+            block.add_column(justify="right")
+            for col, cell in zip(cols[1:], cells[1:]):
+                if cell:
+                    block.add_row(col, f"[red]{cell}[/]" if cell == "error" else cell)
+            console.print(block)
+    for line in winner_lines(doc):
+        console.print(line, highlight=False)
     console.print(geomean_line(doc), highlight=False)
     for line in table_notes(doc) + unusable_lines(doc):
         console.print(line, highlight=False, markup=False)  # "[lo-hi]" is text, not markup
@@ -141,21 +181,35 @@ def print_table(doc: dict, title: str) -> None:
         console.print(f"[red]{task}:[/] {error}", highlight=False)
 
 
+def winner_lines(doc: dict) -> list[str]:
+    """Per task, what best/<task>.py holds: the winning candidate by name, or the baseline that won."""
+    out = []
+    for r in doc["rows"]:
+        if r["status"] == "error":
+            continue
+        sp = f", {r['speedup_eager']:.2f}x vs eager" if r.get("speedup_eager") else ""
+        if r.get("winner"):
+            out.append(f"{r['task']}: winner {r['winner']}{sp}")
+        elif r.get("delivered", "eager") == "eager":
+            out.append(f"{r['task']}: no candidate beat eager; best/{r['task']}.py is the task's own model")
+        else:
+            out.append(f"{r['task']}: winner the baseline {r['delivered']}{sp}")
+    return out
+
+
 @app.command("replay")
 def replay_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory."),
     device: str = typer.Option("auto", help="Device to re-evaluate on: auto (the first CUDA device when there is one), cpu, cuda or cuda:N."),
     only_best: bool = typer.Option(False, help="Only each task's best solution."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the table as one JSON object."),
 ) -> None:
     """Re-evaluate a run's stored candidates on this hardware and print the same table."""
     from pike.commands.replay import replay
 
     if not (run_dir / "run.db").exists():
         fail(f"{run_dir}: not a run directory (no run.db)")
-    from pike.evaluate.devices import resolve_device
-
-    device, _ = resolve_device(device)
+    device, _ = usable_device(device)
     doc = asyncio.run(replay(run_dir, device, only_best=only_best))
     if as_json:
         print(json.dumps(doc))
@@ -164,7 +218,7 @@ def replay_cmd(
 
 
 @app.command("presets")
-def presets_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+def presets_cmd(as_json: bool = typer.Option(False, "--json", help="Print the presets and their knobs as one JSON object.")) -> None:
     """The named strategy presets and their knobs."""
     from pike.config import PRESET_NOTES, PRESETS
 

@@ -59,3 +59,26 @@ def resolve_device(spec: str | None) -> tuple[str, str]:
     if n <= 0:
         return "cpu", "auto: no CUDA device visible"
     return "cuda", f"auto: the first of {n} visible CUDA device{'s' if n > 1 else ''}"
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``device`` (cpu, cuda, cuda:N) cannot run here, in one line; None when it can. Checked before
+    a run starts: otherwise the first sign is a failed probe deep in the evaluation pool."""
+    if device == "cpu":
+        return None
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        return f"device {device!r}: expected auto, cpu, cuda or cuda:N"
+    import torch
+
+    if not torch.backends.cuda.is_built():
+        return f"device {device!r}: this torch build has no CUDA (torch {torch.__version__}): use --device cpu (or auto)"
+    try:
+        n = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - a broken driver reads as no GPU
+        n = 0
+    if n <= 0:
+        return f"device {device!r}: no CUDA device is visible (driver, CUDA_VISIBLE_DEVICES): use --device cpu (or auto)"
+    if index and int(index) >= n:
+        return f"device {device!r}: only {n} CUDA device{'s' if n > 1 else ''} visible (cuda:0{f' to cuda:{n - 1}' if n > 1 else ''})"
+    return None

@@ -95,7 +95,7 @@ class PriceTable:
         if required:
             raise ConfigError(
                 f"no price for model {model!r}: a USD budget needs one. Add a row "
-                f"'{model},<input USD/Mtok>,<output USD/Mtok>' to a price override CSV."
+                f"'{model},<input USD/Mtok>,<output USD/Mtok>' to a CSV and pass it: --set llm.prices_file=FILE."
             )
         self.unpriced.add(model)
         return 0.0, 0.0

@@ -9,6 +9,7 @@ torch.compile and writes ``best/<task>.py``.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from pike.evaluate.baselines import baseline_source, compile_modes
 from pike.evaluate.evaluator import EvalConfig
 from pike.evaluate.gpu_activity import KernelActivity
 from pike.evaluate.pool import EvalPool, default_devices
+from pike.llm.base import ConfigError
 from pike.llm.budget import Budget
 from pike.search.output import finalize_task, retime_timeout
 from pike.search.strategies import make_strategy
@@ -85,8 +87,12 @@ class Engine:
         check_config(cfg)  # before anything is written
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.run_dir / "run.db")
+        existed, fresh = self.run_dir.exists(), not (self.run_dir / "run.db").exists()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.store = Store(self.run_dir / "run.db")
+        except (OSError, sqlite3.Error) as e:
+            raise ConfigError(f"{self.run_dir}: cannot write the run directory there ({getattr(e, 'strerror', None) or e})") from None
         self.events = list(events or [])
         self.clients: dict = {}
         self.usd_budget: Budget | None = None
@@ -98,16 +104,25 @@ class Engine:
         self.pool_history: list = []  # cumulative slot seconds at each pool record
         self.searching = 0  # tasks past their start-up (references and baselines)
         self.deadline: float | None = None  # set when the run starts (search.time_limit_min)
-        if not resume:
-            self.store.set_meta("config", cfg.to_dict())
-            (self.run_dir / "config.toml").write_text(config_mod.dumps(cfg))
+        stored = self.store.get_meta("config") if resume else None
+        saved = cfg
         if cfg.llm.concurrency <= 0:  # the saved config keeps "auto": a resume elsewhere re-sizes it
             self.cfg = cfg = replace(cfg, llm=replace(cfg.llm, concurrency=auto_concurrency(cfg)))
-        self._setup_llm()
+        try:
+            # A resume that names another price table freezes it instead of the run's first one.
+            self._setup_llm(new_prices=stored is not None and (stored.get("llm") or {}).get("prices_file") != cfg.llm.prices_file)
+        except BaseException:
+            if fresh and not resume:  # a start that fails leaves nothing behind to block the corrected command
+                self.store.close()
+                discard_run(self.run_dir, remove_dir=not existed)
+            raise
+        # Written once the start is sure; a resume records what it changed (model, budgets, ...).
+        self.store.set_meta("config", saved.to_dict())
+        (self.run_dir / "config.toml").write_text(config_mod.dumps(saved))
 
     # ------------------------------------------------------------ set-up
 
-    def _setup_llm(self) -> None:
+    def _setup_llm(self, new_prices: bool = False) -> None:
         """LLM clients per role; keys are checked here, before any work starts."""
         llm = self.cfg.llm
         if self.cfg.search.strategy in ("offline", "replay") or not llm.model:
@@ -116,10 +131,8 @@ class Engine:
         from pike.llm.pricing import PriceTable
         from pike.llm.providers import make_provider
 
-        frozen = self.store.get_meta("prices")
+        frozen = None if new_prices else self.store.get_meta("prices")
         prices = PriceTable.from_snapshot(frozen) if frozen else PriceTable.load(Path(llm.prices_file) if llm.prices_file else None)
-        if not frozen:
-            self.store.set_meta("prices", prices.snapshot())
         _, spent_usd = self.store.spent()
         self.usd_budget = Budget(max_usd=self.cfg.search.max_usd, spent_usd=spent_usd) if self.cfg.search.max_usd is not None else None
         # The clients' own budget is unlimited: each query is charged to its task's budget and the
@@ -133,6 +146,8 @@ class Engine:
                     max_tokens=llm.max_tokens, temperature=llm.temperature,
                 )
             self.clients[role] = made[model]
+        if not frozen:  # once every client could be made
+            self.store.set_meta("prices", prices.snapshot())
 
     # ------------------------------------------------------------ running
 
@@ -310,6 +325,35 @@ def run_to_end(engine: Engine, tasks: list[Task], console) -> dict:
         engine.close()
     (engine.run_dir / "summary.json").write_text(json.dumps(doc, indent=1))
     return doc
+
+
+RUN_FILES = ("run.db", "run.db-wal", "run.db-shm", "config.toml")
+
+
+def run_started(run_dir: Path) -> bool:
+    """Whether a run directory's run got as far as its tasks. One that did not (its start failed, or
+    it stopped before its first task) holds nothing worth resuming: a new command may reuse it."""
+    if not (Path(run_dir) / "run.db").exists():
+        return False
+    store = Store(Path(run_dir) / "run.db")
+    try:
+        return bool(store.tasks())
+    finally:
+        store.close()
+
+
+def discard_run(run_dir: Path, remove_dir: bool = False) -> None:
+    """Removes the files of a run that never started (and its directory, when it made it and it is
+    empty then)."""
+    if not Path(run_dir).is_dir():
+        return
+    for name in RUN_FILES:
+        (Path(run_dir) / name).unlink(missing_ok=True)
+    if remove_dir:
+        try:
+            Path(run_dir).rmdir()
+        except OSError:
+            pass
 
 
 def stored_tasks(run_dir: Path) -> list[Task]:

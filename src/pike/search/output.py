@@ -18,6 +18,7 @@ from pike.evaluate.devices import driver_version
 from pike.evaluate.static import lowered_precision
 from pike.evaluate import stats
 from pike.search import select
+from pike.search.progress import candidate_text
 from pike.store import Store
 
 
@@ -302,6 +303,8 @@ def summary_row(store: Store, task_id: int) -> dict:
         "best_compile_ms": compile_ms.get(best_mode) if best_mode else None,
         "best_ms": best, "fallback": final.get("fallback", True),
         "delivered": final.get("delivered") or ("eager" if final.get("fallback", True) else f"solution:{final.get('best_solution')}"),
+        # What best/ holds, named: the candidate (id, idea or variant, parent, phase) or the baseline.
+        "winner": next((candidate_text(s) for s in sols if s.id == final.get("best_solution")), None) if not final.get("fallback", True) else None,
         "speedup_eager": (eager / best) if eager and best else None,
         "speedup_compile": (default / best) if default and best else None,
         "speedup_best_compile": (compile_ms[best_mode] / best) if best_mode and best else None,

@@ -21,6 +21,7 @@ from pike.evaluate.result import EvalResult
 from pike.llm.budget import Budget, BudgetExhausted, BudgetGroup
 from pike.llm.base import LLMError
 from pike.search import select
+from pike.search.progress import candidate_text
 from pike.store import Solution, Store, StoreRecorder
 from pike.task import Task
 
@@ -184,7 +185,8 @@ class TaskRun:
             if left < self.cfg.eval.timeout_s:
                 cut_at = max(left, 1.0)
         # The progress display names what is being evaluated and for how long (a compile: minutes).
-        self.notify("evaluating", solution=sid, label=sol.idea if sol.origin == "offline" else f"{sol.origin} #{sid}")
+        self.notify("evaluating", solution=sid, label=sol.idea if sol.origin == "offline" else f"{sol.origin} #{sid}",
+                    candidate=candidate_text(sol))
         result = await self.pool.evaluate(self.task, sol.code, trusted=trusted, eager_ms=self.eager_ms, timeout_s=cut_at)
         if cut_at is not None and result.status == "timeout" and self.out_of_time:
             self.notify("cut", solution=sid)
@@ -237,6 +239,7 @@ class TaskRun:
         reply, exchange = None, None
         for again in range(2 if self.cfg.search.reask else 1):
             asker = self._asker(role, **meta, **({"reask_of": exchange} if again else {}))
+            self.notify("asking", role=role)  # the progress log says when the search waits for replies
             try:
                 reply = await (reask(asker, reply, n=n) if again else first(asker))
             except BudgetExhausted:
@@ -244,6 +247,8 @@ class TaskRun:
             except LLMError as e:
                 self.notify("llm_error", role=role, error=str(e))
                 break
+            finally:
+                self.notify("answered", role=role)
             exchange = asker.recorder.last_id
             if reply.ok:
                 break
