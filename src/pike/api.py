@@ -45,7 +45,7 @@ class Result:
 
 
 def optimize(model: torch.nn.Module, example_inputs, *, device: str = "auto", llm: str | None = None,
-             budget: int | None = None, time_limit: float | None = None, out: str | Path | None = None,
+             budget: int | None = None, time_limit: float | str | None = None, out: str | Path | None = None,
              strategy: str | None = None, config: str | Path | None = None, resume: bool = False,
              progress: bool = True, **settings) -> Result:
     """Search for a faster, verified version of ``model`` (a live module with its weights).
@@ -53,7 +53,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, device: str = "auto", ll
     ``example_inputs``: the inputs of one ``model(*inputs)`` call (a tensor or a tuple), or an
     importable function returning them. ``device``: auto (the first CUDA device when there is one),
     cpu, cuda or cuda:N. ``llm``: as ``--llm`` (none: the offline portfolio). ``budget``: LLM queries.
-    ``time_limit``: minutes. ``out``: the run directory (default ``runs/<Class>-<time>``);
+    ``time_limit``: minutes, or text such as ``"90s"``, ``"2h"``. ``out``: the run directory (default ``runs/<Class>-<time>``);
     ``resume=True`` continues the run in ``out`` (after a kill or a time limit) with the model as it
     was saved by the first call and that call's settings.
     ``settings``: any config key, as ``trials=3``, ``search__num_branches=4`` or
@@ -123,9 +123,8 @@ def _run(engine, task, model: torch.nn.Module, device_text: str, progress: bool)
     return Result(module=module, summary=row, run_dir=engine.run_dir, best_file=best)
 
 
-def _resume(model: torch.nn.Module, out, time_limit: float | None, progress: bool) -> Result:
-    from dataclasses import replace
-
+def _resume(model: torch.nn.Module, out, time_limit: float | str | None, progress: bool) -> Result:
+    from pike.config import apply_values
     from pike.search.engine import Engine, resume_config, stored_tasks
 
     run_dir = Path(out) if out is not None else None
@@ -133,7 +132,10 @@ def _resume(model: torch.nn.Module, out, time_limit: float | None, progress: boo
         raise PikeError(f"resume=True needs out= naming a run directory (got {out})")
     cfg = resume_config(run_dir)
     if time_limit is not None:
-        cfg = replace(cfg, search=replace(cfg.search, time_limit_min=time_limit))
+        try:
+            cfg = apply_values(cfg, {"search.time_limit_min": time_limit})
+        except ValueError as e:
+            raise PikeError(str(e)) from None
     tasks = stored_tasks(run_dir)
     live = [t for t in tasks if f"PIKE_LIVE_MODEL = {qualified_name(model)!r}" in t.source]
     if len(tasks) != 1 or not live:

@@ -35,7 +35,7 @@ DEBUG = False  # pike --debug: tracebacks of the task's own code with its errors
 
 def fail(msg: str, code: int = exit_codes.USAGE, detail: str = "") -> None:
     """One clear line (and ``detail``, a traceback, with --debug)."""
-    err_console.print(f"[bold red]error:[/] {msg}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)  # one line, whatever the width
     if detail:
         if DEBUG:
             err_console.print(detail, highlight=False, markup=False)
