@@ -210,8 +210,10 @@ def test_nothing_ran_then_resume_changes_only_what_it_may(tmp_path):
     line = one_error_line(p)
     assert p.returncode == exit_codes.USAGE
     assert "--strategy, --device, --set eval.trials cannot change" in line and "--llm, --fix-model, --budget" in line
-    p = pike("optimize", "--resume", out, "--budget", "lots")
-    assert p.returncode == exit_codes.USAGE and "--budget (search.budget): expected a whole number" in one_error_line(p)
+    p = pike("optimize", "--resume", out, "--time-limit", "soon")
+    assert p.returncode == exit_codes.USAGE and "--time-limit (search.time_limit_min): expected a duration" in one_error_line(p)
+    p = pike("optimize", "--resume", out, "--budget", "lots")  # refused by the option's own type
+    assert p.returncode == exit_codes.USAGE and "Invalid value for '--budget'" in p.stderr and "Traceback" not in p.stderr
     # What it may change is used and recorded.
     p = pike("optimize", "--resume", out, "--budget", "5", "--time-limit", "2h", "--set", "llm.concurrency=3",
              env={"PIKE_CACHE_DIR": str(tmp_path / "cache")})
@@ -220,6 +222,7 @@ def test_nothing_ran_then_resume_changes_only_what_it_may(tmp_path):
     assert (saved.search.budget, saved.search.time_limit_min, saved.llm.concurrency) == (5, 120.0, 3)
 
 
+@pytest.mark.slow
 def test_some_failed_winner_named_and_80_columns(tmp_path):
     tasks = tmp_path / "tasks"
     tasks.mkdir()
@@ -247,6 +250,7 @@ def test_some_failed_winner_named_and_80_columns(tmp_path):
     assert "ln_mlp: evaluated #1 variant eager: ok" in p.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_the_resume_command(tmp_path):
     out = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "pike", "optimize", str(TASK), "--out", str(out)], stdout=subprocess.PIPE,
