@@ -43,15 +43,10 @@ def auto_concurrency(cfg: RunConfig) -> int:
 
 
 def check_config(cfg: RunConfig) -> None:
-    """Settings that would otherwise fail only after the search (ValueError, with what is allowed)."""
+    """Settings that would otherwise fail only after the search (ValueError, with what is allowed), beyond
+    the schema's own checks of each value (pike.config): the compile modes the device has."""
     final_compile_modes(cfg)
-    if cfg.search.time_limit_min is not None and cfg.search.time_limit_min <= 0:
-        raise ValueError(f"search.time_limit_min must be positive (minutes), not {cfg.search.time_limit_min}")
-    if cfg.search.offline_combos not in ("promising", "all"):
-        raise ValueError(f"search.offline_combos must be 'promising' or 'all', not {cfg.search.offline_combos!r}")
     eval_config(cfg)  # its own checks (eval.comparator, eval.init_on)
-    if cfg.eval.lanes < 1:
-        raise ValueError(f"eval.lanes must be at least 1 (evaluation processes per device), not {cfg.eval.lanes}")
 
 
 def final_compile_modes(cfg: RunConfig) -> tuple[str, ...]:
