@@ -268,3 +268,32 @@ def test_ctrl_c_prints_the_resume_command(tmp_path):
     assert proc.returncode == exit_codes.INTERRUPTED, err[-3000:]
     assert f"continue with `pike optimize --resume {out}`" in err and "Traceback" not in err
     assert (out / "run.db").exists()
+
+
+def _row(task, **kw):
+    row = dict(task=task, status="done", error=None, queries=0, usd=0.0, eager_ms=2.0, compile_ms=1.5, best_ms=1.0, fallback=False,
+               delivered="solution:7", speedup_eager=2.0, speedup_compile=1.5, speedup_best_compile=1.5, best_compile_mode="default",
+               speedup_eager_ci=[1.9, 2.1], speedup_compile_ci=[1.4, 1.6], speedup_best_compile_ci=[1.4, 1.6], winner=None)
+    return {**row, **kw}
+
+
+def test_final_table_names_winners_and_keeps_tracebacks_for_debug(capsys, monkeypatch):
+    from pike.commands import common
+    from pike.commands.search import print_table
+
+    doc = {"rows": [
+        _row("a", winner="#7 (coa, phase 2, from #3): fuse the norm"),
+        _row("b", fallback=True, delivered="eager", winner=None, best_ms=2.0, speedup_eager=1.0),
+        _row("c", fallback=True, delivered="compile:default", winner=None, best_ms=1.5, speedup_eager=1.33),
+        _row("d", status="error", error="RuntimeError: pool lost\nTraceback (most recent call last):\n  File ..."),
+    ], "geomean_eager": 1.4}
+    print_table(doc, title="t")
+    out = capsys.readouterr().out
+    assert "a: winner #7 (coa, phase 2, from #3): fuse the norm, 2.00x vs eager" in out
+    assert "b: no candidate beat eager; best/b.py is the task's own model" in out
+    assert "c: winner the baseline compile:default, 1.33x vs eager" in out
+    assert "d: RuntimeError: pool lost (pike --debug ... shows the traceback)" in out and "Traceback" not in out
+    assert "[lo-hi]: 95% interval" in out  # notes are text, not markup
+    monkeypatch.setattr(common, "DEBUG", True)
+    print_table(doc, title="t")
+    assert "Traceback (most recent call last)" in capsys.readouterr().out

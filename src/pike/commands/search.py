@@ -11,8 +11,9 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from pike.commands import exit_codes
+from pike.commands import common, exit_codes
 from pike.commands.common import console, err_console, fail, load_tasks, resolve_size, sandbox_text, usable_device, writable_dir
 from pike.config import RESUMABLE
 
@@ -87,6 +88,8 @@ def optimize_cmd(
             fail(f"--resume keeps the run's settings: {', '.join(fixed)} cannot change (a resume may change {RESUME_FLAGS})")
         try:
             cfg = cfgmod.apply_overrides(resume_config(resume), overrides)
+        except FileNotFoundError as e:
+            fail(f"{e}: start it again without --resume")
         except ValueError as e:
             bad(e)
         device_how = "as the run started"
@@ -178,7 +181,10 @@ def print_table(doc: dict, title: str) -> None:
         console.print(line, highlight=False, markup=False)  # "[lo-hi]" is text, not markup
     for line in errors(doc):
         task, _, error = line.partition(": ")
-        console.print(f"[red]{task}:[/] {error}", highlight=False)
+        lines = error.strip().splitlines() or [""]
+        if len(lines) > 1 and not common.DEBUG:  # an unexpected error carries its traceback: shown with --debug
+            error = f"{lines[0]} (pike --debug ... shows the traceback)"
+        console.print(Text.assemble((f"{task}:", "red"), " ", error), highlight=False)
 
 
 def winner_lines(doc: dict) -> list[str]:

@@ -215,7 +215,8 @@ class Evaluator:
             out = self.run_job(ProbeJob(device=self.job_device, bandwidth=self.config.device_type == "cuda"), d, timeout=120)
             self.cleanup(d)
             if not out.result or out.result.get("status") != "ok":
-                raise RuntimeError(f"probing {self.config.device} failed ({out.describe_exit()}):\n{out.log_tail}")
+                said = out.log_tail.strip() or (f"its result: {out.result}" if out.result else "it wrote nothing")
+                raise RuntimeError(f"probing {self.config.device} failed ({out.describe_exit()}): {said}")
             self._info = {**out.result["info"], "sandbox": self.sandbox_info()}
         return self._info
 
