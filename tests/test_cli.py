@@ -297,3 +297,35 @@ def test_final_table_names_winners_and_keeps_tracebacks_for_debug(capsys, monkey
     monkeypatch.setattr(common, "DEBUG", True)
     print_table(doc, title="t")
     assert "Traceback (most recent call last)" in capsys.readouterr().out
+
+
+def test_a_resume_uses_and_records_the_settings_it_may_change(tmp_path, monkeypatch):
+    """The engine side of `--resume --llm/--set llm.prices_file/--budget`: the new model's client, the
+    new price table frozen in the store, the changed config recorded; a failed resume keeps the run."""
+    from pike.llm.base import ConfigError
+    from pike.search.engine import Engine, resume_config
+    from pike.store import Store
+
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("model,input_per_mtok,output_per_mtok\nlocal/first@*,1.0,2.0\n")
+    second.write_text("model,input_per_mtok,output_per_mtok\nlocal/second@*,3.0,4.0\n")
+    run = tmp_path / "run"
+    cfg = cfgmod.apply_overrides(cfgmod.load(strategy="pike-b"), [
+        "eval.device=cpu", "llm.model=local/first@http://127.0.0.1:9/v1", f"llm.prices_file={first}", "search.max_usd=1"])
+    Engine(cfg, run).close()
+    Store(run / "run.db").add_task("t", "t.py", None, "source", "key")  # the run got as far as a task
+    again = cfgmod.apply_overrides(resume_config(run), [
+        "llm.model=local/second@http://127.0.0.1:9/v1", f"llm.prices_file={second}", "search.budget=42"])
+    engine = Engine(again, run, resume=True)
+    assert engine.clients["coa"].model == "local/second@http://127.0.0.1:9/v1"
+    engine.close()
+    store = Store(run / "run.db")
+    assert ["local/second@*", 3.0, 4.0] in store.get_meta("prices")["rows"]
+    saved = resume_config(run)
+    assert saved.llm.model.startswith("local/second") and saved.search.budget == 42
+    # A resume whose new model has no price under a USD budget fails, and the run stays as it was.
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    bad = cfgmod.apply_overrides(saved, ["llm.model=openai/no-such-model"])
+    with pytest.raises(ConfigError, match="no price for model"):
+        Engine(bad, run, resume=True)
+    assert (run / "run.db").exists() and resume_config(run).llm.model.startswith("local/second")
