@@ -192,6 +192,7 @@ def test_unwritable_out_and_html_are_one_line(tmp_path):
 # ---------------------------------------------------------------- exit codes, failed starts, --resume
 
 
+@pytest.mark.slow
 def test_nothing_ran_then_resume_changes_only_what_it_may(tmp_path):
     bad = tmp_path / "bad_init.py"
     bad.write_text(BAD_INIT)
