@@ -227,6 +227,7 @@ class Engine:
             # variant is the same program, and compiling it before the search once took a recurrent
             # task's whole time limit (rwkv_time_mix: 165 s, 2026-11-22). Nor for a replay: no prompts.
             if self.cfg.search.parent_speedups and self.cfg.search.strategy not in ("offline", "replay"):
+                run.notify("preparing", text="torch.compile baseline and side-by-side timing, for the prompts")
                 comp = await pool.baseline(task, "default")
                 run.compile_ms = comp.runtime_ms if comp.ok else None
                 if comp.ok:
