@@ -330,3 +330,15 @@ def test_a_resume_uses_and_records_the_settings_it_may_change(tmp_path, monkeypa
     with pytest.raises(ConfigError, match="no price for model"):
         Engine(bad, run, resume=True)
     assert (run / "run.db").exists() and resume_config(run).llm.model.startswith("local/second")
+
+
+def test_a_failed_api_start_leaves_no_run_directory(tmp_path):
+    import pike as pkg
+
+    out = tmp_path / "r"
+    with pytest.raises(pkg.PikeError, match="cannot tell the provider of model 'nonsense'"):
+        pkg.optimize(torch.nn.Linear(4, 4), torch.randn(2, 4), llm="nonsense", out=out, device="cpu", progress=False)
+    assert not out.exists()
+    with pytest.raises(pkg.PikeError, match="search.time_limit_min: expected a duration"):
+        pkg.optimize(torch.nn.Linear(4, 4), torch.randn(2, 4), time_limit="soon", out=out, device="cpu", progress=False)
+    assert not out.exists()
