@@ -27,6 +27,13 @@ class LLMConfig:
     timeout_s: float = 600.0
     max_retries: int = 4
     prices_file: str | None = None  # CSV overriding the packaged price table
+    # Batch rounds (pike.llm.rounds): the queries open at one moment go out together, at the batch
+    # price (prices x batch_discount). batch: through the provider's batch API (openai/ models);
+    # batch_dir: as files (`--llm batch:DIR`) that another machine answers, the run stopping between rounds.
+    batch: bool = False
+    batch_dir: str | None = None
+    batch_discount: float = 0.5  # OpenAI, Anthropic and Gemini batch APIs: half the list price
+    batch_poll_s: float = 10.0  # first wait before asking a provider about a batch; doubles up to 10 min
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from pike.commands.common import console, err_console, fail, load_tasks, resolve_size, sandbox_text
+from pike.commands.common import EXIT_BATCH_ROUND, console, err_console, fail, load_tasks, resolve_size, sandbox_text
 
 app = typer.Typer()
 
@@ -23,7 +23,8 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "suites" / "examples" / "gate
 def optimize_cmd(
     target: Optional[str] = typer.Argument(None, help="Task file, directory of tasks, built-in task name or 'builtin' (default: the shipped example)."),
     strategy: Optional[str] = typer.Option(None, help="Preset (see `pike presets`); default: offline without --llm, pike-b-plus with it."),
-    llm: Optional[str] = typer.Option(None, "--llm", help="Model: openai/..., gemini/..., anthropic/..., openrouter/..., local/<model>@<url>, cmd:<shell>."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="Model: openai/..., gemini/..., anthropic/..., openrouter/..., local/<model>@<url>, cmd:<shell>;"
+                                       " or batch:DIR for file rounds (the model for prices: --set llm.model=...; see README)."),
     fix_model: Optional[str] = typer.Option(None, help="A different (cheaper) model for the error-fixing agent."),
     budget: Optional[int] = typer.Option(None, help="LLM queries per task (fixes count)."),
     max_usd: Optional[float] = typer.Option(None, help="USD budget for the whole run."),
@@ -62,7 +63,9 @@ def optimize_cmd(
         try:
             cfg = cfgmod.load(config, strategy=strategy)
             overrides = list(set_)
-            if llm:
+            if llm and llm.startswith("batch:"):
+                overrides.append(f"llm.batch_dir={llm.removeprefix('batch:').strip() or 'batch'}")
+            elif llm:
                 overrides.append(f"llm.model={llm}")
             if fix_model:
                 overrides.append(f"llm.fix_model={fix_model}")
@@ -88,6 +91,8 @@ def optimize_cmd(
         except ValueError as e:
             fail(str(e))
         cfg, device_how = cfgmod.resolve_device(cfg)
+        if cfg.llm.batch_dir and not cfg.llm.model:
+            fail("--llm batch:DIR writes requests for a model: name it with --set llm.model=PROVIDER/MODEL (it sets their model and prices)")
         if not cfg.llm.model and cfg.search.strategy != "offline":
             if strategy or (config and "strategy" in config.read_text()):
                 fail(f"strategy {cfg.search.strategy!r} needs an LLM: pass --llm MODEL (or use --strategy offline)")
@@ -104,6 +109,8 @@ def optimize_cmd(
         run_dir = out or Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         if (run_dir / "run.db").exists():
             fail(f"{run_dir} already holds a run: use --resume {run_dir} or another --out")
+        if cfg.llm.batch_dir:
+            cfg = replace(cfg, llm=replace(cfg.llm, batch_dir=batch_dir_setting(cfg.llm.batch_dir, run_dir)))
     try:
         check_config(cfg)  # before the Engine makes the run directory
     except ValueError as e:
@@ -115,12 +122,42 @@ def optimize_cmd(
     device_text = cfg.eval.device + (f" ({device_how})" if device_how else "")
     err_console.print(f"run directory: {run_dir}  strategy: {cfg.search.strategy}  device: {device_text}  tasks: {len(tasks)}", highlight=False)
     err_console.print(f"sandbox: {sandbox_text(eval_config(cfg))}", highlight=False)
-    doc = run_to_end(engine, tasks, err_console)
+    from pike.llm.rounds import RoundDeferred
+
+    try:
+        doc = run_to_end(engine, tasks, err_console)
+    except RoundDeferred as r:
+        print_round_steps(r, run_dir)
+        raise typer.Exit(EXIT_BATCH_ROUND) from None
     if as_json:
         print(json.dumps(doc))
     else:
         print_table(doc, title=f"{cfg.search.strategy} on {cfg.eval.device}")
         console.print(f"best solutions: {run_dir / 'best'}", highlight=False)
+
+
+def batch_dir_setting(given: str, run_dir: Path) -> str:
+    """``llm.batch_dir`` as stored: relative to the run directory when inside it (a moved run takes
+    its rounds along), else absolute. ``given`` is relative to the working directory; "batch" (the
+    default of a bare ``batch:``) means RUN_DIR/batch."""
+    if given == "batch":
+        return given
+    path = Path(given).resolve()
+    try:
+        return str(path.relative_to(run_dir.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def print_round_steps(r, run_dir: Path) -> None:
+    """What to do with a file round the run stopped at."""
+    err_console.print(
+        f"[bold]batch round {r.round_n}[/]: {r.count} requests in {r.requests} (OpenAI batch input format).\n"
+        f"  1. Send them to the model, e.g. as an OpenAI batch (`openai api files.create` with purpose batch, then a batch"
+        f" on /v1/chat/completions), or any tool that answers chat-completion requests.\n"
+        f"  2. Put the replies, in the OpenAI batch output format (one line per custom_id), in {r.responses}\n"
+        f"  3. Run: pike optimize --resume {run_dir}\n"
+        f"(exit code {EXIT_BATCH_ROUND}: the run waits for this round's replies)", highlight=False)
 
 
 def print_table(doc: dict, title: str) -> None:
