@@ -292,3 +292,16 @@ def test_provider_batch_two_rounds_and_a_kill_between_submit_and_collect(tmp_pat
     assert ex == [(0, "done", 1)] * 3 + [(1, "done", 2)] * 3
     assert [r[0] for r in con.execute("SELECT ref FROM rounds ORDER BY n")] == ["batch_1", "batch_2"]
     assert json.loads(p.stdout)["usd"] == pytest.approx(6 * (800 * 1.0 + 300 * 4.0) / 1e6 * 0.5)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--llm", "batch:rounds"], "name it with --set llm.model=PROVIDER/MODEL"),
+    (["--llm", MODEL, "--set", "llm.batch=true", "--set", "llm.batch_dir=x"], "exclude each other"),
+    (["--llm", MODEL, "--set", "llm.batch=true", "--set", "llm.batch_discount=0"], "llm.batch_discount must be in (0, 1]"),
+    (["--llm", "local/m@http://127.0.0.1:9/v1", "--set", "llm.batch=true"], "any model can go through file rounds"),
+])
+def test_bad_batch_settings_are_one_line_errors(tmp_path, args, message):
+    p = subprocess.run(pike_cmd(str(TASK), "--out", str(tmp_path / "r"), *args), capture_output=True, text=True,
+                       timeout=120, env=run_env(tmp_path, "cache", OPENAI_API_KEY="test-key"))
+    assert p.returncode == 2 and message in p.stderr, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr

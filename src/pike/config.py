@@ -196,6 +196,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
+# What batch rounds (llm.batch, --llm batch:DIR; pike.llm.rounds) change in each kind of strategy.
+BATCH_NOTE_B = "; batch rounds: a phase's queries (every task's) go out as one round, its fixes as the next ones"
+BATCH_NOTE_O = ("; batch rounds: a generation of llm.concurrency iterations goes out at a time, each drawing its parent"
+                " when it starts, from the library as it stands (a slower search per round of replies)")
+
 PRESET_NOTES = {
     "pike-b": "the paper's PIKE-B: 10 branches, top-4 parents of the last phase, 5 fixes, IBA",
     "pike-b-no-efa": "PIKE-B without the error-fixing agent",
@@ -212,6 +217,11 @@ PRESET_NOTES = {
     "pike-o-map-elites": "PIKE-O + MAP-Elites grid: one program per (complexity, diversity) cell, 10 bins each, per island;"
                          " exploit-only like pike-o (set search.exploration for parents drawn over cells)",
 }
+for _name in PRESETS:
+    if _name.startswith("pike-b"):
+        PRESET_NOTES[_name] += BATCH_NOTE_B
+    elif _name.startswith("pike-o"):
+        PRESET_NOTES[_name] += BATCH_NOTE_O
 
 
 def preset(name: str) -> dict[str, Any]:

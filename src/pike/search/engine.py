@@ -50,6 +50,13 @@ def check_config(cfg: RunConfig) -> None:
     if cfg.search.offline_combos not in ("promising", "all"):
         raise ValueError(f"search.offline_combos must be 'promising' or 'all', not {cfg.search.offline_combos!r}")
     eval_config(cfg)  # its own checks (eval.comparator, eval.init_on)
+    llm = cfg.llm
+    if llm.batch and llm.batch_dir:
+        raise ValueError("llm.batch (the provider's batch API) and llm.batch_dir (file rounds) exclude each other: choose one")
+    if not 0 < llm.batch_discount <= 1:
+        raise ValueError(f"llm.batch_discount must be in (0, 1] (the fraction of list prices a batch costs), not {llm.batch_discount}")
+    if llm.batch_poll_s <= 0:
+        raise ValueError(f"llm.batch_poll_s must be positive (seconds), not {llm.batch_poll_s}")
     if cfg.eval.lanes < 1:
         raise ValueError(f"eval.lanes must be at least 1 (evaluation processes per device), not {cfg.eval.lanes}")
 
