@@ -305,3 +305,65 @@ def test_bad_batch_settings_are_one_line_errors(tmp_path, args, message):
                        timeout=120, env=run_env(tmp_path, "cache", OPENAI_API_KEY="test-key"))
     assert p.returncode == 2 and message in p.stderr, p.stderr[-2000:]
     assert "Traceback" not in p.stderr
+
+
+@pytest.mark.slow
+def test_pike_o_file_rounds_are_generations_and_resume_their_iterations(tmp_path, prices):
+    """PIKE-O is not phase-synchronous: a round is a generation of llm.concurrency iterations, and the
+    iterations a round holds are resumed with their parents when its replies come."""
+    out = tmp_path / "run"
+    args = [str(TASK), "--out", str(out), "--strategy", "pike-o", "--budget", "6", "--llm", "batch:", "--set", f"llm.model={MODEL}",
+            "--set", f"llm.prices_file={prices}", "--set", "llm.concurrency=3", "--set", "search.max_fix_attempts=0",
+            "--set", "search.retime_top=0"]
+    env = run_env(tmp_path, "cache")
+    p = subprocess.run(pike_cmd(*args), capture_output=True, text=True, env=env, timeout=600)
+    for n in (1, 2):
+        assert p.returncode == 75, p.stderr[-3000:]
+        requests = out / "batch" / f"round-{n}.requests.jsonl"
+        assert len(requests.read_text().splitlines()) == 3  # one generation
+        answer(requests, out / "batch" / f"round-{n}.responses.jsonl")
+        p = subprocess.run(pike_cmd("--resume", str(out), "--json"), capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    con = sqlite3.connect(out / "run.db")
+    ex = con.execute("SELECT phase, status, batch_round, solution_id FROM exchanges ORDER BY id").fetchall()
+    assert [(e[0], e[1], e[2]) for e in ex] == [(i, "done", 1 + i // 3) for i in range(6)]
+    sols = {r[0]: r for r in con.execute("SELECT id, phase, parent_id, status FROM solutions WHERE origin = 'coa'")}
+    assert sorted(s[1] for s in sols.values()) == list(range(6)) and all(e[3] in sols for e in ex)
+    # The second generation's parents were drawn from the first's correct children (exploit-only: the archive).
+    first = {sid for sid, s in sols.items() if s[1] < 3 and s[3] == "ok"}
+    assert first and {s[2] for s in sols.values() if s[1] >= 3} <= first | {None}
+
+
+def test_a_round_waits_until_nothing_is_evaluating(tmp_path):
+    """Queries made while evaluations run (other tasks, other branches) join the same round."""
+    busy = [1]
+
+    class Recording:
+        mode = "test"
+        sent: list[list[str]] = []
+
+        async def submit(self, n, lines):
+            self.sent.append([x["custom_id"] for x in lines])
+            return f"ref-{n}"
+
+        async def collect(self, n, ref, status):
+            return {cid: reply for cid, reply in answers.items()}
+
+    from pike.llm.base import Completion
+
+    answers = {f"exchange-{i}": Completion(f"r{i}", 1, 1, 0.0, 0.0, MODEL, "stop") for i in range(1, 4)}
+    setup = Setup(tmp_path, Recording())
+    setup.rounds.busy = lambda: busy[0]
+
+    async def go():
+        first = asyncio.ensure_future(setup.ask(0))
+        await asyncio.sleep(0.1)  # 10 settle periods: held, an evaluation is running
+        later = [asyncio.ensure_future(setup.ask(i)) for i in (1, 2)]
+        await asyncio.sleep(0.05)
+        assert Recording.sent == []
+        busy[0] = 0
+        return await asyncio.gather(first, *later)
+
+    got = asyncio.run(go())
+    assert [g.text for g in got] == ["r1", "r2", "r3"]
+    assert Recording.sent == [["exchange-1", "exchange-2", "exchange-3"]]

@@ -153,8 +153,8 @@ def print_round_steps(r, run_dir: Path) -> None:
     """What to do with a file round the run stopped at."""
     err_console.print(
         f"[bold]batch round {r.round_n}[/]: {r.count} requests in {r.requests} (OpenAI batch input format).\n"
-        f"  1. Send them to the model, e.g. as an OpenAI batch (`openai api files.create` with purpose batch, then a batch"
-        f" on /v1/chat/completions), or any tool that answers chat-completion requests.\n"
+        f"  1. Send them to the model: e.g. upload the file to the OpenAI Batch API (purpose batch, endpoint"
+        f" /v1/chat/completions) and download the batch's output file; or any tool that answers each line's body.\n"
         f"  2. Put the replies, in the OpenAI batch output format (one line per custom_id), in {r.responses}\n"
         f"  3. Run: pike optimize --resume {run_dir}\n"
         f"(exit code {EXIT_BATCH_ROUND}: the run waits for this round's replies)", highlight=False)

@@ -148,7 +148,7 @@ class Rounds:
         try:
             ref = await self.transport.submit(n, [r.line for r in batch])
         except RoundDeferred as stop:
-            self.log.set_round(n, status="written", ref=str(stop.requests), submitted=time.time())
+            self.log.set_round(n, status="written", ref=stop.requests.name, submitted=time.time())
             self.deferred = stop
             assert self.stopped is not None
             self.stopped.set()
