@@ -280,7 +280,9 @@ def test_provider_batch_two_rounds_and_a_kill_between_submit_and_collect(tmp_pat
         time.sleep(0.5)  # polled while in progress
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        assert len(server.batches) == 1, proc.stderr.read()[-3000:]
+        progress = proc.stderr.read()
+        assert len(server.batches) == 1, progress[-3000:]
+        assert "batch round 1 (3 requests): in_progress after" in progress  # the batch's state and age
         server.release_batches()
         p = subprocess.run(pike_cmd("--resume", str(out), "--json"), capture_output=True, text=True, env=env, timeout=600)
         assert p.returncode == 0, p.stderr[-3000:]
@@ -367,3 +369,30 @@ def test_a_round_waits_until_nothing_is_evaluating(tmp_path):
     got = asyncio.run(go())
     assert [g.text for g in got] == ["r1", "r2", "r3"]
     assert Recording.sent == [["exchange-1", "exchange-2", "exchange-3"]]
+
+
+@pytest.mark.slow
+def test_malformed_responses_file_is_reported_per_request(tmp_path, prices):
+    out = tmp_path / "run"
+    env = run_env(tmp_path, "cache")
+    p = subprocess.run(pike_cmd(*search_args(out, prices), "--llm", "batch:", "--set", f"llm.model={MODEL}"),
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 75, p.stderr[-3000:]
+    requests = out / "batch" / "round-1.requests.jsonl"
+    good, broken, missing = [json.loads(x)["custom_id"] for x in requests.read_text().splitlines()]
+    (out / "batch" / "round-1.responses.jsonl").write_text(
+        json.dumps(reply_line(good, fenced(FUSED), 800, 300)) + "\n"
+        + json.dumps({"custom_id": broken, "response": {"status_code": 200, "body": {"usage": {}}}}) + "\n"
+        + '{"custom_id": "exchange-9", "response": \n')
+    p = subprocess.run(pike_cmd("--resume", str(out)), capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 75, p.stderr[-3000:]  # the search went on to its next round
+    err = " ".join(p.stderr.split())  # unwrapped
+    assert f"batch round 1: malformed: round-1.responses.jsonl:2 ({broken}): reply has no choices" in err
+    assert f"batch round 1: {missing}: no reply" in err and "round-1.responses.jsonl:3: not JSON" in err
+    con = sqlite3.connect(out / "run.db")
+    rows = con.execute("SELECT custom, status, error FROM (SELECT 'exchange-' || id AS custom, status, error FROM exchanges"
+                       " WHERE batch_round = 1) ORDER BY custom").fetchall()
+    assert [(r[0], r[1]) for r in rows] == [(good, "done"), (broken, "failed"), (missing, "failed")]
+    assert broken in rows[1][2] and missing in rows[2][2]
+    # Only the good reply made a candidate in phase 0.
+    assert con.execute("SELECT COUNT(*) FROM solutions WHERE origin = 'coa' AND phase = 0").fetchone()[0] == 1
