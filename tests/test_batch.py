@@ -396,3 +396,16 @@ def test_malformed_responses_file_is_reported_per_request(tmp_path, prices):
     assert broken in rows[1][2] and missing in rows[2][2]
     # Only the good reply made a candidate in phase 0.
     assert con.execute("SELECT COUNT(*) FROM solutions WHERE origin = 'coa' AND phase = 0").fetchone()[0] == 1
+
+
+def test_a_sweep_refuses_file_rounds(tmp_path):
+    from pike.search.sweep import load_experiment
+
+    exp = tmp_path / "exp.toml"
+    exp.write_text(f'suite = "builtin"\n[base]\nllm = {{ model = "{MODEL}", batch_dir = "rounds" }}\n'
+                   '[configs.b]\nsearch = { strategy = "pike-b" }\n')
+    with pytest.raises(ValueError, match="file rounds .* a sweep cannot wait"):
+        load_experiment(exp)
+    exp.write_text(f'suite = "builtin"\n[base]\nllm = {{ model = "{MODEL}", batch = true }}\n'
+                   '[configs.b]\nsearch = { strategy = "pike-b" }\n')
+    assert load_experiment(exp).configs  # provider batches are fine in a sweep
