@@ -140,7 +140,12 @@ class Rounds:
             await asyncio.sleep(self.settle_s)
             if self._queue and self._added == seen and self.busy() == 0:
                 batch, self._queue = self._queue, []
-                await self._send_round(batch)
+                try:
+                    await self._send_round(batch)
+                except Exception as exc:  # noqa: BLE001 - a bug: surfaces in every query of the round, none hangs
+                    for r in batch:
+                        if not r.future.done():
+                            r.future.set_exception(exc)
 
     async def _send_round(self, batch: list[_Request]) -> None:
         ids = [int(r.custom_id.split("-")[1]) for r in batch]
