@@ -33,7 +33,7 @@ class LLMConfig:
     batch: bool = False
     batch_dir: str | None = None
     batch_discount: float = 0.5  # OpenAI, Anthropic and Gemini batch APIs: half the list price
-    batch_poll_s: float = 10.0  # first wait before asking a provider about a batch; doubles up to 10 min
+    batch_poll_s: float = 10.0  # wait between polls of a provider's batch: doubles each poll, up to 10 min
 
 
 @dataclass
