@@ -1,6 +1,9 @@
 """A real OpenAI chat-completions server on 127.0.0.1 with scripted replies, for tests.
 
-It also answers POST /v1/messages in the Anthropic format, from the same replies.
+It also answers POST /v1/messages in the Anthropic format, from the same replies, and the OpenAI
+batch endpoints (POST /v1/files, POST /v1/batches, GET /v1/batches/{id}, GET /v1/files/{id}/content):
+a batch is answered line by line by the same responder once ``batch_delay`` seconds have passed since
+it was created (``hold_batches()`` keeps every batch in progress until ``release_batches()``).
 
     server = FakeLLMServer(lambda req: Reply("hello", prompt_tokens=10, completion_tokens=2)).start()
     make_provider(server.model_string("m"))            # -> local/m@http://127.0.0.1:PORT/v1
@@ -88,6 +91,16 @@ class FakeLLMServer:
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.files: dict[str, bytes] = {}  # uploaded and result files by id
+        self.batches: dict[str, dict] = {}  # batch objects by id, in creation order
+        self.batch_delay = 0.0
+        self._held = False
+
+    def hold_batches(self) -> None:
+        self._held = True
+
+    def release_batches(self) -> None:
+        self._held = False
 
     # --- scripting ------------------------------------------------------------------------------
     def route(self, responder: Responder) -> None:
@@ -170,6 +183,101 @@ class FakeLLMServer:
                 self.in_flight -= 1
 
 
+    # --- the batch API (handler threads) ----------------------------------------------------------
+    def _upload(self, headers: dict, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+        import email.parser
+
+        ctype = headers.get("Content-Type") or headers.get("content-type") or ""
+        msg = email.parser.BytesParser().parsebytes(b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + raw)
+        data, purpose, name = None, "", "upload.jsonl"
+        for part in msg.get_payload() if msg.is_multipart() else []:
+            field = part.get_param("name", header="content-disposition")
+            if field == "file":
+                data, name = part.get_payload(decode=True), part.get_filename() or name
+            elif field == "purpose":
+                purpose = part.get_payload(decode=True).decode()
+        if data is None:
+            return 400, JSON, b'{"error": {"message": "no file in the upload"}}'
+        with self._lock:
+            fid = f"file-{len(self.files) + 1}"
+            self.files[fid] = data
+            self.requests.append({"path": "/v1/files", "headers": headers, "body": {"purpose": purpose, "id": fid}})
+        return 200, JSON, json.dumps(_file_object(fid, name, purpose, len(data))).encode()
+
+    def _create_batch(self, headers: dict, body: dict) -> tuple[int, dict[str, str], bytes]:
+        if body.get("input_file_id") not in self.files:
+            return 404, JSON, b'{"error": {"message": "no such input file"}}'
+        with self._lock:
+            bid = f"batch_{len(self.batches) + 1}"
+            self.batches[bid] = {
+                "id": bid, "object": "batch", "endpoint": body.get("endpoint", ""), "errors": None,
+                "input_file_id": body["input_file_id"], "completion_window": body.get("completion_window", "24h"),
+                "status": "in_progress", "output_file_id": None, "error_file_id": None, "created_at": int(time.time()),
+                "request_counts": {"total": 0, "completed": 0, "failed": 0}, "metadata": body.get("metadata"),
+                "_t0": time.monotonic(),
+            }
+            self.requests.append({"path": "/v1/batches", "headers": headers, "body": body})
+        return 200, JSON, json.dumps(_public(self.batches[bid])).encode()
+
+    def _retrieve_batch(self, bid: str) -> tuple[int, dict[str, str], bytes]:
+        batch = self.batches.get(bid)
+        if batch is None:
+            return 404, JSON, b'{"error": {"message": "no such batch"}}'
+        with self._lock:
+            due = not self._held and time.monotonic() - batch["_t0"] >= self.batch_delay
+            if batch["status"] == "in_progress" and due:
+                self._run_batch(batch)
+        return 200, JSON, json.dumps(_public(batch)).encode()
+
+    def _run_batch(self, batch: dict) -> None:
+        """Answers every line of the batch's input with the responder (under the lock)."""
+        lines = [json.loads(x) for x in self.files[batch["input_file_id"]].decode().splitlines() if x.strip()]
+        for line in lines:
+            self.requests.append({"path": "batch:" + line["url"], "headers": {}, "body": line["body"]})
+        out, errors = batch_output(lines, self.responder, self.errors)
+        for key, rows in (("output_file_id", out), ("error_file_id", errors)):
+            if rows:
+                fid = f"file-{len(self.files) + 1}"
+                self.files[fid] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                batch[key] = fid
+        batch["status"] = "completed"
+        batch["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(errors)}
+
+    def _file_content(self, fid: str) -> tuple[int, dict[str, str], bytes]:
+        if fid not in self.files:
+            return 404, JSON, b'{"error": {"message": "no such file"}}'
+        return 200, {"Content-Type": "application/octet-stream"}, self.files[fid]
+
+
+def batch_output(lines: list[dict], responder: Responder, problems: list[str] | None = None) -> tuple[list[dict], list[dict]]:
+    """Lines of the OpenAI batch input format answered by ``responder``: (output lines, error lines)
+    in the OpenAI batch output format. Also how a test answers a file round."""
+    out, errors = [], []
+    for line in lines:
+        try:
+            reply = responder(line["body"])
+        except Exception as exc:  # noqa: BLE001
+            if problems is not None:
+                problems.append(repr(exc))
+            errors.append({"id": f"req_{len(errors)}", "custom_id": line["custom_id"], "response": None,
+                           "error": {"code": "server_error", "message": repr(exc)}})
+            continue
+        reply = Reply(reply) if isinstance(reply, str) else reply
+        body = json.loads(_render(reply, line["body"]))
+        out.append({"id": f"req_{len(out)}", "custom_id": line["custom_id"], "error": None,
+                    "response": {"status_code": reply.status, "request_id": f"r{len(out)}", "body": body}})
+    return out, errors
+
+
+def _file_object(fid: str, name: str, purpose: str, size: int) -> dict:
+    return {"id": fid, "object": "file", "bytes": size, "created_at": int(time.time()), "filename": name,
+            "purpose": purpose, "status": "processed"}
+
+
+def _public(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+
 def _render(reply: Reply, request: dict) -> bytes:
     if reply.raw_body is not None:
         return reply.raw_body
@@ -215,10 +323,15 @@ def _handler_for(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
+            path = self.path.rstrip("/")
+            if path.endswith("/v1/files"):
+                return self._send(*server._upload(dict(self.headers), raw))
             try:
                 body = json.loads(raw or b"{}")
             except json.JSONDecodeError:
                 return self._send(400, JSON, b'{"error": {"message": "request is not JSON"}}')
+            if path.endswith("/v1/batches"):
+                return self._send(*server._create_batch(dict(self.headers), body))
             if not self.path.rstrip("/").endswith(("/chat/completions", "/messages")):
                 return self._send(404, JSON, b'{"error": {"message": "unknown path"}}')
             self._send(*server._answer(self.path, dict(self.headers), body))
@@ -226,6 +339,11 @@ def _handler_for(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802
             if self.path.rstrip("/").endswith("/models"):
                 return self._send(200, JSON, b'{"object": "list", "data": []}')
+            parts = self.path.rstrip("/").split("/")
+            if len(parts) >= 2 and parts[-2] == "batches":
+                return self._send(*server._retrieve_batch(parts[-1]))
+            if len(parts) >= 3 and parts[-3] == "files" and parts[-1] == "content":
+                return self._send(*server._file_content(parts[-2]))
             self._send(404, JSON, b'{"error": {"message": "unknown path"}}')
 
         def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:

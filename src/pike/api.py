@@ -114,7 +114,13 @@ def _run(engine, task, model: torch.nn.Module, device_text: str, progress: bool)
     console = err_console if progress else _quiet_console()
     console.print(f"pike.optimize {qualified_name(model)}: run directory {engine.run_dir}  strategy {engine.cfg.search.strategy}  "
                   f"{device_text}", highlight=False)
-    doc = run_to_end(engine, [task], console)
+    from pike.llm.rounds import RoundDeferred
+
+    try:
+        doc = run_to_end(engine, [task], console)
+    except RoundDeferred as r:  # file rounds (llm.batch_dir): the run waits for this round's replies
+        raise PikeError(f"batch round {r.round_n}: {r.count} requests in {r.requests}; put their replies (OpenAI batch output"
+                        f" format) in {r.responses}, then resume (resume=True, out={str(engine.run_dir)!r})") from None
     row = doc["rows"][0]
     if row["status"] == "error":
         raise PikeError(f"{task.name}: {row['error']}")

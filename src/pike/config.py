@@ -56,6 +56,13 @@ class LLMConfig:
     timeout_s: Annotated[float, Positive] = 600.0
     max_retries: Annotated[int, NonNegative] = 4
     prices_file: str | None = None  # CSV overriding the packaged price table
+    # Batch rounds (pike.llm.rounds): the queries open at one moment go out together, at the batch
+    # price (prices x batch_discount). batch: through the provider's batch API (openai/ models);
+    # batch_dir: as files (`--llm batch:DIR`) that another machine answers, the run stopping between rounds.
+    batch: bool = False
+    batch_dir: str | None = None
+    batch_discount: Annotated[float, Field(gt=0, le=1)] = 0.5  # OpenAI, Anthropic and Gemini batch APIs: half the list price
+    batch_poll_s: Annotated[float, Positive] = 10.0  # wait between polls of a provider's batch: doubles each poll, up to 10 min
 
 
 @dataclass
@@ -218,6 +225,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
+# What batch rounds (llm.batch, --llm batch:DIR; pike.llm.rounds) change in each kind of strategy.
+BATCH_NOTE_B = "; batch rounds: a phase's queries (every task's) go out as one round, its fixes as the next ones"
+BATCH_NOTE_O = ("; batch rounds: a generation of llm.concurrency iterations goes out at a time, each drawing its parent"
+                " when it starts, from the library as it stands (a slower search per round of replies)")
+
 PRESET_NOTES = {
     "pike-b": "the paper's PIKE-B: 10 branches, top-4 parents of the last phase, 5 fixes, IBA",
     "pike-b-no-efa": "PIKE-B without the error-fixing agent",
@@ -234,6 +246,11 @@ PRESET_NOTES = {
     "pike-o-map-elites": "PIKE-O + MAP-Elites grid: one program per (complexity, diversity) cell, 10 bins each, per island;"
                          " exploit-only like pike-o (set search.exploration for parents drawn over cells)",
 }
+for _name in PRESETS:
+    if _name.startswith("pike-b"):
+        PRESET_NOTES[_name] += BATCH_NOTE_B
+    elif _name.startswith("pike-o"):
+        PRESET_NOTES[_name] += BATCH_NOTE_O
 
 
 def preset(name: str) -> dict[str, Any]:

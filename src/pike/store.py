@@ -7,6 +7,9 @@ request in flight still counts it as spent when it resumes). An exchange leads t
 (``solution_id``: the extracted code and, through the solution, its verdict) or says why its reply
 was unusable (``unusable``); a re-ask names the exchange it repeats (``reask_of``).
 
+A batch round (``rounds``, :mod:`pike.llm.rounds`) lists the exchanges that went out together and
+where they went (a file, a provider's batch id); its exchanges name it (``batch_round``).
+
 Writes are committed immediately (WAL mode): a ``kill -9`` loses nothing that had finished.
 """
 
@@ -47,9 +50,13 @@ CREATE TABLE IF NOT EXISTS exchanges (
     status TEXT DEFAULT 'pending', created REAL, finished REAL, unusable TEXT, reask_of INTEGER
 );
 CREATE INDEX IF NOT EXISTS exchanges_task ON exchanges(task_id);
+CREATE TABLE IF NOT EXISTS rounds (
+    n INTEGER PRIMARY KEY, mode TEXT NOT NULL, ref TEXT, status TEXT DEFAULT 'sending', exchanges TEXT,
+    error TEXT, created REAL, submitted REAL, collected REAL
+);
 """
 # Columns added since the first stores; a resumed older store gets them (empty).
-ADDED_COLUMNS = {"exchanges": {"unusable": "TEXT", "reask_of": "INTEGER"}}
+ADDED_COLUMNS = {"exchanges": {"unusable": "TEXT", "reask_of": "INTEGER", "batch_round": "INTEGER"}}
 
 
 def code_hash(code: str) -> str:
@@ -99,6 +106,7 @@ class Store:
         ``sqlite3.OperationalError``."""
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._claimed: set[int] = set()  # round exchanges claimed back by this invocation
         self._missing: set[tuple[str, str]] = set()  # columns of ADDED_COLUMNS an older store lacks
         if readonly:
             self._db = connect_readonly(self.path, check_same_thread=False)
@@ -245,6 +253,47 @@ class Store:
     def link_exchange(self, exchange_id: int, solution_id: int) -> None:
         self._x("UPDATE exchanges SET solution_id = ? WHERE id = ?", (solution_id, exchange_id))
 
+    # ------------------------------------------------------------ batch rounds
+
+    def add_round(self, mode: str, exchange_ids: list[int]) -> int:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                cur = self._db.execute("INSERT INTO rounds(mode, exchanges, created) VALUES (?, ?, ?)",
+                                       (mode, json.dumps(exchange_ids), time.time()))
+                n = cur.lastrowid
+                self._db.executemany("UPDATE exchanges SET batch_round = ? WHERE id = ?", [(n, i) for i in exchange_ids])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return n
+
+    def set_round(self, n: int, **fields: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        self._x(f"UPDATE rounds SET {cols} WHERE n = ?", (*fields.values(), n))
+
+    def round(self, n: int) -> dict | None:
+        row = self._x("SELECT * FROM rounds WHERE n = ?", (n,)).fetchone()
+        return dict(row) if row else None
+
+    def rounds(self) -> list[dict]:
+        return [dict(r) for r in self._x("SELECT * FROM rounds ORDER BY n").fetchall()]
+
+    def claim_exchange(self, role: str, meta: dict) -> tuple[int, float, int] | None:
+        """The query a batch round holds for this place in the search (task, role, phase, slot, re-ask)
+        still waiting for its reply, if any: (exchange id, reserved USD, round). Each once."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, reserved_usd, batch_round FROM exchanges WHERE status = 'pending' AND batch_round IS NOT NULL"
+                " AND role = ? AND task_id IS ? AND phase IS ? AND slot IS ? AND reask_of IS ? ORDER BY id",
+                (role, meta.get("task_id"), meta.get("phase"), meta.get("slot"), meta.get("reask_of"))).fetchall()
+            for r in rows:
+                if r["id"] not in self._claimed:
+                    self._claimed.add(r["id"])
+                    return r["id"], r["reserved_usd"] or 0.0, r["batch_round"]
+        return None
+
     def mark_unusable(self, exchange_id: int, reason: str) -> None:
         """Why nothing could be taken from this exchange's reply (no code block, code that does not parse...)."""
         self._x("UPDATE exchanges SET unusable = ? WHERE id = ?", (reason, exchange_id))
@@ -262,10 +311,14 @@ class Store:
             return self._x("SELECT * FROM exchanges ORDER BY id").fetchall()
         return self._x("SELECT * FROM exchanges WHERE task_id = ? ORDER BY id", (task_id,)).fetchall()
 
-    def spent(self, task_id: int | None = None, roles: tuple[str, ...] | None = None) -> tuple[int, float]:
+    def spent(self, task_id: int | None = None, roles: tuple[str, ...] | None = None, *,
+              outside_rounds: bool = False) -> tuple[int, float]:
         """(queries, USD) spent: finished exchanges at their cost, pending ones (in flight at a kill) at
-        their reservation."""
+        their reservation. ``outside_rounds``: without the pending ones of batch rounds, which a
+        resumed search counts when it claims them back."""
         where, args = [], []
+        if outside_rounds:
+            where.append("NOT (status = 'pending' AND batch_round IS NOT NULL)")
         if task_id is not None:
             where.append("task_id = ?")
             args.append(task_id)
@@ -290,6 +343,13 @@ class StoreRecorder:
     def start(self, role: str, model: str, messages: list[dict], reserved_usd: float) -> int:
         self.last_id = self.store.start_exchange(role, model, messages, reserved_usd, self.meta)
         return self.last_id
+
+    def claim(self, role: str) -> tuple[int, float, int] | None:
+        """A query of a batch round that an earlier invocation sent from this place (see Store.claim_exchange)."""
+        held = self.store.claim_exchange(role, self.meta)
+        if held is not None:
+            self.last_id = held[0]
+        return held
 
     def finish(self, record_id: int, completion, error: str | None, attempts: int) -> None:
         self.store.finish_exchange(record_id, completion, error, attempts)

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pike.commands import common, exit_codes
-from pike.commands.common import console, err_console, fail, load_tasks, resolve_size, sandbox_text, usable_device, writable_dir
+from pike.commands.common import EXIT_BATCH_ROUND, console, err_console, fail, load_tasks, resolve_size, sandbox_text, usable_device, writable_dir
 from pike.config import RESUMABLE
 
 app = typer.Typer()
@@ -30,7 +30,8 @@ RESUME_FLAGS = "--llm, --fix-model, --budget, --max-usd, --time-limit and --set 
 def optimize_cmd(
     target: Optional[str] = typer.Argument(None, help="Task file, directory of tasks, built-in task name or 'builtin' (default: the shipped example)."),
     strategy: Optional[str] = typer.Option(None, help="Preset (see `pike presets`); default: offline without --llm, pike-b-plus with it."),
-    llm: Optional[str] = typer.Option(None, "--llm", help="Model: openai/..., gemini/..., anthropic/..., openrouter/..., local/<model>@<url>, cmd:<shell>."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="Model: openai/..., gemini/..., anthropic/..., openrouter/..., local/<model>@<url>, cmd:<shell>;"
+                                       " or batch:DIR for file rounds (the model for prices: --set llm.model=...; see README)."),
     fix_model: Optional[str] = typer.Option(None, help="A different (cheaper) model for the error-fixing agent."),
     budget: Optional[int] = typer.Option(None, help="LLM queries per task (fixes count)."),
     max_usd: Optional[float] = typer.Option(None, help="USD budget for the whole run."),
@@ -38,7 +39,7 @@ def optimize_cmd(
     config: Optional[Path] = typer.Option(None, help="TOML config file."),
     set_: list[str] = typer.Option([], "--set", help="Override any knob: section.key=value (repeatable). LLM knobs: llm.concurrency"
                                    " (requests in flight; 0 = 6 per evaluation slot), llm.temperature, llm.max_tokens, llm.timeout_s,"
-                                   " llm.max_retries, llm.iba_model, llm.prices_file; search and eval knobs: `pike presets` and"
+                                   " llm.max_retries, llm.iba_model, llm.prices_file, llm.batch (provider batches at the batch price); search and eval knobs: `pike presets` and"
                                    " config.toml of any run."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<target>-<time>)."),
     resume: Optional[Path] = typer.Option(None, help="Continue a stopped run from its directory. It keeps its settings but may change "
@@ -61,7 +62,9 @@ def optimize_cmd(
     from pike.task import TaskError
 
     overrides, flags = list(set_), {}
-    for key, flag, value in (("llm.model", "--llm", llm), ("llm.fix_model", "--fix-model", fix_model), ("search.budget", "--budget", budget),
+    # --llm batch:DIR: file rounds for the model named by llm.model (see pike.llm.rounds)
+    llm_key, llm = ("llm.batch_dir", llm.removeprefix("batch:").strip() or "batch") if llm and llm.startswith("batch:") else ("llm.model", llm)
+    for key, flag, value in ((llm_key, "--llm", llm), ("llm.fix_model", "--fix-model", fix_model), ("search.budget", "--budget", budget),
                              ("search.max_usd", "--max-usd", max_usd), ("search.time_limit_min", "--time-limit", time_limit),
                              ("eval.device", "--device", device), ("eval.size", "--size", size),
                              ("search.seed_offline", "--seed-offline", "true" if seed_offline else None), ("eval.gpus", "--gpus", gpus),
@@ -102,6 +105,8 @@ def optimize_cmd(
             cfg, device_how = cfgmod.resolve_device(cfg)
         except ValueError as e:
             bad(e)
+        if cfg.llm.batch_dir and not cfg.llm.model:
+            fail("--llm batch:DIR writes requests for a model: name it with --set llm.model=PROVIDER/MODEL (it sets their model and prices)")
         if not cfg.llm.model and cfg.search.strategy != "offline":
             if strategy or (config and "strategy" in config.read_text()):
                 fail(f"strategy {cfg.search.strategy!r} needs an LLM: pass --llm MODEL (or use --strategy offline)")
@@ -121,6 +126,8 @@ def optimize_cmd(
         if run_started(run_dir):
             fail(f"{run_dir} already holds a run: use --resume {run_dir} or another --out")
         discard_run(run_dir)  # a start that failed before its first task: nothing there to keep
+        if cfg.llm.batch_dir:
+            cfg = replace(cfg, llm=replace(cfg.llm, batch_dir=batch_dir_setting(cfg.llm.batch_dir, run_dir)))
     try:
         check_config(cfg)  # before the Engine makes the run directory
     except ValueError as e:
@@ -132,8 +139,13 @@ def optimize_cmd(
     device_text = cfg.eval.device + (f" ({device_how})" if device_how else "")
     err_console.print(f"run directory: {run_dir}  strategy: {cfg.search.strategy}  device: {device_text}  tasks: {len(tasks)}", highlight=False)
     err_console.print(f"sandbox: {sandbox_text(eval_config(cfg))}", highlight=False)
+    from pike.llm.rounds import RoundDeferred
+
     try:
         doc = run_to_end(engine, tasks, err_console)
+    except RoundDeferred as r:
+        print_round_steps(r, run_dir)
+        raise typer.Exit(EXIT_BATCH_ROUND) from None
     except KeyboardInterrupt:
         err_console.print(f"interrupted: nothing is lost; continue with `pike optimize --resume {run_dir}`", highlight=False)
         raise typer.Exit(exit_codes.INTERRUPTED) from None
@@ -147,6 +159,30 @@ def optimize_cmd(
     if any(r["status"] == "stopped" for r in doc["rows"]):
         err_console.print(f"stopped by the time limit: continue the search with `pike optimize --resume {run_dir}`", highlight=False)
     raise typer.Exit(code)
+
+
+def batch_dir_setting(given: str, run_dir: Path) -> str:
+    """``llm.batch_dir`` as stored: relative to the run directory when inside it (a moved run takes
+    its rounds along), else absolute. ``given`` is relative to the working directory; "batch" (the
+    default of a bare ``batch:``) means RUN_DIR/batch."""
+    if given == "batch":
+        return given
+    path = Path(given).resolve()
+    try:
+        return str(path.relative_to(run_dir.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def print_round_steps(r, run_dir: Path) -> None:
+    """What to do with a file round the run stopped at."""
+    err_console.print(
+        f"[bold]batch round {r.round_n}[/]: {r.count} requests in {r.requests} (OpenAI batch input format).\n"
+        f"  1. Send them to the model: e.g. upload the file to the OpenAI Batch API (purpose batch, endpoint"
+        f" /v1/chat/completions) and download the batch's output file; or any tool that answers each line's body.\n"
+        f"  2. Put the replies, in the OpenAI batch output format (one line per custom_id), in {r.responses}\n"
+        f"  3. Run: pike optimize --resume {run_dir}\n"
+        f"(exit code {EXIT_BATCH_ROUND}: the run waits for this round's replies)", highlight=False)
 
 
 def print_table(doc: dict, title: str) -> None:

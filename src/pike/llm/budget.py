@@ -70,6 +70,15 @@ class Budget:
             self._open += 1
             return Reservation(max_cost_usd)
 
+    def adopt(self, usd: float) -> Reservation:
+        """A query an earlier invocation sent and left out of this budget's start (a batch round's,
+        claimed back): counted now, without a limit check, since it was paid for when it was sent."""
+        with self._lock:
+            self._queries += 1
+            self._reserved_usd += usd
+            self._open += 1
+            return Reservation(usd)
+
     def settle(self, reservation: Reservation, actual_usd: float) -> None:
         """The request was sent: the query stays counted and costs `actual_usd`."""
         with self._lock:
@@ -151,6 +160,9 @@ class BudgetGroup:
                 b.release(r)
             raise
         return GroupReservation(parts, max_cost_usd)
+
+    def adopt(self, usd: float) -> GroupReservation:
+        return GroupReservation([b.adopt(usd) for b in self.budgets], usd)
 
     def settle(self, reservation: GroupReservation, actual_usd: float) -> None:
         reservation.open = False

@@ -16,6 +16,7 @@ from .base import ConfigError, Completion, LLMError, Provider, estimate_prompt_t
 from .budget import Budget, BudgetGroup
 from .pricing import PriceTable, cost_of
 from .recorder import Recorder
+from .rounds import Rounds
 
 Sleep = Callable[[float], Awaitable[None]]
 MAX_RETRY_AFTER_S = 600.0  # a longer Retry-After is a provider outage, not a pause
@@ -39,6 +40,9 @@ class LLMClient:
         recorder: Recorder | None = None,
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
+        rounds: Rounds | None = None,
+        request_body: Callable[[list[dict], int, float], dict] | None = None,
+        price_scale: float = 1.0,
     ) -> None:
         if concurrency < 1:
             raise ConfigError("LLM concurrency must be >= 1")
@@ -56,6 +60,11 @@ class LLMClient:
         self.recorder = recorder
         # Priced once, at setup: an unknown model fails here when a USD budget needs its price.
         self.price_in, self.price_out = prices.price(model, required=budget.max_usd is not None)
+        # Batch rounds: queries go out with a round (pike.llm.rounds), at the batch price.
+        if rounds is not None and request_body is None:
+            raise ConfigError("batch rounds need the request body of the model's batch format")
+        self.rounds, self.request_body = rounds, request_body
+        self.price_in, self.price_out = self.price_in * price_scale, self.price_out * price_scale
         self.priced = prices.lookup(model) is not None
         self._sleep = sleep or asyncio.sleep
         self._rng = rng or random.Random()
@@ -89,6 +98,8 @@ class LLMClient:
         max_tokens = self.max_tokens if max_tokens is None else max_tokens
         temperature = self.temperature if temperature is None else temperature
         timeout = self.timeout if timeout is None else timeout
+        if self.rounds is not None:
+            return await self._ask_in_round(role, messages, max_tokens, temperature, budget, recorder)
         async with self._semaphore():
             # Reserve inside the semaphore: at most `concurrency` queries are ever in flight, so a
             # kill loses at most that many.
@@ -139,6 +150,50 @@ class LLMClient:
                 self._finish(recorder, rec_id, None, type(exc).__name__ + (f": {detail}" if detail else ""), attempts)
             raise
 
+    async def _ask_in_round(self, role, messages, max_tokens, temperature, budget, recorder) -> Completion:
+        """One query through a batch round: no retries (a failed reply is a failed query), no concurrency
+        cap (a round holds every query open at once). A query an earlier invocation already sent in a
+        round is claimed back (``recorder.claim``), counted once and answered from that round."""
+        if recorder is None:
+            raise ConfigError("batch rounds need a recorder: a round names its queries by their exchange ids")
+        body = self.request_body(messages, max_tokens, temperature)
+        claim = getattr(recorder, "claim", None)
+        held = claim(role) if claim is not None else None
+        if held is not None:
+            rec_id, reserved_usd, round_n = held
+            reservation = budget.adopt(reserved_usd)
+            waiting = self.rounds.claim(rec_id, round_n, body)
+        else:
+            reservation = budget.reserve(self.reservation_usd(messages, max_tokens))
+            try:
+                rec_id = recorder.start(role, self.model, messages, reservation.usd)
+            except BaseException:
+                budget.release(reservation)
+                raise
+            waiting = self.rounds.send(rec_id, body)
+        t0 = time.monotonic()
+        try:
+            reply = await waiting
+        except LLMError as err:
+            err.attempts, err.cost_usd = 1, self.cost(err.input_tokens, err.output_tokens)
+            billed = None
+            if err.input_tokens or err.output_tokens:
+                billed = Completion("", err.input_tokens, err.output_tokens, err.cost_usd, time.monotonic() - t0,
+                                    self.model, "error")
+            budget.settle(reservation, err.cost_usd)
+            self._finish(recorder, rec_id, billed, str(err), 1)
+            raise
+        except BaseException:
+            # Stopped with the query out (a file round was written, a kill): it stays pending in the
+            # store, counted at its reservation, and a resume claims its reply.
+            budget.settle(reservation, reservation.usd)
+            raise
+        cost = self.cost(reply.input_tokens, reply.output_tokens)
+        done = replace(reply, cost_usd=cost, latency_s=time.monotonic() - t0, model=self.model)
+        budget.settle(reservation, cost)
+        self._finish(recorder, rec_id, done, None, 1)
+        return done
+
     async def _attempt(self, messages, max_tokens, temperature, timeout) -> Completion:
         # Providers honour `timeout` themselves; this guard catches one that does not.
         try:
@@ -169,6 +224,8 @@ class LLMClient:
             recorder.finish(rec_id, completion, error, attempts)
 
     async def aclose(self) -> None:
+        if self.rounds is not None:
+            await self.rounds.aclose()
         close = getattr(self.provider, "aclose", None)
         if close is not None:
             await close()

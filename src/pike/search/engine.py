@@ -9,6 +9,8 @@ torch.compile and writes ``best/<task>.py``.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import json
 import sqlite3
 import time
 from dataclasses import replace
@@ -47,6 +49,8 @@ def check_config(cfg: RunConfig) -> None:
     the schema's own checks of each value (pike.config): the compile modes the device has."""
     final_compile_modes(cfg)
     eval_config(cfg)  # its own checks (eval.comparator, eval.init_on)
+    if cfg.llm.batch and cfg.llm.batch_dir:
+        raise ValueError("llm.batch (the provider's batch API) and llm.batch_dir (file rounds) exclude each other: choose one")
 
 
 def final_compile_modes(cfg: RunConfig) -> tuple[str, ...]:
@@ -90,6 +94,7 @@ class Engine:
             raise ConfigError(f"{self.run_dir}: cannot write the run directory there ({getattr(e, 'strerror', None) or e})") from None
         self.events = list(events or [])
         self.clients: dict = {}
+        self.rounds: dict = {}  # batch rounds (pike.llm.rounds): "file", or per model
         self.usd_budget: Budget | None = None
         self.runs: dict[str, TaskRun] = {}
         self.errors: dict[str, str] = {}
@@ -124,29 +129,83 @@ class Engine:
             return
         from pike.llm.client import LLMClient
         from pike.llm.pricing import PriceTable
-        from pike.llm.providers import make_provider
 
         frozen = None if new_prices else self.store.get_meta("prices")
         prices = PriceTable.from_snapshot(frozen) if frozen else PriceTable.load(Path(llm.prices_file) if llm.prices_file else None)
-        _, spent_usd = self.store.spent()
+        _, spent_usd = self.store.spent(outside_rounds=True)
         self.usd_budget = Budget(max_usd=self.cfg.search.max_usd, spent_usd=spent_usd) if self.cfg.search.max_usd is not None else None
         # The clients' own budget is unlimited: each query is charged to its task's budget and the
         # run's USD budget (see TaskRun._budgets).
         made: dict[str, LLMClient] = {}
         for role, model in (("coa", llm.model), ("efa", llm.fix_model or llm.model), ("iba", llm.iba_model or llm.model)):
             if model not in made:
+                provider, batched = self._provider_and_rounds(model)
                 made[model] = LLMClient(
-                    make_provider(model), model, prices, Budget(max_usd=self.cfg.search.max_usd),
+                    provider, model, prices, Budget(max_usd=self.cfg.search.max_usd),
                     concurrency=llm.concurrency, timeout=llm.timeout_s, max_retries=llm.max_retries,
-                    max_tokens=llm.max_tokens, temperature=llm.temperature,
+                    max_tokens=llm.max_tokens, temperature=llm.temperature, **batched,
                 )
             self.clients[role] = made[model]
         if not frozen:  # once every client could be made
             self.store.set_meta("prices", prices.snapshot())
 
+    def _provider_and_rounds(self, model: str):
+        """The model's provider, and with batch rounds the client's round settings (pike.llm.rounds):
+        file rounds share one Rounds over all models (one file per round); provider batches one per model."""
+        from pike.llm.providers import make_provider
+        from pike.llm.providers.openai_compat import chat_body
+        from pike.llm.rounds import FileTransport, Rounds
+
+        llm = self.cfg.llm
+        if not llm.batch_dir and not llm.batch:
+            return make_provider(model), {}
+        if llm.batch_dir:
+            if "file" not in self.rounds:
+                self.rounds["file"] = Rounds(FileTransport(self.batch_dir(), llm.model), self.store, self._busy,
+                                             self._round_status)
+            provider, rounds = None, self.rounds["file"]
+        else:
+            from pike.llm.batch_api import batch_transport
+
+            provider = make_provider(model)
+            if model not in self.rounds:
+                self.rounds[model] = Rounds(batch_transport(provider, model, llm.batch_poll_s), self.store, self._busy,
+                                            self._round_status)
+            rounds = self.rounds[model]
+        body = lambda messages, max_tokens, temperature, m=model: chat_body(m, messages, max_tokens, temperature)  # noqa: E731
+        return provider, {"rounds": rounds, "request_body": body, "price_scale": llm.batch_discount}
+
+    def batch_dir(self) -> Path:
+        """Where file rounds go: a relative ``llm.batch_dir`` is inside the run directory, so a moved run
+        takes its rounds along."""
+        d = Path(self.cfg.llm.batch_dir)
+        return d if d.is_absolute() else self.run_dir / d
+
+    def _busy(self) -> int:
+        return self.pool.in_flight if isinstance(self.pool, CountedPool) else 0
+
+    def _round_status(self, n: int, state: str, age_s: float, count: int, problems: list[str]) -> None:
+        for i, run in enumerate(self.runs.values()):
+            # The round's problems (per custom_id) once, not once per task.
+            run.notify("batch", round=n, state=state, age_s=age_s, count=count, problems=problems if i == 0 else [])
+
+    def waiting_round(self):
+        """A file round written by an earlier invocation whose replies are not there yet (RoundDeferred), else None."""
+        from pike.llm.rounds import RoundDeferred
+
+        transport = self.rounds["file"].transport if "file" in self.rounds else None
+        for r in self.store.rounds():
+            if r["mode"] == "file" and r["status"] == "written" and transport is not None and transport.waiting(r["n"]):
+                requests, responses = transport.paths(r["n"])
+                return RoundDeferred(r["n"], requests, responses, len(json.loads(r["exchanges"] or "[]")))
+        return None
+
     # ------------------------------------------------------------ running
 
     async def run(self, tasks: list[Task]) -> None:
+        waiting = self.waiting_round()
+        if waiting is not None:
+            raise waiting
         e = self.cfg.eval
         ecfg = replace(eval_config(self.cfg), sandbox_hide=(str(self.run_dir.resolve()),))
         t0 = time.monotonic()
@@ -178,8 +237,10 @@ class Engine:
             pool.stats.activity = self.activity  # the progress display shows it
             # Recorded every POOL_RECORD_S as well as at the end, so a killed run keeps its utilisation.
             recorder = asyncio.ensure_future(self._record_pool(pool, devices, t0))
+            # The search sees the pool through a counter: a batch round goes out when nothing is evaluating.
+            self.pool = pool = CountedPool(pool)
             try:
-                await asyncio.gather(*(self._run_task(pool, t, hardware, device_text) for t in tasks))
+                await self._search(asyncio.gather(*(self._run_task(pool, t, hardware, device_text) for t in tasks)))
             finally:
                 recorder.cancel()
                 self.activity.stop()
@@ -187,6 +248,31 @@ class Engine:
                                                         self.activity))
         for client in {id(c): c for c in self.clients.values()}.values():  # roles may share a client
             await client.aclose()
+
+    async def _search(self, search) -> None:
+        """Await the tasks' searches; a file round written (RoundDeferred) stops them all, as a kill would."""
+        if not self.rounds:
+            await search
+            return
+        for r in self.rounds.values():
+            r.stopped = asyncio.Event()
+        stops = [asyncio.ensure_future(r.stopped.wait()) for r in self.rounds.values()]
+        search = asyncio.ensure_future(search)
+        try:
+            await asyncio.wait([search, *stops], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for s in stops:
+                s.cancel()
+        deferred = next((r.deferred for r in self.rounds.values() if r.deferred is not None), None)
+        if deferred is None:
+            await search
+            return
+        search.cancel()
+        try:
+            await search
+        except asyncio.CancelledError:
+            pass
+        raise deferred
 
     def _reference_progress(self, task: Task, text: str) -> None:
         """A reference job's stage (a big model's take minutes), shown as the task's start-up."""
@@ -269,6 +355,28 @@ class Engine:
 
     def close(self) -> None:
         self.store.close()
+
+
+class CountedPool:
+    """The evaluation pool as the search uses it, counting its calls in flight (``in_flight``)."""
+
+    def __init__(self, pool) -> None:
+        self._pool = pool
+        self.in_flight = 0
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._pool, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        async def counted(*args, **kwargs):
+            self.in_flight += 1
+            try:
+                return await attr(*args, **kwargs)
+            finally:
+                self.in_flight -= 1
+
+        return counted
 
 
 def pool_record(pool, devices: list[str], wall_s: float, history: list | None = None, searching: int = 0,

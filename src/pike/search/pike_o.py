@@ -61,6 +61,7 @@ class PikeO:
         self.lib: Library | None = None
         self.next_iteration = 0
         self.pending: dict[int, int] = {}  # iteration -> island: launched, not yet folded into the library
+        self.parents: dict[int, int] = {}  # iteration -> its parent's id (REFERENCE for the reference)
         self.top_changed = False  # a child entered the search-time top since the last side-by-side re-timing
         self.grid_features = parse_features(self.cfg.grid_features) if self.cfg.feature_grid else None
 
@@ -86,6 +87,7 @@ class PikeO:
         run.save_state(pike_o={
             **self.lib.to_json(), "next_iteration": self.next_iteration,
             "pending": {str(k): v for k, v in self.pending.items()}, "rng": [version, list(internal), gauss],
+            "parents": {str(k): v for k, v in self.parents.items() if k in self.pending},
         })
 
     def _restore(self, run: TaskRun, initial: int) -> None:
@@ -101,6 +103,7 @@ class PikeO:
                 self.lib.fitness[sid] = self._fitness(run, sid) or 0.0
             self.next_iteration = st.get("next_iteration", 0)
             self.pending = {int(k): v for k, v in st.get("pending", {}).items()}
+            self.parents = {int(k): v for k, v in st.get("parents", {}).items()}
             if st.get("rng"):
                 version, internal, gauss = st["rng"]
                 self.rng.setstate((version, tuple(internal), gauss))
@@ -130,6 +133,7 @@ class PikeO:
         """A finished iteration into the library; it leaves `pending` in the same step (no await between)
         that saves the state, so a resumed run never folds it twice."""
         self.pending.pop(iteration, None)
+        self.parents.pop(iteration, None)
         if child is not None:
             fitness = self._fitness(run, child.id)
             grid = self.lib.grid
@@ -192,6 +196,13 @@ class PikeO:
             if iteration in held:
                 await bound.acquire()
                 tasks.append(asyncio.create_task(bounded(self._iterate(run, iteration, island, None, None))))
+            elif run.waiting_in_round(iteration, 0):
+                # Its COA query went out in a batch round: claimed back with the round's reply (the
+                # prompt is not rebuilt for it, so no history is needed).
+                parent_id = self.parents.get(iteration, REFERENCE)
+                parent = None if parent_id == REFERENCE else run.store.solution(parent_id)
+                await bound.acquire()
+                tasks.append(asyncio.create_task(bounded(self._iterate(run, iteration, island, parent, []))))
             else:
                 self.pending.pop(iteration)  # its query (if sent) was paid; nothing came back
         self._save(run)
@@ -217,6 +228,7 @@ class PikeO:
             history = self.prompt_programs(run, island, parent_id)
             self.next_iteration += 1
             self.pending[iteration] = island
+            self.parents[iteration] = parent_id
             self._save(run)  # before the query: a resumed run never reuses this iteration number
             tasks.append(asyncio.create_task(bounded(self._iterate(run, iteration, island, parent, history))))
         await asyncio.gather(*tasks)

@@ -44,6 +44,7 @@ class RunProgress:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self.said = time.monotonic()  # the last line without a terminal
+        self.batch_seen: set = set()  # (round, state) already printed
 
     def __call__(self, run, event: str, **info) -> None:
         row = self.rows.setdefault(run.task.name, {"status": "starting", "evaluated": 0, "ok": 0, "best": None, "est": None,
@@ -94,6 +95,15 @@ class RunProgress:
             row["last"] = f"{info.get('role')}: {info.get('error', '')[:50]}"
         elif event == "phase":
             row["phase"] = info.get("phase")
+        elif event == "batch":  # a batch round's state (pike.llm.rounds): the same for every task
+            n, state = info["round"], info["state"]
+            text = f"batch round {n} ({info['count']} requests): {state}"
+            row["batch"] = None if state == "collected" else (text, time.monotonic() - info["age_s"])
+            for problem in info.get("problems", []):
+                self.console.print(f"batch round {n}: {problem}", highlight=False)
+            if self.live is None and (n, state) not in self.batch_seen:
+                self.batch_seen.add((n, state))
+                self.console.print(f"{text} after {info['age_s']:.0f} s", highlight=False)
         self.pool_stats = getattr(run.pool, "stats", None)
         row["queries"] = run.budget.queries_used
         row["usd"] = run.store.spent(run.task_id)[1]
@@ -171,6 +181,9 @@ class RunProgress:
         if row["status"] == "preparing":
             return f"{'preparing: ' if full else ''}{row['last']}, {now - row['prep_t0']:.0f} s"
         if not row["in_flight"]:
+            if row.get("batch"):
+                text, t0 = row["batch"]
+                return f"{text}, {now - t0:.0f} s"
             return row["last"]
         label, t0, candidate = min(row["in_flight"].values(), key=lambda v: v[1])
         more = len(row["in_flight"]) - 1

@@ -118,6 +118,9 @@ def build_config(exp: Experiment, name: str, seed: int) -> RunConfig:
         raise ValueError(f"configuration {name!r}: {e}") from None
     if cfg.search.strategy != "offline" and not cfg.llm.model:
         raise ValueError(f"configuration {name!r}: strategy {cfg.search.strategy!r} needs llm.model (in [base] or the configuration)")
+    if cfg.llm.batch_dir:
+        raise ValueError(f"configuration {name!r}: file rounds (llm.batch_dir) stop a run at each round, which a sweep cannot"
+                         " wait for; use provider batches (llm.batch = true) or pike optimize")
     return resolve_device(cfg)[0]
 
 

@@ -55,7 +55,7 @@ class TaskRun:
     deadline: float | None = None  # time.monotonic() after which nothing new starts (search.time_limit_min)
 
     def __post_init__(self):
-        spent, _ = self.store.spent(self.task_id, roles=("coa", "efa"))
+        spent, _ = self.store.spent(self.task_id, roles=("coa", "efa"), outside_rounds=True)
         self.budget = Budget(max_queries=self.cfg.search.budget, spent_queries=spent)
         s = self.cfg.search
         self.flags = PromptFlags(s.gpu_facts, s.parent_speedups, s.profile, s.roofline, s.best_history)
@@ -103,6 +103,11 @@ class TaskRun:
 
     def save_state(self, **values) -> None:
         self.store.set_task(self.task_id, state={**self.state(), **values})
+
+    def waiting_in_round(self, phase: int, slot: int) -> bool:
+        """A COA query of this place went out in a batch round and waits for its reply (a resume claims it)."""
+        return any(e["status"] == "pending" and e["batch_round"] is not None and e["role"] == "coa"
+                   and (e["phase"], e["slot"]) == (phase, slot) for e in self.store.exchanges(self.task_id))
 
     def ok_solutions(self) -> list[Solution]:
         return [s for s in self.solutions if s.ok and s.runtime_ms]

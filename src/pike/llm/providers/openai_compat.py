@@ -29,6 +29,26 @@ def api_key_from_env(names: tuple[str, ...], model: str) -> str:
     raise ConfigError(f"model {model!r} needs an API key: set the environment variable {names[0]}{alt}")
 
 
+def request_shape(model: str) -> tuple[str, str, bool]:
+    """(API model name, token-limit parameter, whether to send a temperature) of a model string, as a
+    chat-completions request for it is written (also in batch input files, which need no key)."""
+    provider, _, rest = model.strip().partition("/")
+    if provider == "openai":
+        return rest, "max_completion_tokens", not _OPENAI_REASONING.match(rest)
+    if provider == "local":
+        rest = rest.partition("@")[0]
+    return rest or model, "max_tokens", True
+
+
+def chat_body(model: str, messages: list[dict], max_tokens: int, temperature: float) -> dict:
+    """The JSON body of one chat-completions request for ``model`` (a batch input line's ``body``)."""
+    api_model, token_param, send_temperature = request_shape(model)
+    body: dict[str, Any] = {"model": api_model, "messages": messages, token_param: max_tokens}
+    if send_temperature:
+        body["temperature"] = temperature
+    return body
+
+
 def make_openai_compatible(provider: str, rest: str, model: str, **opts: Any) -> OpenAICompatProvider:
     """Build the provider for `<provider>/<rest>`; opts: api_key, base_url (override), headers."""
     api_key, base_url = opts.pop("api_key", None), opts.pop("base_url", None)
