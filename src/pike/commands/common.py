@@ -30,10 +30,6 @@ def sandbox_text(cfg) -> str:
         fail(str(e))
 
 
-# `pike optimize` stopped at a file round (--llm batch:DIR): its requests are written and the run
-# resumes once their replies are beside them. EX_TEMPFAIL of sysexits.h: "try again later".
-EXIT_BATCH_ROUND = 75
-
 DEBUG = False  # pike --debug: tracebacks of the task's own code with its errors
 
 

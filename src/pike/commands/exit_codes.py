@@ -7,6 +7,9 @@ TASKS_FAILED = 1  # some tasks failed (their errors are under the table); the ot
 USAGE = 2  # bad input (flag, config key, file, device, directory): nothing was started
 NOTHING_RAN = 3  # no task produced a result (every one failed, or none could be loaded)
 INTERNAL = 4  # an unexpected error in PIKE itself (pike --debug shows its traceback)
+# Stopped at a file round (--llm batch:DIR): its requests are written; `pike optimize --resume DIR`
+# goes on once their replies are beside them. EX_TEMPFAIL of sysexits.h: "try again later".
+BATCH_ROUND = 75
 INTERRUPTED = 130  # Ctrl-C: the run directory is kept, `pike optimize --resume DIR` continues it
 
 

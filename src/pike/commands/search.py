@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pike.commands import common, exit_codes
-from pike.commands.common import EXIT_BATCH_ROUND, console, err_console, fail, load_tasks, resolve_size, sandbox_text, usable_device, writable_dir
+from pike.commands.common import console, err_console, fail, load_tasks, resolve_size, sandbox_text, usable_device, writable_dir
 from pike.config import RESUMABLE
 
 app = typer.Typer()
@@ -145,7 +145,7 @@ def optimize_cmd(
         doc = run_to_end(engine, tasks, err_console)
     except RoundDeferred as r:
         print_round_steps(r, run_dir)
-        raise typer.Exit(EXIT_BATCH_ROUND) from None
+        raise typer.Exit(exit_codes.BATCH_ROUND) from None
     except KeyboardInterrupt:
         err_console.print(f"interrupted: nothing is lost; continue with `pike optimize --resume {run_dir}`", highlight=False)
         raise typer.Exit(exit_codes.INTERRUPTED) from None
@@ -182,7 +182,7 @@ def print_round_steps(r, run_dir: Path) -> None:
         f" /v1/chat/completions) and download the batch's output file; or any tool that answers each line's body.\n"
         f"  2. Put the replies, in the OpenAI batch output format (one line per custom_id), in {r.responses}\n"
         f"  3. Run: pike optimize --resume {run_dir}\n"
-        f"(exit code {EXIT_BATCH_ROUND}: the run waits for this round's replies)", highlight=False)
+        f"(exit code {exit_codes.BATCH_ROUND}: the run waits for this round's replies)", highlight=False)
 
 
 def print_table(doc: dict, title: str) -> None:
