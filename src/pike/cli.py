@@ -43,21 +43,38 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks wit
     common.DEBUG = debug
 
 
+def _kinds(e: BaseException) -> set[str]:
+    """The class names of ``e``'s kinds: click's exceptions are matched by name, as typer may carry its
+    own copy of click or use the click package."""
+    return {c.__name__ for c in type(e).__mro__}
+
+
 def main() -> None:
+    from pike.commands import common
+
     try:
-        app()
+        # Not standalone: click's usage errors come here, to be said in one line like every other.
+        rv = app(standalone_mode=False)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(exit_codes.INTERRUPTED)
-    except Exception as e:  # noqa: BLE001 - an unexpected error: one line, the traceback with --debug
-        from pike.commands import common
-
+    except Exception as e:  # noqa: BLE001 - one line each; an unexpected error's traceback with --debug
+        kinds = _kinds(e)
+        if "Abort" in kinds:  # click's form of Ctrl-C
+            print("interrupted", file=sys.stderr)
+            sys.exit(exit_codes.INTERRUPTED)
+        if "ClickException" in kinds:
+            ctx = getattr(e, "ctx", None)
+            hint = f" (`{ctx.command_path if ctx is not None else 'pike'} -h` for help)" if "UsageError" in kinds else ""
+            common.err_console.print(f"[bold red]error:[/] {e.format_message()}{hint}", highlight=False)
+            sys.exit(e.exit_code)
         if common.DEBUG:
             raise
         first = (str(e).strip().splitlines() or [""])[0]
         common.err_console.print(f"[bold red]error:[/] internal: {type(e).__name__}: {first} (pike --debug ... shows the traceback)",
                                  highlight=False)
         sys.exit(exit_codes.INTERNAL)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":
