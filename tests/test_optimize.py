@@ -283,3 +283,24 @@ def test_improved_preset_feedback_then_replay(tmp_path, prices):
     rep = json.loads(r.stdout)
     assert rep["rows"][0]["task"] == "ln_mlp" and rep["rows"][0]["valid"] == doc["rows"][0]["valid"]
     assert Path(rep["replay_dir"], "best", "ln_mlp.py").exists()
+
+
+@pytest.mark.slow
+def test_a_finished_search_goes_on_when_resumed_with_a_larger_budget(tmp_path, prices):
+    script = Script([fenced(FUSED), fenced(SLOW)])
+    with FakeLLMServer(script) as server:
+        out, doc = optimize(tmp_path, server, prices, "--strategy", "pike-b", "--budget", "4")
+        assert doc["queries"] == 4
+        env = {**os.environ, "PIKE_CACHE_DIR": str(tmp_path / "cache"), "NO_PROXY": "127.0.0.1,localhost"}
+        resume = [sys.executable, "-m", "pike", "optimize", "--resume", str(out), "--json"]
+        r = subprocess.run(resume + ["--budget", "8"], capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert json.loads(r.stdout)["queries"] == 8
+        charged = "SELECT COUNT(*) FROM exchanges WHERE role IN ('coa', 'efa')"
+        assert db(out).execute(charged).fetchone()[0] == 8
+        # Resumed as it is, a finished search stays finished: nothing more is asked.
+        r = subprocess.run(resume, capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert db(out).execute(charged).fetchone()[0] == 8
+    phases = [row[0] for row in db(out).execute("SELECT DISTINCT phase FROM exchanges WHERE role = 'coa' ORDER BY phase")]
+    assert phases == list(range(len(phases))) and len(phases) >= 2  # the search went on into later phases

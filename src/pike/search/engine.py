@@ -286,10 +286,19 @@ class Engine:
             self.store.set_meta("pool", pool_record(pool, devices, time.monotonic() - t0, self.pool_history, self.searching,
                                                     self.activity))
 
+    def _budget_raised(self, tid: int) -> bool:
+        """A finished LLM search resumed with a larger query budget than it finished with: it goes on
+        (its final table is made again at the end). Resumed as it was, a finished task stays finished."""
+        done_with = (self.store.task_json(tid, "state") or {}).get("done_budget")
+        if not self.cfg.llm.model or done_with is None or self.cfg.search.budget <= done_with:
+            return False
+        spent, _ = self.store.spent(tid, roles=("coa", "efa"))
+        return spent < self.cfg.search.budget
+
     async def _run_task(self, pool: EvalPool, task: Task, hardware: Hardware, device_text: str) -> None:
         tid = self.store.add_task(task.name, str(task.path), task.size, task.source, task.key)
         row = self.store.task(tid)
-        if row["status"] == "done":
+        if row["status"] == "done" and not self._budget_raised(tid):
             return
         self.store.set_task(tid, status="running")
         run = TaskRun(task, tid, self.cfg, self.store, pool, clients=self.clients, usd_budget=self.usd_budget,
@@ -339,6 +348,8 @@ class Engine:
             await finalize_task(run, self.run_dir, modes=final_compile_modes(self.cfg),
                                 retime=self.cfg.eval.retime_final)
             # Cut short by the time limit: final tables made, but a resume goes on with the search.
+            if not stopped:
+                run.save_state(done_budget=self.cfg.search.budget)
             self.store.set_task(tid, status="stopped" if stopped else "done")
             run.notify("done")
         except TaskError as e:
