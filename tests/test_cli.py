@@ -149,6 +149,8 @@ BAD_INPUT = [
     (["--time-limit", "soon"], {}, "--time-limit (search.time_limit_min): expected a duration such as 90s"),
     (["--llm", "nonsense"], {}, "cannot tell the provider of model 'nonsense'"),
     (["--llm", "openai/no-such-model", "--max-usd", "1"], {"OPENAI_API_KEY": "sk-test"}, "no price for model 'openai/no-such-model'"),
+    (["--llm", "openai/gpt-4.1", "--strategy", "pike-o", "--set", "search.exploration=0.5"], {"OPENAI_API_KEY": "sk-test"},
+     "search.exploration + search.exploitation must be at most 1"),
 ]
 
 

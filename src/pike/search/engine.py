@@ -51,6 +51,10 @@ def check_config(cfg: RunConfig) -> None:
     eval_config(cfg)  # its own checks (eval.comparator, eval.init_on)
     if cfg.llm.batch and cfg.llm.batch_dir:
         raise ValueError("llm.batch (the provider's batch API) and llm.batch_dir (file rounds) exclude each other: choose one")
+    s = cfg.search
+    if s.exploration + s.exploitation > 1 + 1e-9:
+        raise ValueError(f"search.exploration + search.exploitation must be at most 1 (the rest of the parent draws is random), "
+                         f"not {s.exploration:g} + {s.exploitation:g}")
 
 
 def final_compile_modes(cfg: RunConfig) -> tuple[str, ...]:
