@@ -1,9 +1,12 @@
 """A real OpenAI chat-completions server on 127.0.0.1 with scripted replies, for tests.
 
-It also answers POST /v1/messages in the Anthropic format, from the same replies, and the OpenAI
-batch endpoints (POST /v1/files, POST /v1/batches, GET /v1/batches/{id}, GET /v1/files/{id}/content):
-a batch is answered line by line by the same responder once ``batch_delay`` seconds have passed since
-it was created (``hold_batches()`` keeps every batch in progress until ``release_batches()``).
+It also answers POST /v1/messages in the Anthropic format, from the same replies, and three batch APIs:
+OpenAI's (POST /v1/files, POST /v1/batches, GET /v1/batches/{id}, GET /v1/files/{id}/content),
+Anthropic's (POST /v1/messages/batches, GET /v1/messages/batches/{id} and its /results) and Gemini's
+(POST /v1beta/models/{model}:batchGenerateContent with inlined requests, GET /v1beta/batches/{id}).
+A batch is answered request by request by the same responder once ``batch_delay`` seconds have passed
+since it was created (``hold_batches()`` keeps every batch in progress until ``release_batches()``);
+the responder sees Anthropic params as they are and Gemini requests as chat-completions bodies.
 
     server = FakeLLMServer(lambda req: Reply("hello", prompt_tokens=10, completion_tokens=2)).start()
     make_provider(server.model_string("m"))            # -> local/m@http://127.0.0.1:PORT/v1
@@ -214,7 +217,7 @@ class FakeLLMServer:
                 "input_file_id": body["input_file_id"], "completion_window": body.get("completion_window", "24h"),
                 "status": "in_progress", "output_file_id": None, "error_file_id": None, "created_at": int(time.time()),
                 "request_counts": {"total": 0, "completed": 0, "failed": 0}, "metadata": body.get("metadata"),
-                "_t0": time.monotonic(),
+                "_t0": time.monotonic(), "_kind": "openai", "_done": False,
             }
             self.requests.append({"path": "/v1/batches", "headers": headers, "body": body})
         return 200, JSON, json.dumps(_public(self.batches[bid])).encode()
@@ -225,9 +228,100 @@ class FakeLLMServer:
             return 404, JSON, b'{"error": {"message": "no such batch"}}'
         with self._lock:
             due = not self._held and time.monotonic() - batch["_t0"] >= self.batch_delay
-            if batch["status"] == "in_progress" and due:
-                self._run_batch(batch)
+            if due and not batch["_done"]:
+                {"openai": self._run_batch, "anthropic": self._run_anthropic_batch, "gemini": self._run_gemini_batch}[batch["_kind"]](batch)
+                batch["_done"] = True
         return 200, JSON, json.dumps(_public(batch)).encode()
+
+    def _new_batch(self, kind: str, bid: str, doc: dict, requests: list) -> dict:
+        """Keeps a new batch (under the lock): ``doc`` is what GET answers, the rest (``_...``) the server's."""
+        doc.update(_kind=kind, _t0=time.monotonic(), _done=False, _requests=requests or [])
+        self.batches[bid] = doc
+        return doc
+
+    # Anthropic's Message Batches
+    def _create_anthropic_batch(self, headers: dict, body: dict) -> tuple[int, dict[str, str], bytes]:
+        requests = body.get("requests")
+        if not isinstance(requests, list) or not requests:
+            return 400, JSON, b'{"type": "error", "error": {"type": "invalid_request_error", "message": "no requests"}}'
+        with self._lock:
+            bid = f"msgbatch_{len(self.batches) + 1}"
+            batch = self._new_batch("anthropic", bid, {
+                "id": bid, "type": "message_batch", "processing_status": "in_progress", "results_url": None,
+                "request_counts": {"processing": len(requests), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
+            }, requests)
+            self.requests.append({"path": "/v1/messages/batches", "headers": headers, "body": body})
+        return 200, JSON, json.dumps(_public(batch)).encode()
+
+    def _run_anthropic_batch(self, batch: dict) -> None:
+        lines, counts = [], {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        for req in batch["_requests"]:
+            self.requests.append({"path": "batch:/v1/messages", "headers": {}, "body": req["params"]})
+            try:
+                reply = self.responder(req["params"])
+                reply = Reply(reply) if isinstance(reply, str) else reply
+                error = _error_text(reply) if reply.status != 200 else None
+            except Exception as exc:  # noqa: BLE001
+                self.errors.append(repr(exc))
+                error = repr(exc)
+            if error is None:
+                result = {"type": "succeeded", "message": json.loads(_render_anthropic(reply, req["params"]))}
+            else:
+                result = {"type": "errored", "error": {"type": "error", "error": {"type": "api_error", "message": error}}}
+            counts[result["type"]] += 1
+            lines.append({"custom_id": req["custom_id"], "result": result})
+        batch["_results"] = "".join(json.dumps(x) + "\n" for x in lines).encode()
+        batch.update(processing_status="ended", request_counts=counts,
+                     results_url=f"{self.root_url}/v1/messages/batches/{batch['id']}/results")
+
+    def _anthropic_results(self, bid: str) -> tuple[int, dict[str, str], bytes]:
+        batch = self.batches.get(bid)
+        if batch is None or "_results" not in batch:
+            return 404, JSON, b'{"type": "error", "error": {"type": "not_found_error", "message": "no results"}}'
+        return 200, {"Content-Type": "application/binary"}, batch["_results"]
+
+    # Gemini's Batch API (inlined requests)
+    def _create_gemini_batch(self, path: str, headers: dict, body: dict) -> tuple[int, dict[str, str], bytes]:
+        model = path.rpartition("/models/")[2].partition(":")[0]
+        try:
+            requests = body["batch"]["input_config"]["requests"]["requests"]
+        except (KeyError, TypeError):
+            return 400, JSON, b'{"error": {"code": 400, "message": "no inlined requests", "status": "INVALID_ARGUMENT"}}'
+        with self._lock:
+            bid = f"g{len(self.batches) + 1}"
+            name = f"batches/{bid}"
+            batch = self._new_batch("gemini", bid, {"name": name, "metadata": {
+                "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch", "name": name,
+                "model": f"models/{model}", "displayName": body["batch"].get("display_name", ""), "state": "BATCH_STATE_PENDING",
+                "batchStats": {"requestCount": str(len(requests)), "pendingRequestCount": str(len(requests))}}}, requests)
+            batch["_model"] = model
+            self.requests.append({"path": path, "headers": headers, "body": body})
+        return 200, JSON, json.dumps(_public(batch)).encode()
+
+    def _run_gemini_batch(self, batch: dict) -> None:
+        out, ok = [], 0
+        for item in batch["_requests"]:
+            request = item["request"]
+            self.requests.append({"path": "batch:generateContent", "headers": {}, "body": request})
+            chat = chat_from_gemini(batch["_model"], request)
+            try:
+                reply = self.responder(chat)
+                reply = Reply(reply) if isinstance(reply, str) else reply
+                error = {"code": reply.status, "message": _error_text(reply)} if reply.status != 200 else None
+            except Exception as exc:  # noqa: BLE001
+                self.errors.append(repr(exc))
+                error = {"code": 500, "message": repr(exc)}
+            if error is None:
+                ok += 1
+                out.append({"response": _render_gemini(reply, chat), "metadata": item.get("metadata", {})})
+            else:
+                out.append({"error": error, "metadata": item.get("metadata", {})})
+        n = len(out)
+        batch["metadata"].update(state="BATCH_STATE_SUCCEEDED", batchStats={
+            "requestCount": str(n), "successfulRequestCount": str(ok), "failedRequestCount": str(n - ok)})
+        batch["done"] = True
+        batch["response"] = {"@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput",
+                             "inlinedResponses": {"inlinedResponses": out}}
 
     def _run_batch(self, batch: dict) -> None:
         """Answers every line of the batch's input with the responder (under the lock)."""
@@ -267,6 +361,39 @@ def batch_output(lines: list[dict], responder: Responder, problems: list[str] | 
         out.append({"id": f"req_{len(out)}", "custom_id": line["custom_id"], "error": None,
                     "response": {"status_code": reply.status, "request_id": f"r{len(out)}", "body": body}})
     return out, errors
+
+
+def chat_from_gemini(model: str, request: dict) -> dict:
+    """A GenerateContentRequest as the chat-completions body a responder expects."""
+    def text(content: dict) -> str:
+        return "".join(p.get("text", "") for p in content.get("parts", []))
+
+    messages = [{"role": "system", "content": text(request["system_instruction"])}] if request.get("system_instruction") else []
+    messages += [{"role": "assistant" if c.get("role") == "model" else "user", "content": text(c)} for c in request.get("contents", [])]
+    config = request.get("generation_config") or {}
+    return {"model": model, "messages": messages, "max_tokens": config.get("max_output_tokens"),
+            **({"temperature": config["temperature"]} if "temperature" in config else {})}
+
+
+def _error_text(reply: Reply) -> str:
+    try:
+        return json.loads(reply.raw_body or b"{}")["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {reply.status}"
+
+
+def _render_gemini(reply: Reply, request: dict) -> dict:
+    """The same Reply as a GenerateContentResponse."""
+    prompt = prompt_text(request)
+    p = reply.prompt_tokens if reply.prompt_tokens is not None else len(prompt) // 4
+    c = reply.completion_tokens if reply.completion_tokens is not None else len(reply.text) // 4
+    body: dict[str, Any] = {"candidates": [] if reply.empty_choices else [{
+        "content": {"role": "model", "parts": [{"text": reply.text}]},
+        "finishReason": {"stop": "STOP", "length": "MAX_TOKENS"}.get(reply.finish_reason, reply.finish_reason.upper()), "index": 0}],
+        "modelVersion": request.get("model", "")}
+    if reply.usage:
+        body["usageMetadata"] = {"promptTokenCount": p, "candidatesTokenCount": c, "totalTokenCount": p + c}
+    return body
 
 
 def _file_object(fid: str, name: str, purpose: str, size: int) -> dict:
@@ -330,6 +457,10 @@ def _handler_for(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(raw or b"{}")
             except json.JSONDecodeError:
                 return self._send(400, JSON, b'{"error": {"message": "request is not JSON"}}')
+            if path.endswith("/v1/messages/batches"):
+                return self._send(*server._create_anthropic_batch(dict(self.headers), body))
+            if path.endswith(":batchGenerateContent"):
+                return self._send(*server._create_gemini_batch(path, dict(self.headers), body))
             if path.endswith("/v1/batches"):
                 return self._send(*server._create_batch(dict(self.headers), body))
             if not self.path.rstrip("/").endswith(("/chat/completions", "/messages")):
@@ -340,6 +471,8 @@ def _handler_for(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
             if self.path.rstrip("/").endswith("/models"):
                 return self._send(200, JSON, b'{"object": "list", "data": []}')
             parts = self.path.rstrip("/").split("/")
+            if len(parts) >= 3 and parts[-3] == "batches" and parts[-1] == "results":
+                return self._send(*server._anthropic_results(parts[-2]))
             if len(parts) >= 2 and parts[-2] == "batches":
                 return self._send(*server._retrieve_batch(parts[-1]))
             if len(parts) >= 3 and parts[-3] == "files" and parts[-1] == "content":

@@ -30,7 +30,8 @@ from pike.llm.rounds import FileTransport, RoundDeferred, Rounds, parse_output
 from pike.store import Store, StoreRecorder
 
 MODEL = "openai/scripted"
-PRICES = PriceTable([PriceRow(MODEL, 1.0, 4.0)])
+NATIVE = ("anthropic/claude-scripted", "gemini/gemini-scripted")  # the batch APIs of pike.llm.batch_native
+PRICES = PriceTable([PriceRow(m, 1.0, 4.0) for m in (MODEL, *NATIVE)])
 
 
 def reply_line(cid: str, text: str, prompt_tokens: int = 100, completion_tokens: int = 50) -> dict:
@@ -60,18 +61,18 @@ def test_output_format_is_read_per_custom_id():
 class Setup:
     """One invocation: a store, a client whose queries go out in rounds, and three places to ask from."""
 
-    def __init__(self, path: Path, transport, max_queries: int = 10):
+    def __init__(self, path: Path, transport, max_queries: int = 10, model: str = MODEL):
         self.store = Store(path / "run.db")
         spent, usd = self.store.spent(outside_rounds=True)
         self.budget = Budget(max_queries=max_queries, spent_queries=spent)
         self.rounds = Rounds(transport, self.store, settle_s=0.01)
-        self.client = LLMClient(None, MODEL, PRICES, Budget(), rounds=self.rounds, price_scale=0.5,
-                                request_body=lambda m, t, temp: chat_body(MODEL, m, t, temp), max_tokens=100)
+        self.client = LLMClient(None, model, PRICES, Budget(), rounds=self.rounds, price_scale=0.5,
+                                request_body=lambda m, t, temp: chat_body(model, m, t, temp), max_tokens=100)
 
     async def ask(self, slot: int):
         rec = StoreRecorder(self.store, {"task_id": 1, "phase": 0, "slot": slot})
-        return await self.client.ask("coa", [{"role": "user", "content": f"slot {slot}"}], budget=BudgetGroup(self.budget),
-                                     recorder=rec)
+        messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": f"slot {slot}"}]
+        return await self.client.ask("coa", messages, budget=BudgetGroup(self.budget), recorder=rec)
 
     async def ask_all(self, n: int = 3):
         return await asyncio.gather(*(self.ask(i) for i in range(n)), return_exceptions=True)
@@ -141,13 +142,12 @@ def openai_server(monkeypatch):
         yield server
 
 
-def api_setup(tmp_path):
+def api_setup(tmp_path, model: str = MODEL):
     from pike.llm.batch_api import batch_transport
-    from pike.llm.providers import make_provider
 
-    provider = make_provider(MODEL)
-    setup = Setup(tmp_path, batch_transport(provider, MODEL, 0.02))
-    setup.client.provider = provider
+    transport = batch_transport(model, 0.02)
+    setup = Setup(tmp_path, transport, model=model)
+    setup.client.provider = transport.provider
     return setup
 
 
@@ -199,6 +199,121 @@ def test_provider_batch_killed_in_flight_is_collected_not_sent_again(tmp_path, o
     assert len(openai_server.batches) == 1  # collected, not submitted again
     assert sum(r["path"].startswith("batch:") for r in openai_server.requests) == 3  # each answered once
     assert len(again.store.exchanges()) == 3 and again.budget.queries_used == 3
+
+
+@pytest.fixture(params=NATIVE, ids=["anthropic", "gemini"])
+def native(request, monkeypatch):
+    """(model, server): the scripted server as Anthropic's or Gemini's API, for the model's batch transport."""
+    def responder(body):
+        if last_user_message(body) == "slot 2":
+            return Reply.error(400, "prompt is too long")
+        return Reply("re: " + last_user_message(body), prompt_tokens=100, completion_tokens=50)
+
+    with FakeLLMServer(responder) as server:
+        for var in ("ANTHROPIC_BASE_URL", "GEMINI_BASE_URL"):
+            monkeypatch.setenv(var, server.root_url)
+        for var in ("ANTHROPIC_API_KEY", "GEMINI_API_KEY"):
+            monkeypatch.setenv(var, "test-key")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        yield request.param, server
+
+
+def direct_calls(server: FakeLLMServer) -> list[dict]:
+    return [r for r in server.requests
+            if not r["path"].startswith("batch:") and r["path"].endswith(("/chat/completions", "/messages", ":generateContent"))]
+
+
+def test_native_batch_sends_a_round_as_one_batch_in_its_own_format(tmp_path, native):
+    model, server = native
+    setup = api_setup(tmp_path, model)
+    got = asyncio.run(setup.ask_all(4))
+    assert [g.text for i, g in enumerate(got) if i != 2] == ["re: slot 0", "re: slot 1", "re: slot 3"]
+    assert isinstance(got[2], LLMError) and "prompt is too long" in str(got[2]) and "exchange-3" in str(got[2])
+    assert len(server.batches) == 1 and not server.errors and not direct_calls(server)
+    create = next(r for r in server.requests if r["path"].endswith(("/messages/batches", ":batchGenerateContent")))
+    if model.startswith("anthropic/"):
+        assert create["headers"]["x-api-key"] == "test-key" and create["path"] == "/v1/messages/batches"
+        first = create["body"]["requests"][0]
+        assert first["custom_id"] == "exchange-1"
+        assert first["params"] == {"model": "claude-scripted", "max_tokens": 100, "system": "be brief",
+                                   "messages": [{"role": "user", "content": "slot 0"}], "temperature": 0.7}
+    else:
+        assert create["headers"]["x-goog-api-key"] == "test-key"
+        assert create["path"] == "/v1beta/models/gemini-scripted:batchGenerateContent"
+        first = create["body"]["batch"]["input_config"]["requests"]["requests"][0]
+        assert first["metadata"] == {"key": "exchange-1"}
+        assert first["request"] == {"system_instruction": {"parts": [{"text": "be brief"}]},
+                                    "contents": [{"role": "user", "parts": [{"text": "slot 0"}]}],
+                                    "generation_config": {"max_output_tokens": 100, "temperature": 0.7}}
+    rows = setup.store.exchanges()
+    assert [r["status"] for r in rows] == ["done", "done", "failed", "done"]
+    assert all(r["cost_usd"] == pytest.approx((100 * 1.0 + 50 * 4.0) / 1e6 * 0.5) for r in rows if r["status"] == "done")
+    assert "prompt is too long" in rows[2]["error"] and setup.budget.queries_used == 4
+    assert setup.store.round(1)["status"] == "collected" and setup.store.round(1)["mode"] == model.split("/")[0] + "-batch"
+
+
+def test_native_batch_killed_in_flight_is_collected_not_sent_again(tmp_path, native):
+    model, server = native
+    server.hold_batches()
+    first = api_setup(tmp_path, model)
+
+    async def kill_after_submit():
+        search = asyncio.ensure_future(first.ask_all(2))
+        while (first.store.round(1) or {}).get("status") != "submitted":
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # a few polls: still in progress
+        search.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await search
+
+    asyncio.run(kill_after_submit())
+    assert [r["status"] for r in first.store.exchanges()] == ["pending"] * 2
+    first.store.close()
+    server.release_batches()
+    again = api_setup(tmp_path, model)
+    got = asyncio.run(again.ask_all(2))
+    assert [g.text for g in got] == ["re: slot 0", "re: slot 1"]
+    assert len(server.batches) == 1  # collected, not submitted again
+    assert sum(r["path"].startswith("batch:") for r in server.requests) == 2 and not direct_calls(server)
+    assert len(again.store.exchanges()) == 2 and again.budget.queries_used == 2
+
+
+def test_anthropic_results_that_are_not_replies_are_failed_queries():
+    from pike.llm.batch_native import AnthropicBatchTransport
+
+    t = AnthropicBatchTransport.__new__(AnthropicBatchTransport)
+    t.model = NATIVE[0]
+    ok = {"type": "succeeded", "message": {"content": [{"type": "thinking", "thinking": "hm"}, {"type": "text", "text": "x"}],
+                                           "stop_reason": "max_tokens", "usage": {"input_tokens": 7, "output_tokens": 9}}}
+    text = "\n".join(json.dumps(x) for x in [
+        {"custom_id": "exchange-1", "result": ok},
+        {"custom_id": "exchange-2", "result": {"type": "errored", "error": {"type": "error", "error": {
+            "type": "invalid_request_error", "message": "max_tokens too large"}}}},
+        {"custom_id": "exchange-3", "result": {"type": "expired"}},
+        {"custom_id": "exchange-4", "result": {"type": "succeeded", "message": {"content": []}}},
+    ]) + "\n{oops"
+    got = t.parse_results(text, "batch b")
+    assert (got["exchange-1"].text, got["exchange-1"].input_tokens, got["exchange-1"].output_tokens) == ("x", 7, 9)
+    assert got["exchange-1"].finish_reason == "length"
+    assert got["exchange-2"].kind == "bad_request" and "max_tokens too large" in str(got["exchange-2"])
+    assert "request expired" in str(got["exchange-3"]) and "without content or usage" in str(got["exchange-4"])
+    assert got.problems == ["batch b:5: not JSON (Expecting property name enclosed in double quotes)"]
+
+
+def test_gemini_responses_count_thinking_tokens_and_name_blocked_prompts():
+    from pike.llm.batch_native import GeminiBatchTransport
+
+    t = GeminiBatchTransport.__new__(GeminiBatchTransport)
+    t.model = NATIVE[1]
+    thought = {"candidates": [{"content": {"parts": [{"text": "plan", "thought": True}, {"text": "code"}]}, "finishReason": "STOP"}],
+               "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 20, "thoughtsTokenCount": 30}}
+    got = t.parse_response({"response": thought}, "w")
+    assert (got.text, got.input_tokens, got.output_tokens, got.finish_reason) == ("code", 10, 50, "stop")
+    blocked = t.parse_response({"response": {"promptFeedback": {"blockReason": "SAFETY"},
+                                             "usageMetadata": {"promptTokenCount": 10}}}, "w")
+    assert isinstance(blocked, LLMError) and "blocked: SAFETY" in str(blocked) and blocked.input_tokens == 10
+    err = t.parse_response({"error": {"code": 3, "message": "bad request"}}, "w")
+    assert err.kind == "bad_request" and "bad request" in str(err)
 
 
 # -------------------------------------------------------------------- end to end

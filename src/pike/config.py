@@ -57,7 +57,7 @@ class LLMConfig:
     max_retries: Annotated[int, NonNegative] = 4
     prices_file: str | None = None  # CSV overriding the packaged price table
     # Batch rounds (pike.llm.rounds): the queries open at one moment go out together, at the batch
-    # price (prices x batch_discount). batch: through the provider's batch API (openai/ models);
+    # price (prices x batch_discount). batch: through the provider's batch API (openai/, anthropic/, gemini/);
     # batch_dir: as files (`--llm batch:DIR`) that another machine answers, the run stopping between rounds.
     batch: bool = False
     batch_dir: str | None = None

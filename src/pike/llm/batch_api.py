@@ -1,4 +1,5 @@
-"""A provider's batch API as a round transport (pike.llm.rounds): OpenAI's files + batches endpoints.
+"""A provider's batch API as a round transport (pike.llm.rounds): OpenAI's files + batches endpoints
+here; Anthropic's and Gemini's in pike.llm.batch_native.
 
 A round's lines are uploaded as one JSONL file and submitted as one batch; the batch is polled with
 a doubling wait until it ends, then its output (and error) files are read. Polling failures that a
@@ -19,11 +20,19 @@ MAX_POLL_S = 600.0
 ENDED = ("completed", "expired", "cancelled", "failed")
 
 
-def batch_transport(provider: Any, model: str, poll_s: float):
-    if not model.startswith("openai/"):
-        raise ConfigError(f"llm.batch: provider batches are supported for openai/ models, not {model!r}; "
-                          "any model can go through file rounds (--llm batch:DIR)")
-    return OpenAIBatchTransport(provider, model, poll_s)
+def batch_transport(model: str, poll_s: float):
+    """The transport of ``model``'s batch API; its ``provider`` is the direct provider it uses (or None)."""
+    name = model.strip().partition("/")[0]
+    if name == "openai":
+        from .providers import make_provider
+
+        return OpenAIBatchTransport(make_provider(model), model, poll_s)
+    if name in ("anthropic", "gemini"):
+        from .batch_native import AnthropicBatchTransport, GeminiBatchTransport
+
+        return (AnthropicBatchTransport if name == "anthropic" else GeminiBatchTransport)(model, poll_s)
+    raise ConfigError(f"llm.batch: provider batches are supported for openai/, anthropic/ and gemini/ models, not {model!r}; "
+                      "any model can go through file rounds (--llm batch:DIR)")
 
 
 class OpenAIBatchTransport:

@@ -171,11 +171,11 @@ class Engine:
         else:
             from pike.llm.batch_api import batch_transport
 
-            provider = make_provider(model)
             if model not in self.rounds:
-                self.rounds[model] = Rounds(batch_transport(provider, model, llm.batch_poll_s), self.store, self._busy,
+                self.rounds[model] = Rounds(batch_transport(model, llm.batch_poll_s), self.store, self._busy,
                                             self._round_status)
             rounds = self.rounds[model]
+            provider = rounds.transport.provider  # None where every query goes through the batch API
         body = lambda messages, max_tokens, temperature, m=model: chat_body(m, messages, max_tokens, temperature)  # noqa: E731
         return provider, {"rounds": rounds, "request_body": body, "price_scale": llm.batch_discount}
 

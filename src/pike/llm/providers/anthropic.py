@@ -12,7 +12,14 @@ from .openai_compat import api_key_from_env
 
 INSTALL_HINT = "pip install 'pike-evolve[anthropic]'"
 # Anthropic's stop reasons, in the chat-completions vocabulary the rest of PIKE uses.
-_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+def split_system(messages: list[dict]) -> tuple[str, list[dict]]:
+    """Chat messages as the Messages API takes them: the system prompt apart from the turns."""
+    system = "\n\n".join(message_text(m) for m in messages if m.get("role") == "system")
+    turns = [{"role": m["role"], "content": message_text(m)} for m in messages if m.get("role") != "system"]
+    return system, turns
 
 
 class AnthropicProvider:
@@ -40,9 +47,7 @@ class AnthropicProvider:
     async def complete(
         self, messages: list[dict], *, max_tokens: int, temperature: float, timeout: float
     ) -> Completion:
-        # The Messages API takes the system prompt apart from the turns.
-        system = "\n\n".join(message_text(m) for m in messages if m.get("role") == "system")
-        turns = [{"role": m["role"], "content": message_text(m)} for m in messages if m.get("role") != "system"]
+        system, turns = split_system(messages)
         kwargs: dict[str, Any] = {"system": system} if system else {}
         if self.takes_temperature:
             kwargs["temperature"] = min(max(temperature, 0.0), 1.0)  # Anthropic's range is [0, 1]
@@ -61,7 +66,7 @@ class AnthropicProvider:
         return Completion(
             text=text, input_tokens=int(usage.input_tokens or 0), output_tokens=int(usage.output_tokens or 0),
             cost_usd=0.0, latency_s=time.monotonic() - t0, model=self.model,
-            finish_reason=_FINISH.get(resp.stop_reason or "", resp.stop_reason or ""),
+            finish_reason=FINISH.get(resp.stop_reason or "", resp.stop_reason or ""),
         )
 
     def _map_error(self, exc: Exception) -> Exception:

@@ -14,7 +14,8 @@ from typing import Any
 
 from ..base import Completion, ConfigError, LLMError, error_for_status, estimate_prompt_tokens, estimate_tokens
 
-GEMINI_URL = "https://generativelanguage.googleapis.com/v1beta/openai/"
+GEMINI_ROOT = "https://generativelanguage.googleapis.com"  # GEMINI_BASE_URL overrides it
+GEMINI_URL = GEMINI_ROOT + "/v1beta/openai/"
 OPENROUTER_URL = "https://openrouter.ai/api/v1"
 # OpenAI's reasoning models reject a non-default temperature and the legacy max_tokens.
 _OPENAI_REASONING = re.compile(r"^(o\d|gpt-5)")
@@ -27,6 +28,11 @@ def api_key_from_env(names: tuple[str, ...], model: str) -> str:
             return value
     alt = f" (or {', '.join(names[1:])})" if len(names) > 1 else ""
     raise ConfigError(f"model {model!r} needs an API key: set the environment variable {names[0]}{alt}")
+
+
+def gemini_root() -> str:
+    """The Gemini API's root URL (the OpenAI-compatible endpoint and the native batch API are under it)."""
+    return (os.environ.get("GEMINI_BASE_URL", "").strip() or GEMINI_ROOT).rstrip("/")
 
 
 def request_shape(model: str) -> tuple[str, str, bool]:
@@ -60,7 +66,7 @@ def make_openai_compatible(provider: str, rest: str, model: str, **opts: Any) ->
         send_temperature = not _OPENAI_REASONING.match(rest)
     elif provider == "gemini":
         api_key = api_key or api_key_from_env(("GEMINI_API_KEY", "GOOGLE_API_KEY"), model)
-        base_url = base_url or GEMINI_URL
+        base_url = base_url or gemini_root() + "/v1beta/openai/"
     elif provider == "openrouter":
         api_key = api_key or api_key_from_env(("OPENROUTER_API_KEY",), model)
         base_url = base_url or OPENROUTER_URL
