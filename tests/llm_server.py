@@ -278,7 +278,7 @@ class FakeLLMServer:
         batch = self.batches.get(bid)
         if batch is None or "_results" not in batch:
             return 404, JSON, b'{"type": "error", "error": {"type": "not_found_error", "message": "no results"}}'
-        return 200, {"Content-Type": "application/binary"}, batch["_results"]
+        return 200, {"Content-Type": "application/x-jsonl"}, batch["_results"]  # JSONL, not one JSON document
 
     # Gemini's Batch API (inlined requests)
     def _create_gemini_batch(self, path: str, headers: dict, body: dict) -> tuple[int, dict[str, str], bytes]:

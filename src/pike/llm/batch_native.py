@@ -42,8 +42,8 @@ class HTTPBatchTransport:
     def headers(self) -> dict[str, str]:
         raise NotImplementedError
 
-    async def request(self, what: str, method: str, url: str, body: dict | None = None) -> Any:
-        """One call of the batch API: its JSON (or text for a JSONL download), or an LLMError."""
+    async def request(self, what: str, method: str, url: str, body: dict | None = None, text: bool = False) -> Any:
+        """One call of the batch API: its JSON (its text with ``text``, for a JSONL download), or an LLMError."""
         try:
             async with self._httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, headers=self.headers()) as client:
                 resp = await client.request(method, url, json=body)
@@ -54,7 +54,7 @@ class HTTPBatchTransport:
         if resp.status_code >= 400:
             raise error_for_status(resp.status_code, f"{what}: {self.model}: HTTP {resp.status_code} {_error_message(resp.text)}",
                                    resp.headers)
-        if body is None and "json" not in resp.headers.get("content-type", ""):
+        if text:
             return resp.text
         try:
             return resp.json()
@@ -161,8 +161,7 @@ class AnthropicBatchTransport(HTTPBatchTransport):
         url = batch.get("results_url")
         if not url:
             raise LLMError("malformed", f"batch {ref} ended without a results_url")
-        text = await self.request(f"batch {ref} results", "GET", url)
-        return self.parse_results(text if isinstance(text, str) else json.dumps(text), f"batch {ref}")
+        return self.parse_results(await self.request(f"batch {ref} results", "GET", url, text=True), f"batch {ref}")
 
     def parse_results(self, text: str, where: str) -> Replies:
         out = Replies()
