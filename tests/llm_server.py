@@ -97,6 +97,7 @@ class FakeLLMServer:
         self.files: dict[str, bytes] = {}  # uploaded and result files by id
         self.batches: dict[str, dict] = {}  # batch objects by id, in creation order
         self.batch_delay = 0.0
+        self.poll_failures = 0  # this many GETs of a batch answer HTTP 503 first
         self._held = False
 
     def hold_batches(self) -> None:
@@ -227,6 +228,9 @@ class FakeLLMServer:
         if batch is None:
             return 404, JSON, b'{"error": {"message": "no such batch"}}'
         with self._lock:
+            if self.poll_failures > 0:
+                self.poll_failures -= 1
+                return 503, JSON, b'{"error": {"code": 503, "message": "scripted outage"}}'
             due = not self._held and time.monotonic() - batch["_t0"] >= self.batch_delay
             if due and not batch["_done"]:
                 {"openai": self._run_batch, "anthropic": self._run_anthropic_batch, "gemini": self._run_gemini_batch}[batch["_kind"]](batch)

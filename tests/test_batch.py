@@ -279,6 +279,18 @@ def test_native_batch_killed_in_flight_is_collected_not_sent_again(tmp_path, nat
     assert len(again.store.exchanges()) == 2 and again.budget.queries_used == 2
 
 
+def test_native_batch_poll_failures_poll_again(tmp_path, native):
+    model, server = native
+    server.poll_failures = 2
+    setup = api_setup(tmp_path, model)
+    seen = []
+    setup.rounds.on_status = lambda n, state, age, count, problems: seen.append(state)
+    got = asyncio.run(setup.ask_all(2))
+    assert [g.text for g in got] == ["re: slot 0", "re: slot 1"] and len(server.batches) == 1
+    assert seen[:3] == ["submitted", "poll failed (server), again in 0 s", "poll failed (server), again in 0 s"]
+    assert seen[-1] == "collected" and server.poll_failures == 0
+
+
 def test_anthropic_results_that_are_not_replies_are_failed_queries():
     from pike.llm.batch_native import AnthropicBatchTransport
 
