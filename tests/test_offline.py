@@ -301,7 +301,7 @@ def test_the_portfolio_runs_its_cheap_combinations_before_any_compile(tmp_path):
     from types import SimpleNamespace
 
     from pike.evaluate.result import EvalResult, Timing
-    from pike.search.strategies import Offline
+    from pike.search.offline import Offline
 
     ms = {"eager": 10.0, "cuda_graph": 6.0, "tf32": 9.0, "fp16_autocast": 9.5, "bf16_autocast": 12.0,
           "compile:default": 8.0, "compile:reduce-overhead": 7.0, "compile:max-autotune-no-cudagraphs": 7.5}
@@ -362,7 +362,7 @@ def test_a_variant_in_flight_at_the_time_limit_is_stopped_there_and_resumed_late
     from types import SimpleNamespace
 
     from pike.evaluate.result import EvalResult, Timing
-    from pike.search.strategies import Offline
+    from pike.search.offline import Offline
 
     given = {}
 

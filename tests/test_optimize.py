@@ -222,6 +222,7 @@ def test_time_limit_stops_the_llm_search(tmp_path, prices, strategy):
     ("search.final_compile_modes=max-autotune-with-typo", "not a compile mode on cpu (known: default)"),
     ("search.offline_combos=some", "must be 'promising' or 'all'"),
     ("search.time_limit_min=0", "must be positive"),
+    ("llm.prompt_dir=/no/such/prompts", "llm.prompt_dir: /no/such/prompts is not a directory"),
 ])
 def test_bad_setting_is_an_error_before_any_work(tmp_path, setting, message):
     p = subprocess.run([sys.executable, "-m", "pike", "optimize", str(TASK), "--set", setting, "--out", str(tmp_path / "r")],
@@ -304,3 +305,33 @@ def test_a_finished_search_goes_on_when_resumed_with_a_larger_budget(tmp_path, p
         assert db(out).execute(charged).fetchone()[0] == 8
     phases = [row[0] for row in db(out).execute("SELECT DISTINCT phase FROM exchanges WHERE role = 'coa' ORDER BY phase")]
     assert phases == list(range(len(phases))) and len(phases) >= 2  # the search went on into later phases
+
+
+@pytest.mark.slow
+def test_prompt_dir_replaces_one_template_and_a_retired_key_still_resumes(tmp_path, prices):
+    """llm.prompt_dir through the CLI: its coa.txt is what the model gets, the other templates are the
+    shipped ones. The run's stored config with `search.roofline` (a knob that no longer exists) resumes."""
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "coa.txt").write_text("Custom optimiser prompt for {task_name}.\n\n{reference}\n\n{idea}\n")
+    with FakeLLMServer(Script([fenced(FUSED)])) as server:
+        out, doc = optimize(tmp_path, server, prices, "--strategy", "pike-b", "--budget", "2", "--set",
+                            "search.num_branches=2", "--set", f"llm.prompt_dir={prompts}")
+        users = [last_user_message(b) for b in server.bodies]
+    coa = [u for u in users if not u.startswith("Brainstorm")]
+    assert len(coa) == 2 and all(u.startswith("Custom optimiser prompt for ln_mlp.") for u in coa)
+    assert sum(u.startswith("Brainstorm") for u in users) == 1  # iba.txt: the shipped template
+    assert doc["queries"] == 2 and doc["rows"][0]["valid"] == 2
+
+    con = db(out)
+    cfg = json.loads(con.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
+    assert cfg["llm"]["prompt_dir"] == str(prompts.resolve())
+    cfg["search"]["roofline"] = True  # as a run of an earlier version stored it
+    con.execute("UPDATE meta SET value = ? WHERE key = 'config'", (json.dumps(cfg),))
+    con.commit()
+    con.close()
+    env = {**os.environ, "PIKE_CACHE_DIR": str(tmp_path / "cache")}
+    p = subprocess.run([sys.executable, "-m", "pike", "optimize", "--resume", str(out), "--json"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads(p.stdout)["rows"][0]["valid"] == 2

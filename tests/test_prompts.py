@@ -14,7 +14,7 @@ from pike.agents import (
 from pike.agents.hardware import gpu_peaks
 from pike.evaluate.device_facts import cpu_facts, toolchain_facts
 from pike.evaluate.result import EvalResult
-from pike.search.strategies import branch_plan
+from pike.search.pike_b import branch_plan
 from pike.store import Store
 
 REFERENCE = "import torch\nimport torch.nn as nn\n\nclass Model(nn.Module):\n    def forward(self, x):\n        return x.relu()\n"
@@ -254,12 +254,12 @@ def test_final_table_says_how_many_candidates_came_from_how_many_queries():
 
 
 def test_later_branches_get_untried_ideas_first():
-    from pike.search.strategies import fresh_ideas
+    from pike.search.pike_b import fresh_ideas
 
     sols = {1: SimpleNamespace(id=1, idea="fuse in C++", parent_id=None, origin="coa"),
             2: SimpleNamespace(id=2, idea="in-place PyTorch", parent_id=None, origin="coa"),
             3: SimpleNamespace(id=3, idea=None, parent_id=1, origin="coa")}
-    run = SimpleNamespace(device_kind="cpu", solutions=list(sols.values()), store=SimpleNamespace(solution=sols.get),
+    run = SimpleNamespace(device_kind="cpu", prompt_dir=None, solutions=list(sols.values()), store=SimpleNamespace(solution=sols.get),
                           state=lambda: {"ideas": ["fuse in C++", "in-place PyTorch", "blocked rows"]})
     got = fresh_ideas(run, sols[3], 10)
     # Not the parent's own lineage; never tried before ideas tried elsewhere.

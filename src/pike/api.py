@@ -62,6 +62,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, device: str = "auto", ll
     from pike import config as cfgmod
     from pike.llm.base import ConfigError
     from pike.search.engine import Engine, check_config, discard_run, run_started
+    from pike.search.strategies import strategy_class
     from pike.task import TaskError, load_task
 
     if resume:
@@ -77,7 +78,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, device: str = "auto", ll
         if time_limit is not None:
             values["search.time_limit_min"] = time_limit
         cfg = cfgmod.apply_values(cfg, values)
-        if cfg.search.strategy != "offline" and not cfg.llm.model:
+        if strategy_class(cfg).needs_llm and not cfg.llm.model:
             raise ValueError(f"strategy {cfg.search.strategy!r} needs an LLM: pass llm=...")
         cfg, how = cfgmod.resolve_device(cfg)
         check_config(cfg)

@@ -63,6 +63,9 @@ class LLMConfig:
     batch_dir: str | None = None
     batch_discount: Annotated[float, Field(gt=0, le=1)] = 0.5  # OpenAI, Anthropic and Gemini batch APIs: half the list price
     batch_poll_s: Annotated[float, Positive] = 10.0  # wait between polls of a provider's batch: doubles each poll, up to 10 min
+    # A directory whose files replace the shipped prompt templates of the same name, one by one
+    # (pike/agents/prompts/: coa.txt, efa.txt, iba.txt, system.txt, sections.txt); None: the shipped ones
+    prompt_dir: str | None = None
 
 
 @dataclass
@@ -107,7 +110,6 @@ class SearchConfig:
     gpu_facts: bool = False
     parent_speedups: bool = False
     profile: bool = False
-    roofline: bool = False
     best_history: bool = False
     # A reply with no usable code (or ideas) is asked again once, with a reminder of the format; the
     # re-ask is a query of its own (the paper's code drops such a reply and still charges it)
@@ -179,47 +181,48 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        return _merge(cls(), d)
+        """A stored or assembled config (keys of :data:`RETIRED` are dropped)."""
+        return _merge(cls(), without_retired(d))
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's PIKE-B, faithful to its code.
-    "pike-b": dict(num_branches=10, top_k=4, max_fix_attempts=5, iba=True, parents_from="last_phase", retime_top=0),
-    "pike-b-no-efa": dict(num_branches=10, top_k=4, max_fix_attempts=0, iba=True, parents_from="last_phase"),
-    "pike-b-cheap-efa": dict(num_branches=10, top_k=4, max_fix_attempts=5, iba=True, parents_from="last_phase"),
-    "pike-b-no-iba": dict(num_branches=10, top_k=4, max_fix_attempts=5, iba=False, parents_from="last_phase"),
+    "pike-b": dict(kind="pike-b", num_branches=10, top_k=4, max_fix_attempts=5, iba=True, parents_from="last_phase", retime_top=0),
+    "pike-b-no-efa": dict(kind="pike-b", num_branches=10, top_k=4, max_fix_attempts=0, iba=True, parents_from="last_phase"),
+    "pike-b-cheap-efa": dict(kind="pike-b", num_branches=10, top_k=4, max_fix_attempts=5, iba=True, parents_from="last_phase"),
+    "pike-b-no-iba": dict(kind="pike-b", num_branches=10, top_k=4, max_fix_attempts=5, iba=False, parents_from="last_phase"),
     # Ours: all-time elites, measured feedback in the prompts, interleaved re-timing of the top
     # candidates before they become parents. The default strategy when an LLM is configured.
     "pike-b-plus": dict(
-        num_branches=10, top_k=4, max_fix_attempts=5, iba=True, parents_from="all_time", retime_top=4,
+        kind="pike-b", num_branches=10, top_k=4, max_fix_attempts=5, iba=True, parents_from="all_time", retime_top=4,
         gpu_facts=True, parent_speedups=True, best_history=True, profile=True, reask=True,
         diverse_branches=True,
     ),
-    "offline": dict(),
+    "offline": dict(kind="offline"),
     # PIKE-O (OpenEvolve-style islands and elite archive; see pike.search.pike_o). The design's defaults,
     # then the paper's ablations and the ladder towards exploit-heavy settings.
     "pike-o": dict(
-        islands=1, population=25, archive=12, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=3,
+        kind="pike-o", islands=1, population=25, archive=12, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=3,
         migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False, retime_top=4,
     ),
     "pike-o-no-efa": dict(
-        islands=1, population=25, archive=12, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=3,
+        kind="pike-o", islands=1, population=25, archive=12, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=3,
         migration_interval=50, migration_rate=0.1, max_fix_attempts=0, iba=False, retime_top=4,
     ),
     "pike-o-3islands": dict(
-        islands=3, population=25, archive=12, elite_ratio=0.2, exploration=0.2, exploitation=0.7, top_programs=3,
+        kind="pike-o", islands=3, population=25, archive=12, elite_ratio=0.2, exploration=0.2, exploitation=0.7, top_programs=3,
         migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False, retime_top=4,
     ),
     "pike-o-exploit-only": dict(
-        islands=1, population=25, archive=12, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=3,
+        kind="pike-o", islands=1, population=25, archive=12, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=3,
         migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False, retime_top=4,
     ),
     "pike-o-short-library": dict(
-        islands=1, population=25, archive=4, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=1,
+        kind="pike-o", islands=1, population=25, archive=4, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=1,
         migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False, retime_top=4,
     ),
     "pike-o-map-elites": dict(
-        islands=1, population=25, archive=12, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=3,
+        kind="pike-o", islands=1, population=25, archive=12, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=3,
         migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False, retime_top=4,
         feature_grid=True, grid_bins=10, grid_features="complexity,diversity",
     ),
@@ -254,9 +257,26 @@ for _name in PRESETS:
 
 
 def preset(name: str) -> dict[str, Any]:
+    """The search knobs a preset sets (its ``kind`` apart)."""
     if name not in PRESETS:
         raise ValueError(f"unknown strategy {name!r}; known: {', '.join(PRESETS)}")
-    return dict(PRESETS[name])
+    return {k: v for k, v in PRESETS[name].items() if k != "kind"}
+
+
+def strategy_kind(name: str) -> str:
+    """The registered strategy (pike.search.strategies) a preset runs. A name that is no preset is
+    taken as a kind itself (a replay's "replay")."""
+    return PRESETS[name]["kind"] if name in PRESETS else name
+
+
+# Keys that earlier versions wrote into a run's config.toml and that no longer do anything: a stored
+# run that has them still resumes.
+RETIRED = {"search": ("roofline",)}
+
+
+def without_retired(d: dict) -> dict:
+    return {k: ({n: x for n, x in v.items() if n not in RETIRED.get(k, ())} if isinstance(v, dict) else v)
+            for k, v in d.items()}
 
 
 @functools.cache
@@ -375,7 +395,7 @@ def load(path: str | Path | None = None, *, strategy: str | None = None) -> RunC
     data: dict = {}
     if path:
         try:
-            data = tomllib.loads(Path(path).read_text())
+            data = without_retired(tomllib.loads(Path(path).read_text()))
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ValueError(f"{path}: {e}") from None
     name = strategy or data.get("search", {}).get("strategy") or SearchConfig.strategy

@@ -211,3 +211,10 @@ def discover(target: str | Path, size: str | None = None) -> list[Task | TaskErr
         except TaskError as e:
             out.append(e)
     return out
+
+
+def resolve_size(size: str, device: str) -> str | None:
+    """``auto``: the "small" size set on CPU (where a task has one), the written constants on GPU."""
+    if size == "auto":
+        return "small" if not device.startswith("cuda") else None
+    return None if size in ("", "default", "full") else size

@@ -119,7 +119,7 @@ def coa_messages(task: TaskContext, parent: ParentInfo | None, idea: str | None,
     d = prompt_dir
     values = _task_values(task, flags, hardware, d) | {
         "parent": _parent_section(parent, d) if parent else _block("no_parent", {}, d),
-        "parent_speedups": "", "roofline": "", "best_history": "", "parent_tried": "",
+        "parent_speedups": "", "best_history": "", "parent_tried": "",
         "idea": idea.strip() if idea and idea.strip() else section("no_idea", {}, d),
         "branch": _branch_section(branch, idea, d) if branch else "",
     }
@@ -128,8 +128,6 @@ def coa_messages(task: TaskContext, parent: ParentInfo | None, idea: str | None,
             "eager": _x(parent.speedup_vs_eager), "compile": _x(parent.speedup_vs_compile)}, d)
     if parent and flags.profile:  # the parent's own profile instead of the reference's
         values["profile"] = _profile_section(parent.profile, "profile", d)
-    if parent and flags.roofline and parent.roofline_fraction is not None:
-        values["roofline"] = _block("roofline", {"percent": f"{parent.roofline_fraction:.0%}"}, d)
     if parent and flags.best_history and parent.tried:
         lines = [f"- {_one_line(i) if i else section('branch_own_choice', {}, d)}: {outcome}" for i, outcome in parent.tried]
         values["parent_tried"] = _block("parent_tried", {"entries": "\n".join(lines[-TRIED_LIMIT:])}, d)

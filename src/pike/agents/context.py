@@ -33,12 +33,11 @@ class PromptFlags:
     gpu_facts: bool = False
     parent_speedups: bool = False
     profile: bool = False
-    roofline: bool = False
     best_history: bool = False
 
     @classmethod
     def all(cls) -> "PromptFlags":
-        return cls(True, True, True, True, True)
+        return cls(True, True, True, True)
 
 
 @dataclass
@@ -48,7 +47,6 @@ class ParentInfo:
     speedup_vs_eager: float | None = None
     speedup_vs_compile: float | None = None
     profile: str | None = None  # top kernels by time, as text
-    roofline_fraction: float | None = None  # 0..1
     idea: str | None = None  # the idea whose application produced this code
     tried: list[tuple[str | None, str]] = field(default_factory=list)  # (idea, outcome) of its children so far
 

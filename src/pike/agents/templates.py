@@ -7,8 +7,8 @@ Conventions the templates follow:
   line after them; inline snippets are given without.
 - ``sections.txt`` holds the small snippets (optional sections, status explanations), each starting
   at a line ``=== name ===``.
-A researcher can point ``prompt_dir`` at a directory holding any of these files to override them;
-files it lacks come from the package.
+A researcher can point ``prompt_dir`` (``llm.prompt_dir``) at a directory holding any of these files
+to override them; files it lacks come from the package.
 """
 
 from __future__ import annotations
@@ -45,6 +45,19 @@ def load(name: str, prompt_dir: str | None = None) -> str:
     if not resource.is_file():
         raise PromptError(f"no prompt template {name!r}")
     return resource.read_text(encoding="utf-8")
+
+
+def check_prompt_dir(prompt_dir: str) -> None:
+    """ValueError unless ``prompt_dir`` is a directory whose files are all template names (a
+    misspelt file would otherwise be ignored without a word)."""
+    path = Path(prompt_dir)
+    if not path.is_dir():
+        raise ValueError(f"llm.prompt_dir: {prompt_dir} is not a directory")
+    shipped = sorted(p.name for p in (files(__package__) / "prompts").iterdir() if p.name.endswith(".txt"))
+    stray = sorted(p.name for p in path.iterdir() if p.name not in shipped and not p.name.startswith("."))
+    if stray:
+        raise ValueError(f"llm.prompt_dir: {', '.join(stray)} in {prompt_dir} override no template "
+                         f"(the templates: {', '.join(shipped)})")
 
 
 def fill(name: str, text: str, values: dict) -> str:

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from pike.commands import exit_codes
+from pike.task import resolve_size  # noqa: F401 - the commands' size sets, where they import it from
 
 console = Console()
 err_console = Console(stderr=True)
@@ -72,13 +73,6 @@ def writable_file(path, flag: str) -> None:
     writable_dir(path.parent, flag)
     if path.is_dir() or (path.exists() and not os.access(path, os.W_OK)):
         fail(f"{flag} {path}: {'a directory' if path.is_dir() else 'not writable'}: choose another file")
-
-
-def resolve_size(size: str, device: str) -> str | None:
-    """``auto``: the "small" size set on CPU (where a task has one), the written constants on GPU."""
-    if size == "auto":
-        return "small" if not device.startswith("cuda") else None
-    return None if size in ("", "default", "full") else size
 
 
 def load_one_task(target: str, size: str | None):

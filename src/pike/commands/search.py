@@ -59,6 +59,7 @@ def optimize_cmd(
     from pike import config as cfgmod
     from pike.llm.base import ConfigError
     from pike.search.engine import Engine, check_config, discard_run, eval_config, resume_config, run_started, run_to_end, stored_tasks
+    from pike.search.strategies import strategy_class
     from pike.task import TaskError
 
     overrides, flags = list(set_), {}
@@ -107,7 +108,11 @@ def optimize_cmd(
             bad(e)
         if cfg.llm.batch_dir and not cfg.llm.model:
             fail("--llm batch:DIR writes requests for a model: name it with --set llm.model=PROVIDER/MODEL (it sets their model and prices)")
-        if not cfg.llm.model and cfg.search.strategy != "offline":
+        try:
+            needs_llm = strategy_class(cfg).needs_llm
+        except ValueError as e:
+            fail(str(e))
+        if not cfg.llm.model and needs_llm:
             if strategy or (config and "strategy" in config.read_text()):
                 fail(f"strategy {cfg.search.strategy!r} needs an LLM: pass --llm MODEL (or use --strategy offline)")
             cfg = replace(cfg, search=replace(cfg.search, **cfgmod.preset("offline"), strategy="offline"))

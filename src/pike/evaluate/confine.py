@@ -142,10 +142,9 @@ def hidden_dirs(extra: tuple[str, ...]) -> list[str]:
 def python_paths() -> list[str]:
     """What the child's interpreter needs: the installation, PIKE's own package and the ``sys.path``
     entries, but not the working directory (``python -m`` puts it there; it stays hidden)."""
-    import pike
-
+    package = Path(__file__).resolve().parent.parent  # src/pike (not `import pike`: an import cycle)
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable),
-             os.path.dirname(os.path.realpath(sys.executable)), os.path.dirname(os.path.dirname(pike.__file__))}
+             os.path.dirname(os.path.realpath(sys.executable)), str(package.parent)}
     cwd = os.path.realpath(os.getcwd())
     paths.update(p for p in sys.path if p and os.path.realpath(p) != cwd)
     return sorted({os.path.realpath(p) for p in paths if os.path.exists(p)})

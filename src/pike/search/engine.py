@@ -26,7 +26,7 @@ from pike.evaluate.pool import EvalPool, default_devices
 from pike.llm.base import ConfigError
 from pike.llm.budget import Budget
 from pike.search.output import finalize_task, retime_timeout
-from pike.search.strategies import make_strategy
+from pike.search.strategies import make_strategy, offline_winner, strategy_class
 from pike.search.taskrun import TaskRun
 from pike.store import Store
 from pike.task import Task, TaskError
@@ -47,7 +47,12 @@ def auto_concurrency(cfg: RunConfig) -> int:
 def check_config(cfg: RunConfig) -> None:
     """Settings that would otherwise fail only after the search (ValueError, with what is allowed), beyond
     the schema's own checks of each value (pike.config): the compile modes the device has."""
+    strategy_class(cfg)
     final_compile_modes(cfg)
+    if cfg.llm.prompt_dir is not None:
+        from pike.agents.templates import check_prompt_dir
+
+        check_prompt_dir(cfg.llm.prompt_dir)
     eval_config(cfg)  # its own checks (eval.comparator, eval.init_on)
     if cfg.llm.batch and cfg.llm.batch_dir:
         raise ValueError("llm.batch (the provider's batch API) and llm.batch_dir (file rounds) exclude each other: choose one")
@@ -88,7 +93,10 @@ class Engine:
     def __init__(self, cfg: RunConfig, run_dir: Path, *, events=None, resume: bool = False):
         cfg, _ = config_mod.resolve_device(cfg)  # "auto": the run keeps the device it resolved to
         check_config(cfg)  # before anything is written
+        if cfg.llm.prompt_dir is not None:  # a resume from another directory finds the same templates
+            cfg = replace(cfg, llm=replace(cfg.llm, prompt_dir=str(Path(cfg.llm.prompt_dir).resolve())))
         self.cfg = cfg
+        self.kind = strategy_class(cfg)  # what the strategy needs: its class's declarations
         self.run_dir = Path(run_dir)
         existed, fresh = self.run_dir.exists(), not (self.run_dir / "run.db").exists()
         try:
@@ -129,7 +137,7 @@ class Engine:
     def _setup_llm(self, new_prices: bool = False) -> None:
         """LLM clients per role; keys are checked here, before any work starts."""
         llm = self.cfg.llm
-        if self.cfg.search.strategy in ("offline", "replay") or not llm.model:
+        if not self.kind.needs_llm or not llm.model:
             return
         from pike.llm.client import LLMClient
         from pike.llm.pricing import PriceTable
@@ -325,7 +333,7 @@ class Engine:
             # The LLM prompts' "vs compile" figures. Not for the offline portfolio: its compile:default
             # variant is the same program, and compiling it before the search once took a recurrent
             # task's whole time limit (rwkv_time_mix: 165 s, 2026-11-22). Nor for a replay: no prompts.
-            if self.cfg.search.parent_speedups and self.cfg.search.strategy not in ("offline", "replay"):
+            if self.cfg.search.parent_speedups and self.kind.needs_llm:
                 run.notify("preparing", text="torch.compile baseline and side-by-side timing, for the prompts")
                 comp = await pool.baseline(task, "default")
                 run.compile_ms = comp.runtime_ms if comp.ok else None
@@ -343,7 +351,10 @@ class Engine:
             run.notify("started")
             self.searching += 1
             strategy = self.strategy_for(task) if self.strategy_for else make_strategy(self.cfg)
-            await strategy.run(run)
+            seed = None
+            if self.cfg.search.seed_offline and self.kind.seeds_from_offline:
+                seed = await offline_winner(run, self.cfg)  # a resume finds the portfolio's evaluations stored
+            await strategy.run(run, seed)
             stopped = run.out_of_time and not run.budget.exhausted
             run.save_state(stopped="time limit" if stopped else None)
             if stopped:

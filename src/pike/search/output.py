@@ -19,6 +19,7 @@ from pike.evaluate.static import lowered_precision
 from pike.evaluate import stats
 from pike.search import select
 from pike.search.progress import candidate_text
+from pike.search.strategies import strategy_class
 from pike.store import Store
 
 
@@ -118,7 +119,7 @@ async def finalize_task(run, run_dir: Path, *, modes: tuple[str, ...], retime: b
     t0 = time.monotonic()
     known, _, skipped = compile_plan(run, modes)
     compiles = {m: known[m] if m in known else await run.pool.baseline(task, m) for m in modes if m not in skipped}
-    if run.cfg.search.strategy == "offline":
+    if strategy_class(run.cfg).compile_variants:
         adopt_compile_baselines(run, compiles)
     # The contenders, minus the eager model itself (it is an entry anyway); one measured under load
     # in the search still gets its place (TaskRun.contenders).

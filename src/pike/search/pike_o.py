@@ -54,10 +54,16 @@ def describe(s: Solution) -> str:
 class PikeO:
     """OpenEvolve-style islands + elite archive over :class:`TaskRun` primitives (see the module doc)."""
 
-    def __init__(self, cfg, rng: random.Random):
+    kind = "pike-o"
+    needs_llm = True
+    phase_synchronous = False  # iterations run concurrently, each folded into the library when done
+    seeds_from_offline = True
+    compile_variants = False
+
+    def __init__(self, cfg, rng: random.Random | None = None):
         self.full_cfg = cfg
         self.cfg = cfg.search
-        self.rng = rng
+        self.rng = rng if rng is not None else random.Random(cfg.seed)
         self.lib: Library | None = None
         self.next_iteration = 0
         self.pending: dict[int, int] = {}  # iteration -> island: launched, not yet folded into the library
@@ -165,16 +171,9 @@ class PikeO:
         self._fold(run, iteration, island, child)
         return child
 
-    async def run(self, run: TaskRun) -> None:
-        initial = REFERENCE
-        if self.cfg.seed_offline:
-            from pike.search.strategies import Offline
-
-            await Offline(self.full_cfg).run(run)
-            top = run.best(1)
-            if top and top[0].code != run.task.source:
-                initial = top[0].id
-        self._restore(run, initial)
+    async def run(self, run: TaskRun, seed: Solution | None = None) -> None:
+        """``seed``: the library's initial program (None: the reference)."""
+        self._restore(run, seed.id if seed is not None else REFERENCE)
         self._save(run)
         bound = asyncio.Semaphore(max(1, self.full_cfg.llm.concurrency))
         tasks: list[asyncio.Task] = []

@@ -1,212 +1,60 @@
-"""Search strategies: policies over the primitives of :class:`~pike.search.taskrun.TaskRun`.
+"""Search strategies: the protocol every strategy follows and the registry of them.
 
-A strategy decides which parents and ideas to try, how the library is organised and how queries are
-split; every knob is a field of :class:`pike.config.SearchConfig`, so the paper's ablations are presets.
+A strategy is a policy over the primitives of :class:`~pike.search.taskrun.TaskRun` (one module per
+strategy). What the engine and the commands need to know about one is declared on its class, never
+read off its name; a preset names its strategy's ``kind`` (:data:`pike.config.PRESETS`). A new
+strategy is a module with such a class and one line in :data:`STRATEGIES`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
+from typing import ClassVar, Protocol
 
-from pike.agents import Branch, directions
+from pike.config import RunConfig, strategy_kind
+from pike.search.offline import Offline
+from pike.search.pike_b import PikeB
+from pike.search.pike_o import PikeO
+from pike.search.replay import Replay
 from pike.search.taskrun import TaskRun
 from pike.store import Solution
 
 
-def resize_ideas(ideas: list[str], n: int) -> list[str | None]:
-    """Exactly ``n`` ideas: cut a longer list; repeat a shorter one in nearly equal blocks (the paper's
-    code: 3 ideas for 10 branches -> 4, 3, 3); none -> no idea."""
-    if not ideas:
-        return [None] * n
-    if len(ideas) >= n:
-        return list(ideas[:n])
-    out: list[str | None] = []
-    base, extra = divmod(n, len(ideas))
-    for i, idea in enumerate(ideas):
-        out += [idea] * (base + (1 if i < extra else 0))
-    return out
+class Strategy(Protocol):
+    kind: ClassVar[str]  # the name presets give it (`kind` in pike.config.PRESETS)
+    needs_llm: ClassVar[bool]  # it queries a model: the engine makes clients; a run without llm.model is refused
+    # Its candidates come in phases, each finished before the next starts (else one at a time, concurrently).
+    phase_synchronous: ClassVar[bool]
+    # It honours search.seed_offline: the engine runs the offline portfolio first and hands its winner over.
+    seeds_from_offline: ClassVar[bool]
+    # Its candidates include the torch.compile modes: the final table's compile baselines join them.
+    compile_variants: ClassVar[bool]
+
+    def __init__(self, cfg: RunConfig) -> None: ...
+
+    async def run(self, run: TaskRun, seed: Solution | None = None) -> None:
+        """Search one task until its budget (or time) is spent; ``seed``: the program to start from
+        instead of the reference (the offline winner), where the class ``seeds_from_offline``."""
 
 
-def branch_plan(jobs: list[tuple[Solution | None, str | None]]) -> list[Branch | None]:
-    """Each job's place among the jobs of its parent: branch k of n and the others' ideas (None for
-    a parent with one branch), so that no two prompts of a phase are the same."""
-    groups: dict[int | None, list[int]] = {}
-    for i, (parent, _) in enumerate(jobs):
-        groups.setdefault(parent.id if parent else None, []).append(i)
-    plan: list[Branch | None] = [None] * len(jobs)
-    for members in groups.values():
-        if len(members) > 1:
-            for k, i in enumerate(members, 1):
-                others = [(j, jobs[m][1]) for j, m in enumerate(members, 1) if m != i]
-                plan[i] = Branch(k, len(members), others)
-    return plan
+STRATEGIES: dict[str, type[Strategy]] = {cls.kind: cls for cls in (PikeB, PikeO, Offline, Replay)}
 
 
-def fresh_ideas(run: TaskRun, parent: Solution | None, n: int) -> list[str]:
-    """Up to ``n`` ideas not yet applied on the way to ``parent``, those no candidate of the task has
-    tried first (brainstormed ones, then the device's broad directions). A real model was once told
-    to apply "keep PyTorch" to a C++ parent because that idea had only been tried from the reference."""
-    applied, s = set(), parent
-    while s is not None:
-        applied.add(s.idea)
-        s = run.store.solution(s.parent_id) if s.parent_id else None
-    tried = {s.idea for s in run.solutions if s.origin in ("coa", "efa")}
-    pool = [i for i in dict.fromkeys([*run.state().get("ideas", []), *directions(run.device_kind)]) if i not in applied]
-    return sorted(pool, key=lambda i: i in tried)[:n]  # stable: the untried keep their order, first
+def strategy_class(cfg: RunConfig) -> type[Strategy]:
+    """The class of the config's strategy (ValueError for an unknown preset or kind)."""
+    kind = strategy_kind(cfg.search.strategy)
+    if kind not in STRATEGIES:
+        raise ValueError(f"strategy {cfg.search.strategy!r}: no strategy of kind {kind!r} (known: {', '.join(STRATEGIES)})")
+    return STRATEGIES[kind]
 
 
-def split_branches(n: int, k: int) -> list[int]:
-    """n queries over k parents in nearly equal, decreasing bins (10 over 4 -> 3, 3, 2, 2)."""
-    base, extra = divmod(n, k)
-    return [base + (1 if i < extra else 0) for i in range(k)]
+def make_strategy(cfg: RunConfig) -> Strategy:
+    """A fresh strategy for one task (a strategy may keep per-task state: PIKE-O's library)."""
+    return strategy_class(cfg)(cfg)
 
 
-class PikeB:
-    """Phase-based, exploit-heavy branching (the paper's PIKE-B).
-
-    Phase 0: the IBA's ideas, one COA candidate per branch from the reference. Each later phase: the
-    top-k correct candidates (of the last phase, or of all phases with ``parents_from = "all_time"``)
-    share ``num_branches`` COA queries; every failed candidate gets up to ``max_fix_attempts`` EFA
-    repairs. Stops when the task's query budget (or the run's USD budget) is spent.
-    """
-
-    def __init__(self, cfg):
-        self.cfg = cfg.search
-        self.full_cfg = cfg
-
-    def parents(self, run: TaskRun, phase: int) -> list[Solution | None]:
-        c = self.cfg
-        ok = run.ok_solutions()  # offline seeds have no phase: parents only with all_time elites
-        if c.parents_from == "last_phase":
-            ok = [s for s in ok if s.phase == phase - 1]
-        if not ok:
-            return [None]  # nothing correct yet: start again from the reference
-        return run.ranked(ok)[: c.top_k]
-
-    async def run(self, run: TaskRun) -> None:
-        c = self.cfg
-        seed = None
-        if c.seed_offline:
-            # Start from the offline portfolio's winner instead of the reference.
-            await Offline(self.full_cfg).run(run)
-            top = run.best(1)
-            # The winner, unless eager itself won (then the reference is the starting point anyway).
-            seed = top[0] if top and top[0].code != run.task.source else None
-        phase = 0
-        while not run.exhausted:
-            if phase == 0:
-                ideas = await run.ideas(c.num_ideas) if c.iba else []
-                if c.diverse_branches:  # fewer ideas than branches: broad directions for the rest
-                    ideas = list(dict.fromkeys([*ideas, *directions(run.device_kind)]))[: c.num_branches]
-                jobs = [(seed, idea) for idea in resize_ideas(ideas, c.num_branches)]
-            else:
-                if c.retime_top > 1:
-                    # Parents are chosen after their contenders were timed side by side.
-                    await run.retime(run.contenders(c.retime_top))
-                parents = self.parents(run, phase)
-                jobs = []
-                for parent, n in zip(parents, split_branches(c.num_branches, len(parents))):
-                    ideas = [None] * n
-                    if c.diverse_branches and n > 1:  # the first branch keeps the model's own choice
-                        ideas[1:] = resize_ideas(fresh_ideas(run, parent, n - 1), n - 1)
-                    jobs += [(parent, idea) for idea in ideas]
-            plan = branch_plan(jobs) if c.diverse_branches else [None] * len(jobs)
-            done = await asyncio.gather(*(run.slot(phase, i, p, idea, branch=plan[i]) for i, (p, idea) in enumerate(jobs)))
-            run.notify("phase", phase=phase, candidates=sum(1 for d in done if d is not None))
-            if all(d is None for d in done) and run.exhausted:
-                break
-            if all(d is None for d in done):
-                # Not one query could be turned into a candidate this phase (provider down, replies
-                # without code): stop rather than spin.
-                run.notify("stalled", phase=phase)
-                break
-            phase += 1
-
-
-class Offline:
-    """No LLM: a portfolio of compiler, graph, precision and layout variants; eager is one of them.
-
-    Four stages, cheapest first (``variants.stages``): eager and the knobs that need no compile,
-    their combinations, the compile modes, the combinations with the fastest mode. With
-    ``offline_combos = "promising"``, a combination is tried only if each of its knobs helped on
-    its own (``variants.promising``)."""
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-
-    async def run(self, run: TaskRun) -> None:
-        from pike.search.variants import stages, variants
-
-        device_type = "cuda" if self.cfg.eval.device.startswith("cuda") else "cpu"
-        # A resume tries again what an earlier invocation's time limit left out.
-        skipped = {k: v for k, v in run.state().get("skipped", {}).items() if v != "not tried: time limit"}
-        portfolio = []
-        for v in variants(run.task, device_type, with_max_autotune=self.cfg.search.with_max_autotune):
-            if v.source is None:
-                skipped[v.name] = v.skipped
-            else:
-                portfolio.append(v)
-        run.save_state(skipped=skipped)
-        for i, stage in enumerate(stages(portfolio)):
-            combos = i % 2 == 1
-            await self._evaluate(run, self._promising(run, stage) if combos else stage)
-
-    def _promising(self, run: TaskRun, combos: list) -> list:
-        """The combinations worth their evaluation; the others are recorded as skipped, with why."""
-        from pike.search.variants import promising
-
-        if run.out_of_time:
-            return combos  # _evaluate records them as "not tried: time limit"
-        skipped = run.state().get("skipped", {})
-        done = {s.idea: s for s in run.solutions if s.origin == "offline"}
-        alone = {s.idea: (s.status == "ok", s.runtime_ms) for s in done.values() if "+" not in (s.idea or "")}
-        eager = done.get("eager")
-        eager_ms = eager.runtime_ms if eager is not None and eager.status == "ok" else run.eager_ms
-        keep = []
-        for v in combos:
-            why = "" if self.cfg.search.offline_combos == "all" else promising(v.knobs, alone, eager_ms)
-            if why and v.name not in done:
-                skipped[v.name] = f"not tried: {why}"
-            else:
-                skipped.pop(v.name, None)  # a reason from before a resume no longer holds
-                keep.append(v)
-        run.save_state(skipped=skipped)
-        return keep
-
-    @staticmethod
-    async def _evaluate(run: TaskRun, todo) -> None:
-        done = {s.idea: s for s in run.solutions if s.origin == "offline"}
-        # No more in flight than the pool has slots, so that the time limit is checked when a
-        # variant is about to start, not when it was queued.
-        bound = asyncio.Semaphore(max(1, getattr(run.pool, "size", 1)))
-        late: list[str] = []
-
-        async def one(v):
-            sol = done.get(v.name)
-            if sol is not None and sol.status != "pending":
-                return  # evaluated before a resume
-            async with bound:
-                if run.out_of_time:
-                    late.append(v.name)
-                    return
-                sid = sol.id if sol is not None else run.store.add_solution(run.task_id, v.source, "offline", idea=v.name)
-                if await run.evaluate(sid, trusted=True, until_deadline=True) is None:
-                    late.append(v.name)  # stopped at the time limit
-
-        await asyncio.gather(*(one(v) for v in todo))
-        if late:  # a resume tries them
-            run.save_state(skipped={**run.state().get("skipped", {}), **{n: "not tried: time limit" for n in late}})
-
-
-def make_strategy(cfg):
-    name = cfg.search.strategy
-    if name == "offline":
-        return Offline(cfg)
-    if name.startswith("pike-b"):
-        return PikeB(cfg)
-    if name.startswith("pike-o"):
-        from pike.search.pike_o import PikeO
-
-        return PikeO(cfg, random.Random(cfg.seed))
-    raise ValueError(f"unknown strategy {name!r}")
+async def offline_winner(run: TaskRun, cfg: RunConfig) -> Solution | None:
+    """The offline portfolio run on the task, then its winner; None when eager itself won (the
+    reference is the starting point anyway)."""
+    await Offline(cfg).run(run)
+    top = run.best(1)
+    return top[0] if top and top[0].code != run.task.source else None

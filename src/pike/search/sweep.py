@@ -116,7 +116,13 @@ def build_config(exp: Experiment, name: str, seed: int) -> RunConfig:
         cfg = RunConfig.from_dict(merged)
     except ValueError as e:
         raise ValueError(f"configuration {name!r}: {e}") from None
-    if cfg.search.strategy != "offline" and not cfg.llm.model:
+    from pike.search.strategies import strategy_class
+
+    try:
+        needs_llm = strategy_class(cfg).needs_llm
+    except ValueError as e:
+        raise ValueError(f"configuration {name!r}: {e}") from None
+    if needs_llm and not cfg.llm.model:
         raise ValueError(f"configuration {name!r}: strategy {cfg.search.strategy!r} needs llm.model (in [base] or the configuration)")
     if cfg.llm.batch_dir:
         raise ValueError(f"configuration {name!r}: file rounds (llm.batch_dir) stop a run at each round, which a sweep cannot"
@@ -132,9 +138,8 @@ def plan(exp: Experiment, out: Path) -> list[RunSpec]:
 
 def load_suite(exp: Experiment, cfg: RunConfig) -> list:
     """The experiment's tasks at a run's size and device (errors in place of tasks, as discover)."""
-    from pike.commands.common import resolve_size
     from pike.suites import resolve
-    from pike.task import TaskError, discover
+    from pike.task import TaskError, discover, resolve_size
 
     found = discover(resolve(exp.suite), size=resolve_size(cfg.eval.size, cfg.eval.device))
     if exp.tasks is not None:

@@ -58,7 +58,8 @@ class TaskRun:
         spent, _ = self.store.spent(self.task_id, roles=("coa", "efa"), outside_rounds=True)
         self.budget = Budget(max_queries=self.cfg.search.budget, spent_queries=spent)
         s = self.cfg.search
-        self.flags = PromptFlags(s.gpu_facts, s.parent_speedups, s.profile, s.roofline, s.best_history)
+        self.flags = PromptFlags(s.gpu_facts, s.parent_speedups, s.profile, s.best_history)
+        self.prompt_dir = self.cfg.llm.prompt_dir  # templates that replace the shipped ones
         tol = "1e-4 (strict)" if self.cfg.eval.strict else "1e-2"
         self.context = TaskContext(self.task.name, self.task.source, self.device_text or self.cfg.eval.device,
                                    f"fp32 reference; lower precision allowed within tolerance {tol}", self.device_kind)
@@ -230,8 +231,9 @@ class TaskRun:
             if "ideas" in st:
                 return st["ideas"]
             await self.measured_context()
-            reply, _ = await self._query("iba", lambda asker: brainstorm(asker, self.context, n, self.flags, self.hardware),
-                                         n=n, phase=0)
+            reply, _ = await self._query(
+                "iba", lambda asker: brainstorm(asker, self.context, n, self.flags, self.hardware, prompt_dir=self.prompt_dir),
+                n=n, phase=0)
             ideas = reply.ideas if reply is not None else []
             self.save_state(ideas=ideas)
             return ideas
@@ -246,7 +248,7 @@ class TaskRun:
             asker = self._asker(role, **meta, **({"reask_of": exchange} if again else {}))
             self.notify("asking", role=role)  # the progress log says when the search waits for replies
             try:
-                reply = await (reask(asker, reply, n=n) if again else first(asker))
+                reply = await (reask(asker, reply, n=n, prompt_dir=self.prompt_dir) if again else first(asker))
             except BudgetExhausted:
                 break
             except LLMError as e:
@@ -350,7 +352,8 @@ class TaskRun:
                 history = self.history() if self.flags.best_history else None
             info = await self.parent_info(parent)
             reply, exchange = await self._query(
-                "coa", lambda asker: optimise(asker, self.context, info, idea, flags, self.hardware, history, branch=branch),
+                "coa", lambda asker: optimise(asker, self.context, info, idea, flags, self.hardware, history, branch=branch,
+                                         prompt_dir=self.prompt_dir),
                 phase=phase, slot=slot)
             if reply is None or reply.code is None:
                 return None
@@ -364,7 +367,8 @@ class TaskRun:
         while result is not None and not result.ok and attempt < self.cfg.search.max_fix_attempts and not self.exhausted:
             attempt += 1
             reply, exchange = await self._query(
-                "efa", lambda asker: fix(asker, self.context, last.code, result, attempt, self.flags, self.hardware),
+                "efa", lambda asker: fix(asker, self.context, last.code, result, attempt, self.flags, self.hardware,
+                                    prompt_dir=self.prompt_dir),
                 phase=phase, slot=slot)
             if reply is None and self.exhausted:
                 break
