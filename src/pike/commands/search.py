@@ -39,7 +39,8 @@ def optimize_cmd(
     config: Optional[Path] = typer.Option(None, help="TOML config file."),
     set_: list[str] = typer.Option([], "--set", help="Override any knob: section.key=value (repeatable). LLM knobs: llm.concurrency"
                                    " (requests in flight; 0 = 6 per evaluation slot), llm.temperature, llm.max_tokens, llm.timeout_s,"
-                                   " llm.max_retries, llm.iba_model, llm.prices_file, llm.batch (provider batches at the batch price); search and eval knobs: `pike presets` and"
+                                   " llm.max_retries, llm.iba_model, llm.prices_file, llm.prompt_dir (prompt templates to use instead of"
+                                   " the shipped ones), llm.batch (provider batches at the batch price); search and eval knobs: `pike presets` and"
                                    " config.toml of any run."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<target>-<time>)."),
     resume: Optional[Path] = typer.Option(None, help="Continue a stopped run from its directory. It keeps its settings but may change "
