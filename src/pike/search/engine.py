@@ -302,7 +302,7 @@ class Engine:
         """A finished LLM search resumed with a larger query budget than it finished with: it goes on
         (its final table is made again at the end). Resumed as it was, a finished task stays finished."""
         done_with = (self.store.task_json(tid, "state") or {}).get("done_budget")
-        if not self.cfg.llm.model or done_with is None or self.cfg.search.budget <= done_with:
+        if not self.kind.needs_llm or done_with is None or self.cfg.search.budget <= done_with:
             return False
         spent, _ = self.store.spent(tid, roles=("coa", "efa"))
         return spent < self.cfg.search.budget
