@@ -17,7 +17,7 @@ from .base import Completion, ConfigError, LLMError, error_for_status, message_t
 from .providers.anthropic import FINISH as ANTHROPIC_FINISH
 from .providers.anthropic import split_system
 from .providers.openai_compat import api_key_from_env, gemini_root
-from .rounds import Replies
+from .rounds import Replies, replies_by_id
 
 MAX_POLL_S = 600.0
 HTTP_TIMEOUT_S = 120.0  # one request of the batch API (creating a batch uploads the whole round)
@@ -164,21 +164,7 @@ class AnthropicBatchTransport(HTTPBatchTransport):
         return self.parse_results(await self.request(f"batch {ref} results", "GET", url, text=True), f"batch {ref}")
 
     def parse_results(self, text: str, where: str) -> Replies:
-        out = Replies()
-        for lineno, raw in enumerate(text.splitlines(), 1):
-            if not raw.strip():
-                continue
-            try:
-                line = json.loads(raw)
-            except json.JSONDecodeError as e:
-                out.problems.append(f"{where}:{lineno}: not JSON ({e.msg})")
-                continue
-            cid = line.get("custom_id") if isinstance(line, dict) else None
-            if not isinstance(cid, str):
-                out.problems.append(f"{where}:{lineno}: no custom_id")
-                continue
-            out[cid] = self.parse_result(line.get("result"), f"{where}:{lineno} ({cid})")
-        return out
+        return replies_by_id(text, where, lambda line, at: self.parse_result(line.get("result"), at))
 
     def parse_result(self, result: Any, where: str) -> Completion | LLMError:
         if not isinstance(result, dict):

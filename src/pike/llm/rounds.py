@@ -226,8 +226,14 @@ class Replies(dict):
 
 def parse_output(text: str, where: str, model: str) -> Replies:
     """Lines of the OpenAI batch output format -> a reply (or the error saying why there is none)
-    per custom_id. A line that cannot be read at all (not JSON, no custom_id) is a problem of the
-    round, named by its line number; the requests it may have answered then have no reply."""
+    per custom_id (see ``replies_by_id``)."""
+    return replies_by_id(text, where, lambda line, at: parse_output_line(line, at, model))
+
+
+def replies_by_id(text: str, where: str, parse: Callable[[dict, str], Completion | LLMError]) -> Replies:
+    """JSONL of a batch's results -> ``parse(line, where)`` per custom_id. A line that cannot be read
+    at all (not JSON, no custom_id) is a problem of the round, named by its line number; the requests
+    it may have answered then have no reply."""
     out = Replies()
     for lineno, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
@@ -241,7 +247,7 @@ def parse_output(text: str, where: str, model: str) -> Replies:
         if not isinstance(cid, str):
             out.problems.append(f"{where}:{lineno}: no custom_id")
             continue
-        out[cid] = parse_output_line(line, f"{where}:{lineno} ({cid})", model)
+        out[cid] = parse(line, f"{where}:{lineno} ({cid})")
     return out
 
 
