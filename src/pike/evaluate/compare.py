@@ -13,6 +13,7 @@ import torch
 # (atol, rtol) per dtype. fp32 1e-2 is the paper's (KernelBench's) setting.
 DEFAULT_TOL = {torch.float64: (1e-2, 1e-2), torch.float32: (1e-2, 1e-2), torch.float16: (1e-2, 1e-2), torch.bfloat16: (3e-2, 3e-2)}
 DTYPE_NAMES = {torch.float64: "fp64", torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+DTYPES_BY_NAME = {v: k for k, v in DTYPE_NAMES.items()}
 STRICT_TOL = {torch.float64: (1e-4, 1e-4), torch.float32: (1e-4, 1e-4), torch.float16: (1e-3, 1e-3), torch.bfloat16: (1e-2, 1e-2)}
 
 
@@ -33,10 +34,9 @@ class Tolerance:
 
     def describe(self, dtypes: list[str] | None = None) -> str:
         """The tolerance of each output dtype named (``["bf16"]``; default fp32), e.g. for a header."""
-        by_name = {v: k for k, v in DTYPE_NAMES.items()}
         parts = []
-        for name in [d for d in dtypes or [] if d in by_name] or ["fp32"]:
-            atol, rtol = self.for_dtype(by_name[name])
+        for name in [d for d in dtypes or [] if d in DTYPES_BY_NAME] or ["fp32"]:
+            atol, rtol = self.for_dtype(DTYPES_BY_NAME[name])
             parts.append(f"atol={atol:.3g}, rtol={rtol:.3g} ({name}{', strict' if self.strict else ''})")
         text = "; ".join(parts)
         if self.atol_floor > Tolerance(self.strict).for_dtype(torch.float32)[0]:
@@ -48,9 +48,8 @@ def policy(tol: Tolerance, dtypes: list[str], golden: bool = False) -> str:
     """The numerical policy a prompt states: what the reference is and the tolerance the evaluator
     applies to each output dtype the task has (``dtypes``: e.g. ``["bf16"]``; empty: fp32's); with
     ``golden``, the second way a low-precision output passes (``within_eager_error``)."""
-    by_name = {v: k for k, v in DTYPE_NAMES.items()}
-    kinds = [d for d in dtypes if d in by_name] or ["fp32"]
-    judged = "; ".join(f"{d} outputs within atol={a:.3g}, rtol={r:.3g}" for d in kinds for a, r in [tol.for_dtype(by_name[d])])
+    kinds = [d for d in dtypes if d in DTYPES_BY_NAME] or ["fp32"]
+    judged = "; ".join(f"{d} outputs within atol={a:.3g}, rtol={r:.3g}" for d in kinds for a, r in [tol.for_dtype(DTYPES_BY_NAME[d])])
     text = ("the reference is the task's Model as written, run with TF32 and reduced-precision reductions off; "
             f"candidates' outputs must match it elementwise: {judged}")
     if golden and not tol.strict:
