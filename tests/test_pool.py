@@ -342,3 +342,19 @@ def test_a_candidate_out_of_memory_while_sharing_is_evaluated_again_alone(tmp_pa
     else:
         assert r.status == "runtime_error" and "out of memory" in r.message
         assert modes == ["exclusive"]
+
+
+def test_the_ray_pool_offers_every_call_the_search_makes_on_a_pool():
+    """The engine talks to either pool through one interface; a call missing on Ray fails only on a cluster."""
+    import inspect
+    import re
+
+    from pike.evaluate.ray_pool import RayPool, _Worker
+
+    src = Path(__file__).resolve().parents[1] / "src" / "pike"
+    calls = {m for f in src.rglob("*.py") if f.parent.name != "evaluate"
+             for m in re.findall(r"\bpool\.([a-z_]+)\(", f.read_text())}
+    calls.discard("physical_gpus")  # asked only where a pool has it (local GPUs)
+    assert {"evaluate", "baseline", "reference_policy"} <= calls
+    assert calls <= {n for n, _ in inspect.getmembers(RayPool, inspect.iscoroutinefunction)}
+    assert calls <= {n for n, _ in inspect.getmembers(_Worker, inspect.isfunction)}

@@ -65,6 +65,9 @@ class _Worker:
     def reference_meta(self, task: dict) -> dict:
         return self.ev.reference(_task(task)).meta
 
+    def reference_policy(self, task: dict) -> str:
+        return self.ev.reference(_task(task)).policy()
+
 
 class RayPool:
     def __init__(self, config: EvalConfig, *, workers: int | None = None, address: str | None = None, max_candidate_retries: int = 2):
@@ -160,6 +163,9 @@ class RayPool:
 
     async def reference_meta(self, task: Task) -> dict:
         return await self._call("reference_meta", _task_dict(task))
+
+    async def reference_policy(self, task: Task) -> str:
+        return await self._call("reference_policy", _task_dict(task))
 
     def close(self) -> None:
         for a in self.actors:
