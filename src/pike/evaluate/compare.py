@@ -142,13 +142,13 @@ def flatten(obj, path: str = "output") -> list[tuple[str, object]]:
     """Leaves of nested tuples/lists/dicts with a readable path each."""
     if isinstance(obj, (tuple, list)):
         out = []
-        for i, v in enumerate(obj):
+        for i, v in enumerate(list.__iter__(obj) if isinstance(obj, list) else tuple.__iter__(obj)):
             out += flatten(v, f"{path}[{i}]")
         return out or [(path, obj)]
     if isinstance(obj, dict):
         out = []
-        for k in sorted(obj, key=str):
-            out += flatten(obj[k], f"{path}[{k!r}]")
+        for k, v in sorted(dict.items(obj), key=lambda kv: str(kv[0])):
+            out += flatten(v, f"{path}[{k!r}]")
         return out or [(path, obj)]
     return [(path, obj)]
 
@@ -156,9 +156,9 @@ def flatten(obj, path: str = "output") -> list[tuple[str, object]]:
 def structure(obj):
     """The nesting shape of an output (to compare structures before values)."""
     if isinstance(obj, (tuple, list)):
-        return [structure(v) for v in obj]
+        return [structure(v) for v in (list.__iter__(obj) if isinstance(obj, list) else tuple.__iter__(obj))]
     if isinstance(obj, dict):
-        return {k: structure(v) for k, v in obj.items()}
+        return {k: structure(v) for k, v in dict.items(obj)}
     return type(obj).__name__
 
 

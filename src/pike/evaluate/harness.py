@@ -220,21 +220,27 @@ def to_cpu(obj, move: bool = True, copy: bool = False):
         if move:
             return t.to("cpu", copy=copy)
         return t.clone() if copy else t
-    if isinstance(obj, tuple):
-        return tuple(to_cpu(o, move, copy) for o in obj)
-    if isinstance(obj, list):
-        return [to_cpu(o, move, copy) for o in obj]
+    if isinstance(obj, (tuple, list)):
+        items = [to_cpu(o, move, copy) for o in _items(obj)]
+        return items if isinstance(obj, list) else tuple(items)
     if isinstance(obj, dict):
-        return {k: to_cpu(v, move, copy) for k, v in obj.items()}
+        return {k: to_cpu(v, move, copy) for k, v in dict.items(obj)}
     return obj
 
 
+def _items(obj):
+    """A list's or tuple's items, or a dict's values, through the base class's own C accessors: a
+    subclass's methods (a container of a model's own, transformers' ModelOutput) never run."""
+    if isinstance(obj, list):
+        return list.__iter__(obj)
+    if isinstance(obj, tuple):
+        return tuple.__iter__(obj)
+    return dict.values(obj)
+
+
 def leaves(obj):
-    if isinstance(obj, (list, tuple)):
-        for o in obj:
-            yield from leaves(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
+    if isinstance(obj, (list, tuple, dict)):
+        for o in _items(obj):
             yield from leaves(o)
     else:
         yield obj
@@ -255,23 +261,24 @@ def output_devices(out) -> list[str]:
 PLAIN_VALUES = (int, float, bool, complex, str, type(None))
 
 
-def _tuple_like(t: type) -> bool:
-    """torch's own named tuples (``torch.return_types``) and ``torch.Size``: fixed classes of torch."""
-    return issubclass(t, tuple) and (t.__module__ == "torch.return_types" or t is torch.Size)
-
-
 def unplain(out, path: str = "output") -> str:
-    """"" when ``out`` is plain tensors (``type(x) is torch.Tensor``) and plain values in plain lists,
-    tuples and dicts; else what is not. Exact types, read without calling any method of the output's
-    own classes: a tensor subclass or a container could otherwise do its work when the harness clones,
-    copies or saves it, outside the timed region."""
+    """"" when ``out`` is plain tensors (``type(x) is torch.Tensor``) and plain values in lists,
+    tuples and dicts; else what is not. Read without calling any method of the output's own classes:
+    a tensor subclass or a container could otherwise do its work when the harness clones, copies or
+    saves it, outside the timed region. Containers may subclass list, tuple or dict (named tuples,
+    transformers' ModelOutput): they are read through the base class's C accessors, and a dict
+    subclass whose attributes (dataclass fields) differ from its items is refused, since its users
+    read the attributes while the evaluator checks the items."""
     t = type(out)
     if t is torch.Tensor or t in PLAIN_VALUES:
         return ""
-    if t is list or t is tuple or _tuple_like(t):
-        items = enumerate(tuple.__iter__(out) if t is not list else list.__iter__(out))
-    elif t is dict:
+    if issubclass(t, (list, tuple)):
+        items = enumerate(_items(out))
+    elif issubclass(t, dict):
         items = dict.items(out)
+        why = _attributes_differ(out, path)
+        if why:
+            return why
     else:
         kind = "a torch.Tensor subclass" if isinstance(out, torch.Tensor) else "not a tensor, list, tuple, dict or plain value"
         return f"{path} is a {t.__module__}.{t.__qualname__} ({kind})"
@@ -279,6 +286,24 @@ def unplain(out, path: str = "output") -> str:
         why = unplain(v, f"{path}[{k!r}]")
         if why:
             return why
+    return ""
+
+
+def _attributes_differ(out: dict, path: str) -> str:
+    """For a dict subclass with instance attributes: an attribute named like an item must hold that
+    very item. The instance's ``__dict__`` is read through the C descriptor Python gives every class
+    with instances dicts; a class that replaces it is refused."""
+    if type(out) is dict:
+        return ""
+    getter = next((c.__dict__["__dict__"] for c in type(out).__mro__ if "__dict__" in c.__dict__), None)
+    if getter is None:
+        return ""
+    if type(getter).__name__ != "getset_descriptor":
+        return f"{path} is a {type(out).__qualname__} whose class replaces __dict__"
+    attrs = getter.__get__(out)
+    for k, v in dict.items(out):
+        if isinstance(k, str) and k in attrs and attrs[k] is not v:
+            return f"{path}.{k} is not the item {path}[{k!r}] it names"
     return ""
 
 

@@ -71,11 +71,8 @@ def _autocast_enabled(device_type: str) -> bool:
 def _tensors(obj):
     if isinstance(obj, torch.Tensor):
         yield obj
-    elif isinstance(obj, (list, tuple)):
-        for o in obj:
-            yield from _tensors(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
+    elif isinstance(obj, (list, tuple, dict)):  # the base classes' accessors: no method of a subclass runs
+        for o in list.__iter__(obj) if isinstance(obj, list) else tuple.__iter__(obj) if isinstance(obj, tuple) else dict.values(obj):
             yield from _tensors(o)
 
 

@@ -55,9 +55,10 @@ def clone_outputs(out):
     if isinstance(out, torch.Tensor):
         return out.detach().clone()
     if isinstance(out, (tuple, list)):
-        return type(out)(clone_outputs(o) for o in out)
+        items = [clone_outputs(o) for o in (list.__iter__(out) if isinstance(out, list) else tuple.__iter__(out))]
+        return items if isinstance(out, list) else tuple(items)
     if isinstance(out, dict):
-        return {k: clone_outputs(v) for k, v in out.items()}
+        return {k: clone_outputs(v) for k, v in dict.items(out)}
     return out
 
 
