@@ -12,12 +12,12 @@ from pike.evaluate import pool as pool_mod
 
 def test_presets_and_overrides(tmp_path):
     cfg = cfgmod.load(strategy="pike-b")
-    assert cfg.search.parents_from == "last_phase" and cfg.search.top_k == 4 and cfg.search.max_fix_attempts == 5
+    assert cfg.search.pike_b.parents_from == "last_phase" and cfg.search.pike_b.top_k == 4 and cfg.search.max_fix_attempts == 5
     assert cfgmod.load(strategy="pike-b-no-efa").search.max_fix_attempts == 0
     plus = cfgmod.load()
-    assert plus.search.strategy == "pike-b-plus" and plus.search.parents_from == "all_time" and plus.search.gpu_facts
-    cfg = cfgmod.apply_overrides(cfg, ["search.budget=7", "search.max_usd=2.5", "eval.gpus=0,2", "search.iba=false", "llm.model=local/m@http://x/v1"])
-    assert cfg.search.budget == 7 and cfg.search.max_usd == 2.5 and cfg.eval.gpus == [0, 2] and cfg.search.iba is False
+    assert plus.search.strategy == "pike-b-plus" and plus.search.pike_b.parents_from == "all_time" and plus.search.gpu_facts
+    cfg = cfgmod.apply_overrides(cfg, ["search.budget=7", "search.max_usd=2.5", "eval.gpus=0,2", "search.pike_b.iba=false", "llm.model=local/m@http://x/v1"])
+    assert cfg.search.budget == 7 and cfg.search.max_usd == 2.5 and cfg.eval.gpus == [0, 2] and cfg.search.pike_b.iba is False
     with pytest.raises(ValueError, match="unknown config key"):
         cfgmod.apply_overrides(cfg, ["search.nonsense=1"])
     with pytest.raises(ValueError, match="unknown strategy"):
@@ -34,7 +34,7 @@ def test_toml_round_trip_and_file_precedence(tmp_path):
     small = tmp_path / "small.toml"
     small.write_text('[search]\nstrategy = "pike-b"\nbudget = 9\n')
     other = cfgmod.load(small, strategy="pike-b-no-iba")
-    assert other.search.strategy == "pike-b-no-iba" and other.search.iba is False and other.search.budget == 9
+    assert other.search.strategy == "pike-b-no-iba" and other.search.pike_b.iba is False and other.search.budget == 9
 
 
 def test_cores_split_between_timing_and_builds(monkeypatch):

@@ -179,7 +179,7 @@ def test_grid_features_and_fixed_bins():
     assert grid.coords(7) == (5, 3, 2) and grid.key(7) == "5,3,2"
     for bad in ("complexity,size", "", "diversity,diversity"):  # checked when the strategy is built
         with pytest.raises(ValueError, match="grid_features"):
-            PikeO(apply_overrides(load(strategy="pike-o-map-elites"), [f"search.grid_features={bad}"]), random.Random(0))
+            PikeO(apply_overrides(load(strategy="pike-o-map-elites"), [f"search.pike_o.grid_features={bad}"]), random.Random(0))
 
 
 def test_grid_one_program_per_cell_replaced_only_by_better_failed_never():
@@ -349,8 +349,8 @@ def test_pike_o_islands_migration_fixes_and_budget(tmp_path, prices, cache):
     script = Script([fenced(FUSED), fenced(BROKEN), fenced(SLOW), "No code from me this time."])
     with FakeLLMServer(script) as server:
         out = tmp_path / "run"
-        p = subprocess.run(command(server, out, prices, "--budget", "14", "--set", "search.islands=2",
-                                   "--set", "search.migration_interval=2", "--set", "search.max_fix_attempts=2",
+        p = subprocess.run(command(server, out, prices, "--budget", "14", "--set", "search.pike_o.islands=2",
+                                   "--set", "search.pike_o.migration_interval=2", "--set", "search.max_fix_attempts=2",
                                    "--set", "llm.concurrency=1"),  # iterations in order: migration is deterministic
                            capture_output=True, text=True, env=env_for(cache), timeout=300)
         assert p.returncode == 0, p.stderr[-4000:]
