@@ -20,7 +20,7 @@ import pytest
 
 from llm_server import FakeLLMServer, Reply, last_user_message
 from scripted import TASK, FUSED, BROKEN, SLOW, fenced
-from pike.config import PRESETS, apply_overrides, load
+from pike.config import PRESETS, apply_overrides, dotted, load
 from pike.search.library import Grid, backend, complexity, distance
 from pike.search.pike_o import REFERENCE, Library, PikeO
 
@@ -123,21 +123,26 @@ def test_migration_copies_top_to_ring_neighbours_and_migrants_stay():
 
 
 def test_presets():
-    for name in ("pike-o", "pike-o-no-efa", "pike-o-3islands", "pike-o-exploit-only", "pike-o-short-library",
-                 "pike-o-map-elites"):
+    for name in ("pike-o", "pike-o-no-efa", "pike-o-3islands", "pike-o-short-library", "pike-o-map-elites"):
         cfg = load(strategy=name).search
-        assert cfg.strategy == name and cfg.exploration + cfg.exploitation <= 1.0
-        assert cfg.feature_grid == (name == "pike-o-map-elites")
-    m = load(strategy="pike-o-map-elites").search
+        assert cfg.strategy == name and cfg.pike_o.exploration + cfg.pike_o.exploitation <= 1.0
+        assert cfg.pike_o.feature_grid == (name == "pike-o-map-elites")
+    m = load(strategy="pike-o-map-elites").search.pike_o
     assert (m.grid_bins, m.grid_features) == (10, "complexity,diversity")
     # Otherwise the same knobs as pike-o.
-    assert {k: v for k, v in PRESETS["pike-o-map-elites"].items() if not k.startswith(("feature_grid", "grid_"))} == PRESETS["pike-o"]
+    grid = dotted(PRESETS["pike-o-map-elites"])
+    assert {k: v for k, v in grid.items() if not k.startswith(("pike_o.feature_grid", "pike_o.grid_"))} == \
+        {k: v for k, v in dotted(PRESETS["pike-o"]).items() if k != "pike_o.feature_grid"}
     s = load(strategy="pike-o").search
-    assert (s.islands, s.population, s.archive, s.elite_ratio, s.exploration, s.exploitation, s.top_programs,
-            s.migration_interval, s.migration_rate, s.max_fix_attempts, s.retime_top) == (1, 25, 12, 0.2, 0.0, 1.0, 3, 50, 0.1, 5, 4)
+    o = s.pike_o
+    assert (o.islands, o.population, o.archive, o.elite_ratio, o.exploration, o.exploitation, o.top_programs,
+            o.migration_interval, o.migration_rate, s.max_fix_attempts, s.retime_top) == (1, 25, 12, 0.2, 0.0, 1.0, 3, 50, 0.1, 5, 4)
     assert PRESETS["pike-o-no-efa"]["max_fix_attempts"] == 0
-    assert (PRESETS["pike-o-3islands"]["islands"], PRESETS["pike-o-3islands"]["exploration"]) == (3, 0.2)
-    assert PRESETS["pike-o-short-library"]["top_programs"] == 1
+    assert (PRESETS["pike-o-3islands"]["pike_o"]["islands"], PRESETS["pike-o-3islands"]["pike_o"]["exploration"]) == (3, 0.2)
+    assert PRESETS["pike-o-short-library"]["pike_o"]["top_programs"] == 1
+    # The earlier name of pike-o's exploit-only settings still starts (and resumes) as pike-o.
+    old = load(strategy="pike-o-exploit-only").search
+    assert old.strategy == "pike-o" and old == load(strategy="pike-o").search
 
 
 # ---------------------------------------------------------------- the MAP-Elites feature grid (no LLM)
