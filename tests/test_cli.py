@@ -128,7 +128,7 @@ def test_version_short_help_and_completion():
     p = pike("--show-completion", "bash")
     assert p.returncode == 0 and "complete" in p.stdout and "COMP_WORDS" in p.stdout
     p = pike("presets", "--json")
-    assert p.returncode == 0 and json.loads(p.stdout)["pike-o-map-elites"]["feature_grid"] is True
+    assert p.returncode == 0 and json.loads(p.stdout)["pike-o-map-elites"]["pike_o.feature_grid"] is True
 
 
 def test_readme_lists_every_preset_and_prices_name_a_real_flag():

@@ -40,9 +40,12 @@ def optimize_cmd(
     max_usd: Optional[float] = flags.option("--max-usd"),
     time_limit: Optional[str] = flags.option("--time-limit", metavar="DURATION"),
     config: Optional[Path] = typer.Option(None, help="TOML config file."),
-    set_: list[str] = typer.Option([], "--set", help="Override any knob: section.key=value (repeatable), e.g. search.pike_b.top_k=2,"
-                                   " eval.keep_jobs=true, llm.concurrency=8. Every key: README (Configuration), `pike presets`"
-                                   " and config.toml of any run."),
+    set_: list[str] = typer.Option([], "--set", help="Override any knob: section.key=value (repeatable). LLM knobs: llm.concurrency"
+                                   " (requests in flight; 0 = 6 per evaluation slot), llm.temperature, llm.max_tokens, llm.timeout_s,"
+                                   " llm.max_retries, llm.iba_model, llm.prices_file, llm.prompt_dir (prompt templates to use instead of"
+                                   " the shipped ones), llm.batch (provider batches at the batch price); a strategy's own knobs in"
+                                   " search.pike_b, search.pike_o, search.offline (search.pike_b.top_k=2); eval.* (eval.keep_jobs=true)."
+                                   " Every key: the README's config table, `pike presets` and config.toml of any run."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<target>-<time>)."),
     resume: Optional[Path] = typer.Option(None, help="Continue a stopped run from its directory. It keeps its settings but may change "
                                           + RESUME_FLAGS + "."),
