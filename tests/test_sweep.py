@@ -42,7 +42,7 @@ llm = {{ model = "{model}", prices_file = "{prices}", max_retries = 1 }}
 search = {{ budget = 4 }}
 eval = {{ retime_final = false }}
 [configs.pike-b]
-search = {{ strategy = "pike-b", num_branches = 2, top_k = 1 }}
+search = {{ strategy = "pike-b", pike_b = {{ num_branches = 2, top_k = 1 }} }}
 [configs.pike-o]
 search = {{ strategy = "pike-o", budget = 8, max_fix_attempts = 1 }}
 """)
