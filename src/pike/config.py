@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_type_hints
 
@@ -456,7 +456,7 @@ def keys() -> list[str]:
 def apply_values(cfg: RunConfig, values: dict[str, Any]) -> RunConfig:
     """Settings as Python values (the API's ``**settings``): keys are ``section.key``, ``section__key``
     (``search__pike_b__top_k``) or a key name that one section alone has (``trials`` is ``eval.trials``)."""
-    known = [MOVED.get(k, k) for k in keys()]
+    known = keys()
     for key, value in values.items():
         key = key.replace("__", ".")
         if "." not in key:
