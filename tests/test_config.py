@@ -223,3 +223,19 @@ def test_a_stored_flat_config_reads_as_the_sections(tmp_path):
     store.set_meta("config", FLAT)
     store.close()
     assert resume_config(tmp_path) == cfg
+
+
+def test_readme_lists_every_key_in_its_section():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    listed = {}
+    for section, cells in re.findall(r"^\| `([a-z_.]+)`[^|]*\| (`.*`) \|$", readme, re.M):
+        listed[section] = re.findall(r"`([a-z_]+)`", cells)
+    by_section: dict[str, list[str]] = {}
+    for key in cfgmod.keys():
+        section, _, name = key.rpartition(".")
+        if section:
+            by_section.setdefault(section, []).append(name)
+    assert listed == by_section
