@@ -343,8 +343,8 @@ def pike_cmd(*args: str) -> list[str]:
 def search_args(out: Path, prices: Path) -> list[str]:
     # Two rounds: phase 0's three queries, then phase 1's (no IBA, no fixes).
     return [str(TASK), "--out", str(out), "--strategy", "pike-b", "--budget", "6", "--json",
-            "--set", f"llm.prices_file={prices}", "--set", "search.num_branches=3", "--set", "search.top_k=2",
-            "--set", "search.iba=false", "--set", "search.max_fix_attempts=0"]
+            "--set", f"llm.prices_file={prices}", "--set", "search.pike_b.num_branches=3", "--set", "search.pike_b.top_k=2",
+            "--set", "search.pike_b.iba=false", "--set", "search.max_fix_attempts=0"]
 
 
 @pytest.fixture

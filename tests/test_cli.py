@@ -66,9 +66,9 @@ def test_config_values_are_checked_with_their_key_and_range():
         ("search.budget=lots", "search.budget: expected a whole number, not 'lots'"),
         ("eval.trials=-5", "eval.trials: must be at least 1, not '-5'"),
         ("eval.comparator=maybe", "eval.comparator: must be 'auto', 'on' or 'off', not 'maybe'"),
-        ("search.elite_ratio=1.5", "search.elite_ratio: must be at most 1"),
+        ("search.pike_o.elite_ratio=1.5", "search.pike_o.elite_ratio: must be at most 1"),
         ("search.max_usd=-1", "search.max_usd: must be positive"),
-        ("search.iba=perhaps", "search.iba: expected true or false"),
+        ("search.pike_b.iba=perhaps", "search.pike_b.iba: expected true or false"),
         ("eval.gpus=0,x", "eval.gpus.1: expected a whole number"),
     ]:
         with pytest.raises(ValueError) as e:
@@ -77,11 +77,11 @@ def test_config_values_are_checked_with_their_key_and_range():
     # The same schema checks a TOML file, the API's settings and a stored run's config.
     with pytest.raises(ValueError, match="eval.trials: must be at least 1"):
         cfgmod.apply_values(cfg, {"trials": 0})
-    with pytest.raises(ValueError, match="search.top_k: expected a whole number"):
+    with pytest.raises(ValueError, match="search.pike_b.top_k: expected a whole number"):
         cfgmod.RunConfig.from_dict({"search": {"top_k": "four"}})
     # Text from --set becomes the field's type; "none" clears an optional field.
-    ok = cfgmod.apply_overrides(cfg, ["search.budget=7", "search.max_usd=2.5", "eval.gpus=0,2", "search.iba=off", "search.max_usd=none"])
-    assert (ok.search.budget, ok.search.max_usd, ok.eval.gpus, ok.search.iba) == (7, None, [0, 2], False)
+    ok = cfgmod.apply_overrides(cfg, ["search.budget=7", "search.max_usd=2.5", "eval.gpus=0,2", "search.pike_b.iba=off", "search.max_usd=none"])
+    assert (ok.search.budget, ok.search.max_usd, ok.eval.gpus, ok.search.pike_b.iba) == (7, None, [0, 2], False)
 
 
 @pytest.mark.parametrize("text,minutes", [("90s", 1.5), ("45m", 45.0), ("2h", 120.0), ("1.5", 1.5), (" 30 S ", 0.5), (10, 10.0)])
@@ -130,7 +130,7 @@ def test_version_short_help_and_completion():
     p = pike("--show-completion", "bash", env={"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
     assert p.returncode == 0 and "complete" in p.stdout and "COMP_WORDS" in p.stdout, p.stderr
     p = pike("presets", "--json")
-    assert p.returncode == 0 and json.loads(p.stdout)["pike-o-map-elites"]["feature_grid"] is True
+    assert p.returncode == 0 and json.loads(p.stdout)["pike-o-map-elites"]["pike_o.feature_grid"] is True
 
 
 def test_readme_lists_every_preset_and_prices_name_a_real_flag():
@@ -151,8 +151,8 @@ BAD_INPUT = [
     (["--time-limit", "soon"], {}, "--time-limit (search.time_limit_min): expected a duration such as 90s"),
     (["--llm", "nonsense"], {}, "cannot tell the provider of model 'nonsense'"),
     (["--llm", "openai/no-such-model", "--max-usd", "1"], {"OPENAI_API_KEY": "sk-test"}, "no price for model 'openai/no-such-model'"),
-    (["--llm", "openai/gpt-4.1", "--strategy", "pike-o", "--set", "search.exploration=0.5"], {"OPENAI_API_KEY": "sk-test"},
-     "search.exploration + search.exploitation must be at most 1"),
+    (["--llm", "openai/gpt-4.1", "--strategy", "pike-o", "--set", "search.pike_o.exploration=0.5"], {"OPENAI_API_KEY": "sk-test"},
+     "search.pike_o.exploration + search.pike_o.exploitation must be at most 1"),
 ]
 
 

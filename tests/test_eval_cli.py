@@ -259,3 +259,24 @@ def test_readable_verdict_without_json(cache):
     p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PIKE_CACHE_DIR": str(cache)}, timeout=300)
     assert p.returncode == 1
     assert "MISMATCH" in p.stdout and "NaN" in p.stdout
+
+
+@pytest.mark.slow
+def test_every_eval_key_can_be_set(cache):
+    # Keys of the eval section that have no flag of their own: accepted, and in force.
+    r = pike_eval(cache, "ln_mlp.py", "ln_fused.py", "--no-time", "--set", "eval.keep_jobs=true", "--set", "eval.trials=2",
+                  "--set", "eval.alt_trials=0", "--set", "eval.random_weight_trials=0")
+    assert r["status"] == "ok" and r["trials"] == 2, r
+    assert "alternate" not in r["message"] and "small_alt" not in r["message"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "eval.trials=0"], "eval.trials: must be at least 1, not '0'"),
+    (["--trials", "0"], "--trials (eval.trials): must be at least 1, not '0'"),
+    (["--set", "search.budget=3"], "--set search.budget=3: this command takes eval.* keys only"),
+    (["--set", "eval.nope=1"], "unknown config key eval.nope"),
+])
+def test_a_bad_eval_setting_is_one_line(extra, message):
+    cmd = [sys.executable, "-m", "pike", "eval", str(TASKS / "ln_mlp.py"), str(CANDS / "ln_fused.py"), *extra]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr

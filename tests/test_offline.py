@@ -84,7 +84,7 @@ def test_offline_winner_seeds_the_llm_search(tmp_path):
     with FakeLLMServer(responder) as server:
         out = tmp_path / "run"
         p = run(tmp_path, str(TASK), "--out", str(out), "--llm", server.model_string("m"), "--strategy", "pike-b",
-                "--budget", "2", "--set", "search.num_branches=2", "--set", "search.top_k=1", "--seed-offline", "--json")
+                "--budget", "2", "--set", "search.pike_b.num_branches=2", "--set", "search.pike_b.top_k=1", "--seed-offline", "--json")
     con = sqlite3.connect(out / "run.db")
     origins = [r[0] for r in con.execute("SELECT origin FROM solutions ORDER BY id")]
     assert origins[0] == "offline" and "coa" in origins
@@ -347,7 +347,7 @@ def test_the_portfolio_runs_its_cheap_combinations_before_any_compile(tmp_path):
     assert run.state()["skipped"]["bf16_autocast+cuda_graph"].startswith("not tried: bf16_autocast was 1.20x")
     # Resumed with every combination asked for: the one left out is tried, and its old reason goes.
     order.clear()
-    cfg.search.offline_combos = "all"
+    cfg.search.offline.combos = "all"
     asyncio.run(Offline(cfg).run(run))
     assert "bf16_autocast+cuda_graph" in order and "bf16_autocast+cuda_graph" not in run.state()["skipped"]
     store.close()

@@ -48,7 +48,7 @@ def optimize(tmp_path, server, prices, *extra, env=None, timeout=600):
     out = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "pike", "optimize", str(TASK), "--llm", server.model_string("scripted"), "--out", str(out),
-        "--set", f"llm.prices_file={prices}", "--set", "search.num_branches=4", "--set", "search.top_k=2",
+        "--set", f"llm.prices_file={prices}", "--set", "search.pike_b.num_branches=4", "--set", "search.pike_b.top_k=2",
         "--set", "llm.max_retries=2", "--set", "llm.timeout_s=5", "--json", *extra,
     ]
     env = {**os.environ, "PIKE_CACHE_DIR": str(tmp_path / "cache"), "NO_PROXY": "127.0.0.1,localhost", **(env or {})}
@@ -149,7 +149,7 @@ def test_kill_then_resume_finishes_within_budget(tmp_path, prices):
         out = tmp_path / "run"
         cmd = [
             sys.executable, "-m", "pike", "optimize", str(TASK), "--llm", server.model_string("scripted"), "--out", str(out),
-            "--set", f"llm.prices_file={prices}", "--set", "search.num_branches=4", "--set", "search.top_k=2",
+            "--set", f"llm.prices_file={prices}", "--set", "search.pike_b.num_branches=4", "--set", "search.pike_b.top_k=2",
             "--strategy", "pike-b", "--budget", "10",
         ]
         env = {**os.environ, "PIKE_CACHE_DIR": str(tmp_path / "cache"), "NO_PROXY": "127.0.0.1,localhost"}
@@ -192,7 +192,7 @@ def test_cmd_provider_end_to_end(tmp_path, prices):
     )
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "pike", "optimize", str(TASK), "--llm", f"cmd:{sys.executable} {script}", "--out", str(out),
-           "--strategy", "pike-b", "--budget", "4", "--set", "search.num_branches=2", "--set", "search.top_k=1", "--json"]
+           "--strategy", "pike-b", "--budget", "4", "--set", "search.pike_b.num_branches=2", "--set", "search.pike_b.top_k=1", "--json"]
     p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PIKE_CACHE_DIR": str(tmp_path / "cache")}, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     doc = json.loads(p.stdout)
@@ -220,7 +220,7 @@ def test_time_limit_stops_the_llm_search(tmp_path, prices, strategy):
 
 @pytest.mark.parametrize("setting,message", [
     ("search.final_compile_modes=max-autotune-with-typo", "not a compile mode on cpu (known: default)"),
-    ("search.offline_combos=some", "must be 'promising' or 'all'"),
+    ("search.offline.combos=some", "must be 'promising' or 'all'"),
     ("search.time_limit_min=0", "must be positive"),
     ("llm.prompt_dir=/no/such/prompts", "llm.prompt_dir: /no/such/prompts is not a directory"),
 ])
@@ -316,7 +316,7 @@ def test_prompt_dir_replaces_one_template_and_a_retired_key_still_resumes(tmp_pa
     (prompts / "coa.txt").write_text("Custom optimiser prompt for {task_name}.\n\n{reference}\n\n{idea}\n")
     with FakeLLMServer(Script([fenced(FUSED)])) as server:
         out, doc = optimize(tmp_path, server, prices, "--strategy", "pike-b", "--budget", "2", "--set",
-                            "search.num_branches=2", "--set", f"llm.prompt_dir={prompts}")
+                            "search.pike_b.num_branches=2", "--set", f"llm.prompt_dir={prompts}")
         users = [last_user_message(b) for b in server.bodies]
     coa = [u for u in users if not u.startswith("Brainstorm")]
     assert len(coa) == 2 and all(u.startswith("Custom optimiser prompt for ln_mlp.") for u in coa)
@@ -335,3 +335,37 @@ def test_prompt_dir_replaces_one_template_and_a_retired_key_still_resumes(tmp_pa
                        text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert json.loads(p.stdout)["rows"][0]["valid"] == 2
+
+
+@pytest.mark.slow
+def test_a_run_stored_with_flat_search_keys_resumes_with_them(tmp_path, prices):
+    """A run directory of a version before the strategy sections (run.db's config and config.toml with
+    search.num_branches and the like, a preset name that is now an alias) resumes, its knobs in force."""
+    from pike.config import dotted
+
+    with FakeLLMServer(Script([fenced(FUSED)])) as server:
+        out, doc = optimize(tmp_path, server, prices, "--strategy", "pike-b", "--budget", "2", "--set",
+                            "search.pike_b.num_branches=2", "--set", "search.pike_b.top_k=1")
+        assert doc["queries"] == 2
+        con = db(out)
+        cfg = json.loads(con.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
+        # As an earlier version stored it: the strategy sections' keys flat in search, their earlier names.
+        flat = {k.rpartition(".")[2] if k.startswith(("pike_b.", "pike_o.")) else k: v for k, v in dotted(cfg["search"]).items()}
+        flat["offline_combos"] = flat.pop("offline.combos")
+        flat["strategy"] = "pike-b-cheap-efa"
+        assert "num_branches" in flat and not any("." in k for k in flat)
+        cfg["search"] = flat
+        con.execute("UPDATE meta SET value = ? WHERE key = 'config'", (json.dumps(cfg),))
+        con.commit()
+        con.close()
+        (out / "config.toml").write_text('[search]\nstrategy = "pike-b-cheap-efa"\nnum_branches = 2\ntop_k = 1\n')
+        env = {**os.environ, "PIKE_CACHE_DIR": str(tmp_path / "cache"), "NO_PROXY": "127.0.0.1,localhost"}
+        p = subprocess.run([sys.executable, "-m", "pike", "optimize", "--resume", str(out), "--budget", "6", "--json"],
+                           capture_output=True, text=True, env=env, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads(p.stdout)["queries"] == 6
+    # Two branches a phase (the stored num_branches; the default is 10), one parent each (top_k 1).
+    per_phase = db(out).execute("SELECT phase, COUNT(*) FROM exchanges WHERE role = 'coa' GROUP BY phase ORDER BY phase").fetchall()
+    assert [tuple(r) for r in per_phase] == [(0, 2), (1, 2), (2, 2)]
+    # The resume wrote the config back in the sections.
+    assert "[search.pike_b]\nnum_branches = 2\ntop_k = 1\n" in (out / "config.toml").read_text()

@@ -20,7 +20,7 @@ import pytest
 
 from llm_server import FakeLLMServer, Reply, last_user_message
 from scripted import TASK, FUSED, BROKEN, SLOW, fenced
-from pike.config import PRESETS, apply_overrides, load
+from pike.config import PRESETS, apply_overrides, dotted, load
 from pike.search.library import Grid, backend, complexity, distance
 from pike.search.pike_o import REFERENCE, Library, PikeO
 
@@ -123,21 +123,26 @@ def test_migration_copies_top_to_ring_neighbours_and_migrants_stay():
 
 
 def test_presets():
-    for name in ("pike-o", "pike-o-no-efa", "pike-o-3islands", "pike-o-exploit-only", "pike-o-short-library",
-                 "pike-o-map-elites"):
+    for name in ("pike-o", "pike-o-no-efa", "pike-o-3islands", "pike-o-short-library", "pike-o-map-elites"):
         cfg = load(strategy=name).search
-        assert cfg.strategy == name and cfg.exploration + cfg.exploitation <= 1.0
-        assert cfg.feature_grid == (name == "pike-o-map-elites")
-    m = load(strategy="pike-o-map-elites").search
+        assert cfg.strategy == name and cfg.pike_o.exploration + cfg.pike_o.exploitation <= 1.0
+        assert cfg.pike_o.feature_grid == (name == "pike-o-map-elites")
+    m = load(strategy="pike-o-map-elites").search.pike_o
     assert (m.grid_bins, m.grid_features) == (10, "complexity,diversity")
     # Otherwise the same knobs as pike-o.
-    assert {k: v for k, v in PRESETS["pike-o-map-elites"].items() if not k.startswith(("feature_grid", "grid_"))} == PRESETS["pike-o"]
+    grid = dotted(PRESETS["pike-o-map-elites"])
+    assert {k: v for k, v in grid.items() if not k.startswith(("pike_o.feature_grid", "pike_o.grid_"))} == \
+        {k: v for k, v in dotted(PRESETS["pike-o"]).items() if k != "pike_o.feature_grid"}
     s = load(strategy="pike-o").search
-    assert (s.islands, s.population, s.archive, s.elite_ratio, s.exploration, s.exploitation, s.top_programs,
-            s.migration_interval, s.migration_rate, s.max_fix_attempts, s.retime_top) == (1, 25, 12, 0.2, 0.0, 1.0, 3, 50, 0.1, 5, 4)
+    o = s.pike_o
+    assert (o.islands, o.population, o.archive, o.elite_ratio, o.exploration, o.exploitation, o.top_programs,
+            o.migration_interval, o.migration_rate, s.max_fix_attempts, s.retime_top) == (1, 25, 12, 0.2, 0.0, 1.0, 3, 50, 0.1, 5, 4)
     assert PRESETS["pike-o-no-efa"]["max_fix_attempts"] == 0
-    assert (PRESETS["pike-o-3islands"]["islands"], PRESETS["pike-o-3islands"]["exploration"]) == (3, 0.2)
-    assert PRESETS["pike-o-short-library"]["top_programs"] == 1
+    assert (PRESETS["pike-o-3islands"]["pike_o"]["islands"], PRESETS["pike-o-3islands"]["pike_o"]["exploration"]) == (3, 0.2)
+    assert PRESETS["pike-o-short-library"]["pike_o"]["top_programs"] == 1
+    # The earlier name of pike-o's exploit-only settings still starts (and resumes) as pike-o.
+    old = load(strategy="pike-o-exploit-only").search
+    assert old.strategy == "pike-o" and old == load(strategy="pike-o").search
 
 
 # ---------------------------------------------------------------- the MAP-Elites feature grid (no LLM)
@@ -179,7 +184,7 @@ def test_grid_features_and_fixed_bins():
     assert grid.coords(7) == (5, 3, 2) and grid.key(7) == "5,3,2"
     for bad in ("complexity,size", "", "diversity,diversity"):  # checked when the strategy is built
         with pytest.raises(ValueError, match="grid_features"):
-            PikeO(apply_overrides(load(strategy="pike-o-map-elites"), [f"search.grid_features={bad}"]), random.Random(0))
+            PikeO(apply_overrides(load(strategy="pike-o-map-elites"), [f"search.pike_o.grid_features={bad}"]), random.Random(0))
 
 
 def test_grid_one_program_per_cell_replaced_only_by_better_failed_never():
@@ -349,8 +354,8 @@ def test_pike_o_islands_migration_fixes_and_budget(tmp_path, prices, cache):
     script = Script([fenced(FUSED), fenced(BROKEN), fenced(SLOW), "No code from me this time."])
     with FakeLLMServer(script) as server:
         out = tmp_path / "run"
-        p = subprocess.run(command(server, out, prices, "--budget", "14", "--set", "search.islands=2",
-                                   "--set", "search.migration_interval=2", "--set", "search.max_fix_attempts=2",
+        p = subprocess.run(command(server, out, prices, "--budget", "14", "--set", "search.pike_o.islands=2",
+                                   "--set", "search.pike_o.migration_interval=2", "--set", "search.max_fix_attempts=2",
                                    "--set", "llm.concurrency=1"),  # iterations in order: migration is deterministic
                            capture_output=True, text=True, env=env_for(cache), timeout=300)
         assert p.returncode == 0, p.stderr[-4000:]

@@ -41,7 +41,7 @@ def ray_instance():
 def make_cfg(server, executor: str, cache: Path, **search):
     cfg = cfgmod.load(strategy="pike-b")
     return cfgmod.apply_overrides(cfg, [
-        f"llm.model={server.model_string('m')}", "search.budget=6", "search.num_branches=3", "search.top_k=2",
+        f"llm.model={server.model_string('m')}", "search.budget=6", "search.pike_b.num_branches=3", "search.pike_b.top_k=2",
         f"eval.executor={executor}", "eval.ray_workers=2", "eval.size=small", "eval.retime_final=false",
         *[f"search.{k}={v}" for k, v in search.items()],
     ])

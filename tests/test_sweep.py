@@ -42,7 +42,7 @@ llm = {{ model = "{model}", prices_file = "{prices}", max_retries = 1 }}
 search = {{ budget = 4 }}
 eval = {{ retime_final = false }}
 [configs.pike-b]
-search = {{ strategy = "pike-b", num_branches = 2, top_k = 1 }}
+search = {{ strategy = "pike-b", pike_b = {{ num_branches = 2, top_k = 1 }} }}
 [configs.pike-o]
 search = {{ strategy = "pike-o", budget = 8, max_fix_attempts = 1 }}
 """)
@@ -62,9 +62,9 @@ def test_plan_layers_preset_base_config_and_seed(tmp_path, prices):
     assert [s.name for s in specs] == ["pike-b-s0", "pike-b-s1", "pike-o-s0", "pike-o-s1"]
     assert specs[1].dir == tmp_path / "out" / "pike-b-s1" and specs[1].cfg.seed == 1
     b, o = specs[0].cfg, specs[2].cfg
-    assert (b.search.strategy, b.search.num_branches, b.search.budget, b.search.max_fix_attempts) == ("pike-b", 2, 4, 5)
+    assert (b.search.strategy, b.search.pike_b.num_branches, b.search.budget, b.search.max_fix_attempts) == ("pike-b", 2, 4, 5)
     # The preset's knobs, then base (budget 4), then the configuration's own (budget 8 wins).
-    assert (o.search.strategy, o.search.archive, o.search.budget, o.search.max_fix_attempts) == ("pike-o", 12, 8, 1)
+    assert (o.search.strategy, o.search.pike_o.archive, o.search.budget, o.search.max_fix_attempts) == ("pike-o", 12, 8, 1)
     assert o.eval.size == "small" and o.eval.retime_final is False and o.llm.max_retries == 1
     assert not Sweep(exp, tmp_path / "out").existing()
     bad = tmp_path / "bad.toml"

@@ -56,7 +56,7 @@ def optimize(model: torch.nn.Module, example_inputs, *, device: str = "auto", ll
     ``time_limit``: minutes, or text such as ``"90s"``, ``"2h"``. ``out``: the run directory (default ``runs/<Class>-<time>``);
     ``resume=True`` continues the run in ``out`` (after a kill or a time limit) with the model as it
     was saved by the first call and that call's settings.
-    ``settings``: any config key, as ``trials=3``, ``search__num_branches=4`` or
+    ``settings``: any config key, as ``trials=3``, ``search__pike_b__num_branches=4`` or
     ``**{"eval.timeout_s": 600}`` (``--set`` equivalents).
     """
     from pike import config as cfgmod

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_type_hints
 
@@ -69,22 +69,24 @@ class LLMConfig:
 
 
 @dataclass
-class SearchConfig:
-    strategy: str = "pike-b-plus"
-    budget: Annotated[int, AtLeastOne] = 300  # LLM queries per task (COA and EFA; IBA is not charged, as in the paper's code)
-    max_usd: Annotated[float, Positive] | None = None  # for the whole run
-    # Wall-clock minutes for one invocation of `pike optimize` (a resume gets its own): at the limit
-    # no new query or evaluation starts, those in flight finish, and the final tables are made.
-    time_limit_min: Minutes = None
-    # PIKE-B
+class PikeBConfig:
+    """Knobs only PIKE-B reads (pike.search.pike_b)."""
+
     num_branches: Annotated[int, AtLeastOne] = 10  # candidates per phase
     top_k: Annotated[int, AtLeastOne] = 4  # parents per phase
-    max_fix_attempts: Annotated[int, NonNegative] = 5  # EFA attempts per failed candidate
     iba: bool = True  # brainstorm ideas for the first phase
     num_ideas: Annotated[int, AtLeastOne] = 10
     parents_from: Literal["last_phase", "all_time"] = "last_phase"  # last_phase (the paper's) or all_time (elites)
-    retime_top: Annotated[int, NonNegative] = 0  # re-time this many top candidates interleaved before choosing parents
-    # PIKE-O (OpenEvolve-style)
+    # The branches of a phase that share a parent get distinct ideas (brainstormed ones, then the
+    # device's broad directions; the first keeps the model's own choice) and are told what the others
+    # try, so that no two prompts of a phase are the same (the paper's are identical)
+    diverse_branches: bool = False
+
+
+@dataclass
+class PikeOConfig:
+    """Knobs only PIKE-O reads (pike.search.pike_o, OpenEvolve-style)."""
+
     islands: Annotated[int, AtLeastOne] = 1
     population: Annotated[int, AtLeastOne] = 25
     archive: Annotated[int, AtLeastOne] = 12
@@ -97,11 +99,34 @@ class SearchConfig:
     feature_grid: bool = False  # MAP-Elites: each island keeps one program per feature cell (pike.search.library)
     grid_bins: Annotated[int, AtLeastOne] = 10  # bins per continuous feature (backend always has 4: pytorch, torch_compile, triton, cuda)
     grid_features: str = "complexity,diversity"  # comma list of complexity, diversity, backend
-    # Offline
-    with_max_autotune: bool = False  # torch.compile(mode="max-autotune") in the offline portfolio
+
+
+@dataclass
+class OfflineConfig:
+    """Knobs only the offline portfolio reads (pike.search.offline)."""
+
     # "promising": combinations only of knobs that passed alone and were not slower than eager, with
     # the best single compile mode only (each compile costs tens of seconds on a GPU); "all": every one
-    offline_combos: Literal["promising", "all"] = "promising"
+    combos: Literal["promising", "all"] = "promising"
+
+
+@dataclass
+class SearchConfig:
+    """What every strategy shares (budget, limits, the final table, the LLM strategies' prompts), and
+    one section per strategy for the knobs only it reads."""
+
+    strategy: str = "pike-b-plus"
+    budget: Annotated[int, AtLeastOne] = 300  # LLM queries per task (COA and EFA; IBA is not charged, as in the paper's code)
+    max_usd: Annotated[float, Positive] | None = None  # for the whole run
+    # Wall-clock minutes for one invocation of `pike optimize` (a resume gets its own): at the limit
+    # no new query or evaluation starts, those in flight finish, and the final tables are made.
+    time_limit_min: Minutes = None
+    max_fix_attempts: Annotated[int, NonNegative] = 5  # EFA attempts per failed candidate (PIKE-B and PIKE-O)
+    # Re-time this many top candidates side by side before choosing parents (PIKE-B) or when the
+    # top changed (PIKE-O)
+    retime_top: Annotated[int, NonNegative] = 0
+    # torch.compile(mode="max-autotune") in the offline portfolio and the final table's compile modes
+    with_max_autotune: bool = False
     # torch.compile modes of each task's final table, comma-separated ("" = every mode of the device;
     # "default" is always in). On a GPU each mode compiles for minutes on big tasks.
     final_compile_modes: str = ""
@@ -114,21 +139,32 @@ class SearchConfig:
     # A reply with no usable code (or ideas) is asked again once, with a reminder of the format; the
     # re-ask is a query of its own (the paper's code drops such a reply and still charges it)
     reask: bool = False
-    # PIKE-B: the branches of a phase that share a parent get distinct ideas (brainstormed ones, then
-    # the device's broad directions; the first keeps the model's own choice) and are told what the
-    # others try, so that no two prompts of a phase are the same (the paper's are identical)
-    diverse_branches: bool = False
+    pike_b: PikeBConfig = field(default_factory=PikeBConfig)
+    pike_o: PikeOConfig = field(default_factory=PikeOConfig)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
 
 
 @dataclass
 class EvalSettings:
+    """The evaluator's settings: `pike eval`, `pike baseline` and runs read them from here (the
+    evaluator's own EvalConfig takes its defaults from this class)."""
+
     device: str = "auto"  # auto (the first CUDA device when there is one, else cpu), cpu, cuda, cuda:N
     size: str = "auto"  # auto: "small" on CPU where a task has it
-    trials: Annotated[int, AtLeastOne] = 5
-    timeout_s: Annotated[float, Positive] = 300.0
+    trials: Annotated[int, AtLeastOne] = 5  # correctness trials on held-out inputs
+    random_weight_trials: Annotated[int, NonNegative] = 2  # trials with re-randomised weights
+    alt_trials: Annotated[int, NonNegative] = 2  # trials at the alternate size set, where the task has one
+    timeout_s: Annotated[float, Positive] = 300.0  # per candidate run (import, compile, checks, timing)
     build_timeout_s: Annotated[float, Positive] = 600.0
-    strict: bool = False
-    require_state_dict: bool = True  # user-facing; benchmark runs may allow seeded-only
+    baseline_timeout_s: Annotated[float, Positive] = 900.0  # `pike baseline`: per baseline run, compilation included
+    strict: bool = False  # tolerance 1e-4 instead of 1e-2 (fp32)
+    require_state_dict: bool = True  # the solution must load the reference's weights; benchmark runs may allow seeded-only
+    extra_check_speedup: Annotated[float, Positive] = 10.0  # over this vs eager: extra trials on new inputs
+    # this much slower on never-seen inputs than on repeated ones: "suspect" (0: off)
+    fresh_ratio: Annotated[float, NonNegative] = 2.0
+    floor_fraction: Annotated[float, Fraction] = 0.8  # faster than I/O at this fraction of bandwidth is "suspect" (GPU)
+    keep_jobs: bool = False  # keep job directories (candidate files, logs) for debugging
+    cuda_arch_list: str | None = None  # TORCH_CUDA_ARCH_LIST for candidates' extensions; None: the device's
     workers: Annotated[int, AtLeastOne] = 1  # CPU evaluation workers (GPU: one per visible GPU)
     # Evaluation processes per device: with 2+, the next candidates import their code while one holds
     # the GPU (experimental: measured on a GPU only with share_checks).
@@ -181,102 +217,144 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        """A stored or assembled config (keys of :data:`RETIRED` are dropped)."""
-        return _merge(cls(), without_retired(d))
+        """A stored or assembled config, flat keys of earlier versions included (see :func:`migrate`)."""
+        return _merge(cls(), d)
 
 
+# A preset: the strategy ``kind`` it runs and the search knobs it sets, nested as in the config
+# (``pike_b``, ``pike_o``, ``offline`` are sections of ``search``). No two presets set the same values.
+_PIKE_B = dict(num_branches=10, top_k=4, iba=True, num_ideas=10, parents_from="last_phase", diverse_branches=False)
+_PIKE_O = dict(islands=1, population=25, archive=12, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=3,
+               migration_interval=50, migration_rate=0.1, feature_grid=False)
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's PIKE-B, faithful to its code.
-    "pike-b": dict(kind="pike-b", num_branches=10, top_k=4, max_fix_attempts=5, iba=True, parents_from="last_phase", retime_top=0),
-    "pike-b-no-efa": dict(kind="pike-b", num_branches=10, top_k=4, max_fix_attempts=0, iba=True, parents_from="last_phase"),
-    "pike-b-cheap-efa": dict(kind="pike-b", num_branches=10, top_k=4, max_fix_attempts=5, iba=True, parents_from="last_phase"),
-    "pike-b-no-iba": dict(kind="pike-b", num_branches=10, top_k=4, max_fix_attempts=5, iba=False, parents_from="last_phase"),
+    "pike-b": dict(kind="pike-b", max_fix_attempts=5, retime_top=0, pike_b=_PIKE_B),
+    "pike-b-no-efa": dict(kind="pike-b", max_fix_attempts=0, retime_top=0, pike_b=_PIKE_B),
+    "pike-b-no-iba": dict(kind="pike-b", max_fix_attempts=5, retime_top=0, pike_b={**_PIKE_B, "iba": False}),
     # Ours: all-time elites, measured feedback in the prompts, interleaved re-timing of the top
     # candidates before they become parents. The default strategy when an LLM is configured.
     "pike-b-plus": dict(
-        kind="pike-b", num_branches=10, top_k=4, max_fix_attempts=5, iba=True, parents_from="all_time", retime_top=4,
-        gpu_facts=True, parent_speedups=True, best_history=True, profile=True, reask=True,
-        diverse_branches=True,
+        kind="pike-b", max_fix_attempts=5, retime_top=4, gpu_facts=True, parent_speedups=True, best_history=True, profile=True,
+        reask=True, pike_b={**_PIKE_B, "parents_from": "all_time", "diverse_branches": True},
     ),
     "offline": dict(kind="offline"),
-    # PIKE-O (OpenEvolve-style islands and elite archive; see pike.search.pike_o). The design's defaults,
-    # then the paper's ablations and the ladder towards exploit-heavy settings.
-    "pike-o": dict(
-        kind="pike-o", islands=1, population=25, archive=12, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=3,
-        migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False, retime_top=4,
-    ),
-    "pike-o-no-efa": dict(
-        kind="pike-o", islands=1, population=25, archive=12, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=3,
-        migration_interval=50, migration_rate=0.1, max_fix_attempts=0, iba=False, retime_top=4,
-    ),
-    "pike-o-3islands": dict(
-        kind="pike-o", islands=3, population=25, archive=12, elite_ratio=0.2, exploration=0.2, exploitation=0.7, top_programs=3,
-        migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False, retime_top=4,
-    ),
-    "pike-o-exploit-only": dict(
-        kind="pike-o", islands=1, population=25, archive=12, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=3,
-        migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False, retime_top=4,
-    ),
-    "pike-o-short-library": dict(
-        kind="pike-o", islands=1, population=25, archive=4, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=1,
-        migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False, retime_top=4,
-    ),
-    "pike-o-map-elites": dict(
-        kind="pike-o", islands=1, population=25, archive=12, elite_ratio=0.2, exploration=0.0, exploitation=1.0, top_programs=3,
-        migration_interval=50, migration_rate=0.1, max_fix_attempts=5, iba=False, retime_top=4,
-        feature_grid=True, grid_bins=10, grid_features="complexity,diversity",
-    ),
+    # PIKE-O (OpenEvolve-style islands and elite archive; see pike.search.pike_o). The design's defaults
+    # (exploit-only: every parent from the elite archive), then the paper's ablations and the ladder
+    # towards exploit-heavy settings.
+    "pike-o": dict(kind="pike-o", max_fix_attempts=5, retime_top=4, pike_o=_PIKE_O),
+    "pike-o-no-efa": dict(kind="pike-o", max_fix_attempts=0, retime_top=4, pike_o=_PIKE_O),
+    "pike-o-3islands": dict(kind="pike-o", max_fix_attempts=5, retime_top=4,
+                            pike_o={**_PIKE_O, "islands": 3, "exploration": 0.2, "exploitation": 0.7}),
+    "pike-o-short-library": dict(kind="pike-o", max_fix_attempts=5, retime_top=4, pike_o={**_PIKE_O, "archive": 4, "top_programs": 1}),
+    "pike-o-map-elites": dict(kind="pike-o", max_fix_attempts=5, retime_top=4,
+                              pike_o={**_PIKE_O, "feature_grid": True, "grid_bins": 10, "grid_features": "complexity,diversity"}),
+}
+
+# Names that earlier versions had for presets that set the same values as another: a run or a sweep
+# that names them still starts and resumes, as the preset they equal.
+PRESET_ALIASES = {
+    "pike-o-exploit-only": "pike-o",  # pike-o is exploit-only (exploration 0, exploitation 1)
+    "pike-b-cheap-efa": "pike-b",  # the cheaper fixer is llm.fix_model (--fix-model), not a search knob
 }
 
 # What batch rounds (llm.batch, --llm batch:DIR; pike.llm.rounds) change in each kind of strategy.
-BATCH_NOTE_B = "; batch rounds: a phase's queries (every task's) go out as one round, its fixes as the next ones"
-BATCH_NOTE_O = ("; batch rounds: a generation of llm.concurrency iterations goes out at a time, each drawing its parent"
-                " when it starts, from the library as it stands (a slower search per round of replies)")
+BATCH_NOTES = {
+    "pike-b": "; batch rounds: a phase's queries (every task's) go out as one round, its fixes as the next ones",
+    "pike-o": "; batch rounds: a generation of llm.concurrency iterations goes out at a time, each drawing its parent"
+              " when it starts, from the library as it stands (a slower search per round of replies)",
+}
 
 PRESET_NOTES = {
-    "pike-b": "the paper's PIKE-B: 10 branches, top-4 parents of the last phase, 5 fixes, IBA",
+    "pike-b": "the paper's PIKE-B: 10 branches, top-4 parents of the last phase, 5 fixes, IBA (with --fix-model: fixes by a"
+              " cheaper model, the paper's cheap-EFA ablation)",
     "pike-b-no-efa": "PIKE-B without the error-fixing agent",
-    "pike-b-cheap-efa": "PIKE-B with fixes by llm.fix_model (set it: --fix-model)",
     "pike-b-no-iba": "PIKE-B without brainstormed ideas in the first phase",
     "pike-b-plus": "PIKE-B + all-time elites, device facts, measured times, profile and best history in prompts, distinct"
                    " branches, unusable replies asked again once, re-timed parents",
     "offline": "no LLM: torch.compile modes, CUDA graphs, TF32, bf16/fp16 autocast, channels_last",
-    "pike-o": "OpenEvolve-style: 1 island, population 25, archive 12, parents from the archive, top 3 programs in prompts, 5 fixes",
+    "pike-o": "OpenEvolve-style: 1 island, population 25, archive 12, every parent from the archive (exploit-only), top 3"
+              " programs in prompts, 5 fixes",
     "pike-o-no-efa": "PIKE-O without the error-fixing agent",
     "pike-o-3islands": "PIKE-O with 3 islands (ring migration) and explore-heavy sampling: 20% island, 70% archive, 10% any",
-    "pike-o-exploit-only": "PIKE-O ladder step: 1 island, every parent from the elite archive (exploration 0, exploitation 1)",
     "pike-o-short-library": "PIKE-O ladder step: exploit-only with a short library: archive 4, 1 top program in prompts",
     "pike-o-map-elites": "PIKE-O + MAP-Elites grid: one program per (complexity, diversity) cell, 10 bins each, per island;"
-                         " exploit-only like pike-o (set search.exploration for parents drawn over cells)",
+                         " exploit-only like pike-o (set search.pike_o.exploration for parents drawn over cells)",
 }
-for _name in PRESETS:
-    if _name.startswith("pike-b"):
-        PRESET_NOTES[_name] += BATCH_NOTE_B
-    elif _name.startswith("pike-o"):
-        PRESET_NOTES[_name] += BATCH_NOTE_O
+for _name, _p in PRESETS.items():
+    PRESET_NOTES[_name] += BATCH_NOTES.get(_p["kind"], "")
+
+
+def preset_name(name: str) -> str:
+    """The preset a name stands for (an alias's preset)."""
+    return PRESET_ALIASES.get(name, name)
 
 
 def preset(name: str) -> dict[str, Any]:
-    """The search knobs a preset sets (its ``kind`` apart)."""
+    """The search knobs a preset sets (its ``kind`` apart), nested as in :class:`SearchConfig`."""
+    name = preset_name(name)
     if name not in PRESETS:
         raise ValueError(f"unknown strategy {name!r}; known: {', '.join(PRESETS)}")
     return {k: v for k, v in PRESETS[name].items() if k != "kind"}
 
 
+def dotted(d: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as ``section.key`` keys (``pike_b.num_branches``)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(dotted(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def strategy_kind(name: str) -> str:
     """The registered strategy (pike.search.strategies) a preset runs. A name that is no preset is
     taken as a kind itself (a replay's "replay")."""
+    name = preset_name(name)
     return PRESETS[name]["kind"] if name in PRESETS else name
+
+
+def with_strategy(cfg: "RunConfig", name: str) -> "RunConfig":
+    """``cfg`` running preset ``name`` (its knobs on top of ``cfg``'s)."""
+    return _merge(cfg, {"search": {**preset(name), "strategy": preset_name(name)}})
 
 
 # Keys that earlier versions wrote into a run's config.toml and that no longer do anything: a stored
 # run that has them still resumes.
-RETIRED = {"search": ("roofline",)}
+RETIRED = {"search.roofline"}
+
+# Keys that moved into a strategy's section: a stored run (its config.toml and run.db), a TOML file,
+# `--set`, a sweep or the API's settings may still name them by the old key, which reads as the new.
+MOVED = {
+    **{f"search.{k}": f"search.pike_b.{k}" for k in ("num_branches", "top_k", "iba", "num_ideas", "parents_from",
+                                                     "diverse_branches")},
+    **{f"search.{k}": f"search.pike_o.{k}" for k in ("islands", "population", "archive", "elite_ratio", "exploration",
+                                                     "exploitation", "top_programs", "migration_interval", "migration_rate",
+                                                     "feature_grid", "grid_bins", "grid_features")},
+    "search.offline_combos": "search.offline.combos",
+}
 
 
-def without_retired(d: dict) -> dict:
-    return {k: ({n: x for n, x in v.items() if n not in RETIRED.get(k, ())} if isinstance(v, dict) else v)
-            for k, v in d.items()}
+def nest(flat: dict[str, Any]) -> dict:
+    """``{"a.b.c": v}`` as ``{"a": {"b": {"c": v}}}``."""
+    out: dict = {}
+    for key, v in flat.items():
+        *path, last = key.split(".")
+        d = out
+        for p in path:
+            d = d.setdefault(p, {})
+            if not isinstance(d, dict):
+                raise ValueError(f"{key}: {'.'.join(path)} is a value, not a table")
+        d[last] = v
+    return out
+
+
+def migrate(d: dict, *, stored: bool = True) -> dict:
+    """A config as nested plain values, with the keys of :data:`MOVED` at their new place (a key given
+    both ways: the later one wins) and, in a ``stored`` config, those of :data:`RETIRED` dropped (one
+    that is set now is refused as unknown)."""
+    return nest({MOVED.get(k, k): v for k, v in dotted(d).items() if not (stored and k in RETIRED)})
 
 
 @functools.cache
@@ -306,7 +384,7 @@ def _update(data: dict, d: dict, cls, prefix: str) -> None:
     hints = _hints(cls)
     for k, v in d.items():
         if k not in hints:
-            raise ValueError(f"unknown config key {prefix}{k!r}; known: {', '.join(hints)}")
+            raise ValueError(f"unknown config key {prefix}{k}; known: {', '.join(hints)}")
         if isinstance(data[k], dict):  # a section
             if not isinstance(v, dict):
                 raise ValueError(f"{prefix}{k} must be a table")
@@ -315,9 +393,9 @@ def _update(data: dict, d: dict, cls, prefix: str) -> None:
             data[k] = _prepare(v, hints[k])
 
 
-def _merge(cfg: "RunConfig", d: dict) -> "RunConfig":
+def _merge(cfg: "RunConfig", d: dict, *, stored: bool = True) -> "RunConfig":
     data = cfg.to_dict()
-    _update(data, d, RunConfig, "")
+    _update(data, migrate(d, stored=stored), RunConfig, "")
     return validate(data)
 
 
@@ -361,32 +439,33 @@ RESUMABLE = ("llm.model", "llm.fix_model", "llm.iba_model", "llm.concurrency", "
 
 
 def apply_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
-    """``section.key=value`` strings (the CLI's --set)."""
+    """``section.key=value`` strings (the CLI's --set; ``search.pike_b.top_k=2``)."""
     for a in assignments:
         if "=" not in a or "." not in a.split("=", 1)[0]:
             raise ValueError(f"--set expects section.key=value, got {a!r}")
         key, value = a.split("=", 1)
-        section, name = key.split(".", 1)
-        cfg = _merge(cfg, {section: {name: value}})
+        cfg = _merge(cfg, nest({key.strip(): value}), stored=False)
     return cfg
+
+
+def keys() -> list[str]:
+    """Every config key, dotted (``search.pike_b.top_k``)."""
+    return list(dotted(RunConfig().to_dict()))
 
 
 def apply_values(cfg: RunConfig, values: dict[str, Any]) -> RunConfig:
     """Settings as Python values (the API's ``**settings``): keys are ``section.key``, ``section__key``
-    or a key that one section alone has (``trials`` is ``eval.trials``)."""
-    sections = [f.name for f in fields(RunConfig) if is_dataclass(getattr(cfg, f.name))]
+    (``search__pike_b__top_k``) or a key name that one section alone has (``trials`` is ``eval.trials``)."""
+    known = keys()
     for key, value in values.items():
-        section, _, name = key.replace("__", ".").rpartition(".")
-        if not section:
-            owners = [s for s in sections if name in {f.name for f in fields(getattr(cfg, s))}]
-            if len(owners) != 1 and name in {f.name for f in fields(RunConfig)}:
-                cfg = _merge(cfg, {name: value})
-                continue
+        key = key.replace("__", ".")
+        if "." not in key:
+            owners = [k for k in known if k.rpartition(".")[2] == key]
             if len(owners) != 1:
-                where = f"in {', '.join(owners)}: write section__{name}" if owners else "see `pike presets` and the README"
+                where = f"in {', '.join(owners)}: write it with its section" if owners else "see `pike presets` and the README"
                 raise ValueError(f"setting {key!r} is {'ambiguous' if owners else 'unknown'} ({where})")
-            section = owners[0]
-        cfg = _merge(cfg, {section: {name: value}})
+            key = owners[0]
+        cfg = _merge(cfg, nest({key: value}), stored=False)
     return cfg
 
 
@@ -395,14 +474,12 @@ def load(path: str | Path | None = None, *, strategy: str | None = None) -> RunC
     data: dict = {}
     if path:
         try:
-            data = without_retired(tomllib.loads(Path(path).read_text()))
+            data = migrate(tomllib.loads(Path(path).read_text()))
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ValueError(f"{path}: {e}") from None
     name = strategy or data.get("search", {}).get("strategy") or SearchConfig.strategy
-    cfg = RunConfig()
-    cfg = _merge(cfg, {"search": {**preset(name), "strategy": name}})
-    if strategy and "search" in data:
-        data["search"].pop("strategy", None)  # the command line's choice wins
+    cfg = with_strategy(RunConfig(), name)
+    data.get("search", {}).pop("strategy", None)  # the preset's name (an alias's preset), or the command line's choice
     return _merge(cfg, data)
 
 
@@ -419,19 +496,26 @@ def resolve_device(cfg: RunConfig) -> tuple[RunConfig, str]:
 
 
 def dumps(cfg: RunConfig) -> str:
-    """TOML text of a config (flat sections of scalars and lists)."""
-    lines = []
-    for section, values in cfg.to_dict().items():
-        if not isinstance(values, dict):
-            lines.insert(0, f"{section} = {_toml(values)}")
-            continue
-        lines.append(f"\n[{section}]")
+    """TOML text of a config: its sections, and a strategy's section as ``[search.pike_b]``."""
+    top, tables = [], []
+
+    def table(name: str, values: dict) -> None:
+        lines = [f"\n[{name}]"]
+        tables.append(lines)
         for k, v in values.items():
-            if v is None:
+            if isinstance(v, dict):
+                table(f"{name}.{k}", v)
+            elif v is None:
                 lines.append(f"# {k} = (unset)")
             else:
                 lines.append(f"{k} = {_toml(v)}")
-    return "\n".join(lines).strip() + "\n"
+
+    for section, values in cfg.to_dict().items():
+        if isinstance(values, dict):
+            table(section, values)
+        else:
+            top.append(f"{section} = {_toml(values)}")
+    return "\n".join(top + [line for lines in tables for line in lines]).strip() + "\n"
 
 
 def _toml(v: Any) -> str:

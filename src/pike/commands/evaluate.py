@@ -8,27 +8,52 @@ from typing import Optional
 
 import typer
 
+from pike.commands import flags
 from pike.commands.common import (STATUS_STYLE, console, err_console, fail, load_one_task, load_tasks, progress_bar, resolve_size,
                                  sandbox_text, usable_device)
 
 app = typer.Typer()
 
 
+EVAL_FLAGS = ["--device", "--size", "--timeout", "--trials", "--strict", "--allow-seeded-only", "--objective", "--start-method",
+              "--sandbox", "--memory-limit-gb"]
+BASELINE_FLAGS = ["--device", "--size", "--baseline-timeout"]
+SET_HELP = "Any eval key: eval.key=value (repeatable), e.g. eval.keep_jobs=true, eval.trials=3 (README: Configuration)."
+
+
+def eval_settings(given: dict, names: list[str], assignments: list[str]):
+    """The eval section as the flags among ``names`` and ``--set`` make it (a flag wins over --set
+    of its key), and the device it resolves to; one line and exit on a bad key or value."""
+    from pike import config as cfgmod
+
+    other = [a for a in assignments if not a.split("=", 1)[0].strip().startswith("eval.")]
+    if other:
+        fail(f"--set {other[0]}: this command takes eval.* keys only (the evaluator's settings)")
+    from_flags, by_key = flags.assignments(given, names)
+    try:
+        cfg = cfgmod.apply_overrides(cfgmod.RunConfig(), list(assignments) + from_flags)
+    except ValueError as e:
+        fail(flags.explain(str(e), by_key))
+    device, how = usable_device(cfg.eval.device)
+    return cfg, device, how
+
+
 @app.command("eval")
 def eval_cmd(
     task: str = typer.Argument(..., help="Task file (or built-in task name)."),
     solution: Path = typer.Argument(..., help="Solution file defining ModelNew (or Model)."),
-    device: str = typer.Option("auto", help="auto (the first CUDA device when there is one, else cpu), cpu, cuda or cuda:N."),
-    size: str = typer.Option("auto", help="Size set of the task: auto (small on CPU), default, or a name from its SIZES."),
-    timeout: float = typer.Option(300.0, help="Seconds before the candidate is killed."),
-    trials: int = typer.Option(5, help="Correctness trials on held-out inputs."),
-    strict: bool = typer.Option(False, help="Tolerance 1e-4 instead of 1e-2 (fp32)."),
-    allow_seeded_only: bool = typer.Option(False, help="Accept solutions whose state_dict differs from the reference's."),
+    device: Optional[str] = flags.option("--device"),
+    size: Optional[str] = flags.option("--size"),
+    timeout: Optional[float] = flags.option("--timeout"),
+    trials: Optional[int] = flags.option("--trials"),
+    strict: bool = flags.option("--strict"),
+    allow_seeded_only: bool = flags.option("--allow-seeded-only"),
     no_time: bool = typer.Option(False, "--no-time", help="Check correctness only."),
-    objective: str = typer.Option("latency", help="latency (one forward from an idle queue) or throughput (back to back): the figure and its speedup."),
-    start_method: str = typer.Option("warm", help="warm (processes started before their jobs) or spawn."),
-    sandbox: str = typer.Option("auto", help="auto (bubblewrap where it runs, else none with a warning), bwrap or none."),
-    memory_limit_gb: float = typer.Option(0.0, help="Memory limit of each evaluation process (0: three quarters of the machine's)."),
+    objective: Optional[str] = flags.option("--objective"),
+    start_method: Optional[str] = flags.option("--start-method"),
+    sandbox: Optional[str] = flags.option("--sandbox"),
+    memory_limit_gb: Optional[float] = flags.option("--memory-limit-gb"),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Check a solution against its task and time it side by side with eager PyTorch (one process,
@@ -36,17 +61,15 @@ def eval_cmd(
     from pike.evaluate.evaluator import EvalConfig, Evaluator
     from pike.task import TaskError
 
-    device, how = usable_device(device)
-    t = load_one_task(task, resolve_size(size, device))
+    settings, device, how = eval_settings(locals(), EVAL_FLAGS, set_)
+    t = load_one_task(task, resolve_size(settings.eval.size, device))
     if how and not as_json:
         err_console.print(f"device: {device} ({how})", highlight=False)
     if not solution.is_file():
         fail(f"{solution}: no such file")
     source = solution.read_text()
     try:
-        cfg = EvalConfig(device=device, timeout_s=timeout, trials=trials, strict=strict, require_state_dict=not allow_seeded_only,
-                         time=not no_time, start_method=start_method, sandbox=sandbox, memory_limit_gb=memory_limit_gb,
-                         objective=objective)
+        cfg = EvalConfig.from_settings(settings.eval, device, time=not no_time, seed=settings.seed)
     except ValueError as e:
         fail(str(e))
     confined = sandbox_text(cfg)
@@ -69,11 +92,12 @@ def eval_cmd(
 def baseline_cmd(
     target: str = typer.Argument(..., help="Task file, directory of tasks, built-in task name or 'builtin'."),
     modes: Optional[str] = typer.Option(None, help="Comma-separated: eager and compile modes (default: eager + every compile mode of the device)."),
-    device: str = typer.Option("auto", help="auto (the first CUDA device when there is one, else cpu), cpu, cuda or cuda:N."),
-    size: str = typer.Option("auto", help="Size set: auto (small on CPU), default, or a name from the tasks' SIZES."),
+    device: Optional[str] = flags.option("--device"),
+    size: Optional[str] = flags.option("--size"),
     max_autotune: bool = typer.Option(False, help="Also torch.compile(mode='max-autotune') (slow to compile)."),
     interleaved: bool = typer.Option(True, help="Re-time the correct baselines A B A B ... in one process."),
-    timeout: float = typer.Option(900.0, help="Seconds per baseline run (compilation included)."),
+    baseline_timeout: Optional[float] = flags.option("--baseline-timeout"),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     out: Optional[Path] = typer.Option(None, help="Write the results as JSON to this file."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
@@ -85,13 +109,16 @@ def baseline_cmd(
     from pike.evaluate.pool import EvalPool
     from pike.task import TaskError
 
-    device, how = usable_device(device)
+    settings, device, how = eval_settings(locals(), BASELINE_FLAGS, set_)
     if how and not as_json:
         err_console.print(f"device: {device} ({how})", highlight=False)
-    tasks = load_tasks(target, resolve_size(size, device))
+    tasks = load_tasks(target, resolve_size(settings.eval.size, device))
     dev_type = "cuda" if device.startswith("cuda") else "cpu"
     mode_list = modes.split(",") if modes else ["eager", *compile_modes(dev_type, max_autotune)]
-    cfg = EvalConfig(device=device, timeout_s=timeout)
+    try:
+        cfg = EvalConfig.from_settings(settings.eval, device, timeout_s=settings.eval.baseline_timeout_s, seed=settings.seed)
+    except ValueError as e:
+        fail(str(e))
     rows: list[dict] = []
 
     async def run_all() -> None:

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from pike.commands import common, exit_codes
+from pike.commands import common, exit_codes, flags
 from pike.commands.common import console, err_console, fail, load_tasks, resolve_size, sandbox_text, usable_device, writable_dir
 from pike.config import RESUMABLE
 
@@ -25,32 +25,36 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "suites" / "examples" / "gate
 RESUME_FLAGS = "--llm, --fix-model, --budget, --max-usd, --time-limit and --set " + ", ".join(
     k for k in RESUMABLE if k not in ("llm.model", "llm.fix_model", "search.budget", "search.max_usd", "search.time_limit_min"))
 
+# The flags of `pike optimize` that set config keys (pike.commands.flags)
+OPTIMIZE_FLAGS = ["--llm", "--fix-model", "--budget", "--max-usd", "--time-limit", "--device", "--size", "--seed-offline", "--gpus",
+                  "--executor", "--ray-address"]
+
 
 @app.command("optimize")
 def optimize_cmd(
     target: Optional[str] = typer.Argument(None, help="Task file, directory of tasks, built-in task name or 'builtin' (default: the shipped example)."),
     strategy: Optional[str] = typer.Option(None, help="Preset (see `pike presets`); default: offline without --llm, pike-b-plus with it."),
-    llm: Optional[str] = typer.Option(None, "--llm", help="Model: openai/..., gemini/..., anthropic/..., openrouter/..., local/<model>@<url>, cmd:<shell>;"
-                                       " or batch:DIR for file rounds (the model for prices: --set llm.model=...; see README)."),
-    fix_model: Optional[str] = typer.Option(None, help="A different (cheaper) model for the error-fixing agent."),
-    budget: Optional[int] = typer.Option(None, help="LLM queries per task (fixes count)."),
-    max_usd: Optional[float] = typer.Option(None, help="USD budget for the whole run."),
-    time_limit: Optional[str] = typer.Option(None, metavar="DURATION", help="Wall-clock limit of this invocation: 90s, 45m, 2h (a bare number is minutes). Then nothing new starts, the offline portfolio stops the variant in flight (a resume tries it again), LLM strategies let evaluations in flight finish, and the final tables are made."),
+    llm: Optional[str] = flags.option("--llm"),
+    fix_model: Optional[str] = flags.option("--fix-model"),
+    budget: Optional[int] = flags.option("--budget"),
+    max_usd: Optional[float] = flags.option("--max-usd"),
+    time_limit: Optional[str] = flags.option("--time-limit", metavar="DURATION"),
     config: Optional[Path] = typer.Option(None, help="TOML config file."),
     set_: list[str] = typer.Option([], "--set", help="Override any knob: section.key=value (repeatable). LLM knobs: llm.concurrency"
                                    " (requests in flight; 0 = 6 per evaluation slot), llm.temperature, llm.max_tokens, llm.timeout_s,"
                                    " llm.max_retries, llm.iba_model, llm.prices_file, llm.prompt_dir (prompt templates to use instead of"
-                                   " the shipped ones), llm.batch (provider batches at the batch price); search and eval knobs: `pike presets` and"
-                                   " config.toml of any run."),
+                                   " the shipped ones), llm.batch (provider batches at the batch price); a strategy's own knobs in"
+                                   " search.pike_b, search.pike_o, search.offline (search.pike_b.top_k=2); eval.* (eval.keep_jobs=true)."
+                                   " Every key: the README's config table, `pike presets` and config.toml of any run."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<target>-<time>)."),
     resume: Optional[Path] = typer.Option(None, help="Continue a stopped run from its directory. It keeps its settings but may change "
                                           + RESUME_FLAGS + "."),
-    device: Optional[str] = typer.Option(None, help="auto (default: the first CUDA device when there is one, else cpu), cpu, cuda or cuda:N."),
-    size: Optional[str] = typer.Option(None, help="Size set: auto (small on CPU), default, or a name from the tasks' SIZES."),
-    seed_offline: bool = typer.Option(False, help="LLM strategies start from the offline winner."),
-    gpus: Optional[str] = typer.Option(None, help="Comma-separated subset of the visible GPUs to evaluate on (default: all)."),
-    executor: Optional[str] = typer.Option(None, help="local (this machine) or ray (a Ray cluster: one actor per GPU)."),
-    ray_address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster (default: start a local one)."),
+    device: Optional[str] = flags.option("--device"),
+    size: Optional[str] = flags.option("--size"),
+    seed_offline: bool = flags.option("--seed-offline"),
+    gpus: Optional[str] = flags.option("--gpus"),
+    executor: Optional[str] = flags.option("--executor"),
+    ray_address: Optional[str] = flags.option("--ray-address"),
     as_json: bool = typer.Option(False, "--json", help="Print the final table as JSON."),
 ) -> None:
     """Search for a faster, verified ModelNew for each task; writes RUN_DIR/best/<task>.py.
@@ -63,31 +67,20 @@ def optimize_cmd(
     from pike.search.strategies import strategy_class
     from pike.task import TaskError
 
-    overrides, flags = list(set_), {}
-    # --llm batch:DIR: file rounds for the model named by llm.model (see pike.llm.rounds)
-    llm_key, llm = ("llm.batch_dir", llm.removeprefix("batch:").strip() or "batch") if llm and llm.startswith("batch:") else ("llm.model", llm)
-    for key, flag, value in ((llm_key, "--llm", llm), ("llm.fix_model", "--fix-model", fix_model), ("search.budget", "--budget", budget),
-                             ("search.max_usd", "--max-usd", max_usd), ("search.time_limit_min", "--time-limit", time_limit),
-                             ("eval.device", "--device", device), ("eval.size", "--size", size),
-                             ("search.seed_offline", "--seed-offline", "true" if seed_offline else None), ("eval.gpus", "--gpus", gpus),
-                             ("eval.executor", "--executor", executor), ("eval.ray_address", "--ray-address", ray_address)):
-        if value is not None:
-            overrides.append(f"{key}={value}")
-            flags[key] = flag
+    given, by_key = flags.assignments(locals(), OPTIMIZE_FLAGS)
+    if llm and llm.startswith("batch:"):  # --llm batch:DIR: file rounds for the model named by llm.model (see pike.llm.rounds)
+        given = [f"llm.batch_dir={llm.removeprefix('batch:').strip() or 'batch'}" if a.startswith("llm.model=") else a for a in given]
+        by_key["llm.batch_dir"] = by_key.pop("llm.model")
+    overrides = list(set_) + given  # a flag wins over --set of its key
 
     def bad(e: ValueError) -> None:
-        """The config's message, naming the flag where one set the key."""
-        msg = str(e)
-        for key, flag in flags.items():
-            msg = msg.replace(f"{key}:", f"{flag} ({key}):")
-        fail(msg)
+        fail(flags.explain(str(e), by_key))
     skipped = 0
     if resume is not None:
         if not (resume / "run.db").exists():
             fail(f"{resume}: not a run directory (no run.db)")
-        fixed = [flag for flag, given in (("TARGET", target), ("--strategy", strategy), ("--config", config), ("--out", out),
-                                          ("--device", device), ("--size", size), ("--seed-offline", seed_offline), ("--gpus", gpus),
-                                          ("--executor", executor), ("--ray-address", ray_address)) if given]
+        fixed = [flag for flag, value in (("TARGET", target), ("--strategy", strategy), ("--config", config), ("--out", out)) if value]
+        fixed += [flag for key, flag in by_key.items() if flag != "--llm" and key not in cfgmod.RESUMABLE]
         fixed += [f"--set {a.split('=', 1)[0]}" for a in set_ if a.split("=", 1)[0] not in cfgmod.RESUMABLE]
         if fixed:
             fail(f"--resume keeps the run's settings: {', '.join(fixed)} cannot change (a resume may change {RESUME_FLAGS})")
@@ -116,7 +109,7 @@ def optimize_cmd(
         if not cfg.llm.model and needs_llm:
             if strategy or (config and "strategy" in config.read_text()):
                 fail(f"strategy {cfg.search.strategy!r} needs an LLM: pass --llm MODEL (or use --strategy offline)")
-            cfg = replace(cfg, search=replace(cfg.search, **cfgmod.preset("offline"), strategy="offline"))
+            cfg = cfgmod.with_strategy(cfg, "offline")
         target = target or str(EXAMPLE)
         found = load_tasks(target, resolve_size(cfg.eval.size, cfg.eval.device))
         for item in found:
@@ -268,15 +261,17 @@ def replay_cmd(
 @app.command("presets")
 def presets_cmd(as_json: bool = typer.Option(False, "--json", help="Print the presets and their knobs as one JSON object.")) -> None:
     """The named strategy presets and their knobs."""
-    from pike.config import PRESET_NOTES, PRESETS
+    from pike.config import PRESET_ALIASES, PRESET_NOTES, PRESETS, dotted
 
     if as_json:
-        print(json.dumps(PRESETS))
+        print(json.dumps({name: dotted(knobs) for name, knobs in PRESETS.items()}))
         return
-    t = Table(title="strategy presets (any knob can be overridden: --set search.KEY=VALUE)")
+    t = Table(title="strategy presets (any knob can be overridden: --set search.KEY=VALUE, e.g. search.pike_b.top_k=2)")
     t.add_column("preset")
     t.add_column("what")
-    t.add_column("knobs")
+    t.add_column("knobs (search.*)")
     for name, knobs in PRESETS.items():
-        t.add_row(name, PRESET_NOTES.get(name, ""), ", ".join(f"{k}={v}" for k, v in knobs.items()))
+        t.add_row(name, PRESET_NOTES.get(name, ""), ", ".join(f"{k}={v}" for k, v in dotted(knobs).items()))
     console.print(t)
+    for old, new in PRESET_ALIASES.items():
+        console.print(f"{old}: the same as {new} (an earlier name)", highlight=False)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 
+from pike.config import EvalSettings
 from pike.evaluate import baselines, candidate_run, pipeline
 from pike.evaluate import retime as retime_mod
 from pike.evaluate.build import Builder
@@ -42,53 +43,64 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pike"
 
 
+# The settings users give (the config's eval section, pike.config.EvalSettings) have their defaults
+# there; the fields below that repeat them take them from it.
+_S = EvalSettings
+
+
 @dataclass
 class EvalConfig:
-    device: str = "cpu"  # cpu, cuda, cuda:N
-    trials: int = 5  # K correctness trials on held-out input sets
-    random_weight_trials: int = 2  # trials with re-randomised weights
-    alt_trials: int = 2  # trials at the alternate size set, where the task has one
-    timeout_s: float = 300.0  # per candidate run (import, compile, checks, timing)
-    build_timeout_s: float = 600.0
-    strict: bool = False  # tolerance 1e-4 instead of 1e-2 (fp32)
-    require_state_dict: bool = True  # user-facing runs: the solution must load the reference's weights
+    device: str = "cpu"  # cpu, cuda, cuda:N (resolved: never "auto")
+    trials: int = _S.trials
+    random_weight_trials: int = _S.random_weight_trials
+    alt_trials: int = _S.alt_trials
+    timeout_s: float = _S.timeout_s
+    build_timeout_s: float = _S.build_timeout_s
+    strict: bool = _S.strict
+    require_state_dict: bool = _S.require_state_dict
     time: bool = True
     timing: TimingConfig = field(default_factory=TimingConfig)
     timing_sets: int = 2  # input sets rotated while timing (and as many held out for the refill check)
     pool_max_bytes: int = 512 * 2**20  # bound on the reference pool (inputs + outputs of all sets)
-    floor_fraction: float = 0.8  # faster than I/O at this fraction of bandwidth is "suspect" (GPU)
-    extra_check_speedup: float = 10.0  # over this vs eager: extra trials on new inputs
-    fresh_ratio: float = 2.0  # this much slower on never-seen inputs than on repeated ones: "suspect" (0: off)
-    start_method: str = "warm"  # warm: each job's process is started (torch imported) before the job; spawn: at the job
-    # auto: bubblewrap where it runs here, else none (with a warning); bwrap: bubblewrap or an error; none
-    sandbox: str = "auto"
-    memory_limit_gb: float = 0.0  # per job; 0: three quarters of the machine's memory
-    file_size_gb: float = 8.0  # any one file a job writes
-    max_processes: int = 1024  # per job
-    max_log_mb: float = 16.0  # a job's stdout and stderr; past it the job is killed
+    floor_fraction: float = _S.floor_fraction
+    extra_check_speedup: float = _S.extra_check_speedup
+    fresh_ratio: float = _S.fresh_ratio
+    start_method: str = _S.start_method
+    sandbox: str = _S.sandbox
+    memory_limit_gb: float = _S.memory_limit_gb
+    file_size_gb: float = _S.file_size_gb
+    max_processes: int = _S.max_processes
+    max_log_mb: float = _S.max_log_mb
     sandbox_hide: tuple[str, ...] = ()  # directories hidden from jobs besides home, caches and work dirs (run dirs)
     # Held-out input sets (with reference outputs) kept for the fresh-content probe; each evaluation
     # draws plan.PROBE_PAIRS of them at random for its probe and as many for its confirmation.
     probe_sets: int = 12
-    objective: str = "latency"  # latency (one forward from an idle queue) or throughput (back to back)
-    # Side-by-side re-timing stops once every speedup's interval is this narrow (relative width)
-    interval_target: float = 0.04
+    objective: str = _S.objective
+    interval_target: float = _S.interval_target
     # on: compare outputs in a comparator process on the device, handed over as memory (CUDA IPC; on
     # the CPU shared memory), not copied through files; off: the orchestrator compares the child's
     # files; auto: on for a GPU (0.5-4 s less per candidate there, BENCHMARKS.md), off on the CPU.
-    comparator: str = "auto"
+    comparator: str = _S.comparator
     comparator_cache_bytes: int = 2 * 2**30  # references it keeps on its device
     # device: the reference and every candidate are built under torch.device(<device>) (weights made
     # and initialised on the GPU: seconds less per candidate for a large model than the CPU's RNG);
     # cpu: built on the CPU, then moved. A task whose Model cannot be built on the device falls back
     # to the CPU (recorded in the reference's meta). No difference on a CPU device.
-    init_on: str = "device"
+    init_on: str = _S.init_on
     cache_dir: Path | None = None
-    keep_jobs: bool = False  # keep job directories (candidate files, logs) for debugging
-    cuda_arch_list: str | None = None
+    keep_jobs: bool = _S.keep_jobs
+    cuda_arch_list: str | None = _S.cuda_arch_list
     cpu_affinity: tuple[int, ...] | None = None  # cores for this slot's timing loop
     prep_affinity: tuple[int, ...] | None = None  # cores before it (import, compile, checks); None: cpu_affinity
     seed: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: EvalSettings, device: str, **more) -> "EvalConfig":
+        """The evaluator's config from the eval section (``device`` resolved; ``more``: fields that
+        are no setting, such as ``seed`` or ``time``)."""
+        own = {f.name for f in fields(cls)}
+        shared = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name in own}
+        return cls(**{**shared, "device": device, **more})
 
     def __post_init__(self):
         if self.comparator not in ("on", "off", "auto"):

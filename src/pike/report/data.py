@@ -27,6 +27,7 @@ import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pike.config import migrate
 from pike.evaluate.static import lowered_precision
 from pike.report.exchanges import exchange_usd
 from pike.search.output import summary
@@ -319,7 +320,7 @@ def load_run(run_dir: str | Path) -> RunData:
         raise FileNotFoundError(f"{run_dir}: not a run directory (no run.db)")
     store = Store(db, readonly=True)
     try:
-        config = store.get_meta("config") or {}
+        config = migrate(store.get_meta("config") or {})  # earlier runs' flat keys in their sections: comparable
         device = (store.get_meta("device") or {}).get("device_name")
         doc = summary(store)
         all_ex = store.exchanges()

@@ -56,9 +56,9 @@ def check_config(cfg: RunConfig) -> None:
     eval_config(cfg)  # its own checks (eval.comparator, eval.init_on)
     if cfg.llm.batch and cfg.llm.batch_dir:
         raise ValueError("llm.batch (the provider's batch API) and llm.batch_dir (file rounds) exclude each other: choose one")
-    s = cfg.search
+    s = cfg.search.pike_o
     if s.exploration + s.exploitation > 1 + 1e-9:
-        raise ValueError(f"search.exploration + search.exploitation must be at most 1 (the rest of the parent draws is random), "
+        raise ValueError(f"search.pike_o.exploration + search.pike_o.exploitation must be at most 1 (the rest of the parent draws is random), "
                          f"not {s.exploration:g} + {s.exploitation:g}")
 
 
@@ -79,14 +79,7 @@ def final_compile_modes(cfg: RunConfig) -> tuple[str, ...]:
 
 
 def eval_config(cfg: RunConfig) -> EvalConfig:
-    e = cfg.eval
-    return EvalConfig(
-        device=e.device, trials=e.trials, timeout_s=e.timeout_s, build_timeout_s=e.build_timeout_s,
-        strict=e.strict, require_state_dict=e.require_state_dict, start_method=e.start_method, seed=cfg.seed,
-        comparator=e.comparator, init_on=e.init_on, sandbox=e.sandbox, memory_limit_gb=e.memory_limit_gb,
-        file_size_gb=e.file_size_gb, max_processes=e.max_processes, max_log_mb=e.max_log_mb,
-        objective=e.objective, interval_target=e.interval_target,
-    )
+    return EvalConfig.from_settings(cfg.eval, cfg.eval.device, seed=cfg.seed)
 
 
 class Engine:

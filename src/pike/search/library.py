@@ -83,7 +83,7 @@ def parse_features(spec: str) -> list[str]:
     names = [n.strip() for n in spec.split(",") if n.strip()]
     unknown = [n for n in names if n not in FEATURES]
     if not names or unknown or len(set(names)) != len(names):
-        raise ValueError(f"search.grid_features={spec!r}: expected distinct names among {', '.join(FEATURES)}")
+        raise ValueError(f"search.pike_o.grid_features={spec!r}: expected distinct names among {', '.join(FEATURES)}")
     return names
 
 

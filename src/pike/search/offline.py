@@ -56,7 +56,7 @@ class Offline:
         eager_ms = eager.runtime_ms if eager is not None and eager.status == "ok" else run.eager_ms
         keep = []
         for v in combos:
-            why = "" if self.cfg.search.offline_combos == "all" else promising(v.knobs, alone, eager_ms)
+            why = "" if self.cfg.search.offline.combos == "all" else promising(v.knobs, alone, eager_ms)
             if why and v.name not in done:
                 skipped[v.name] = f"not tried: {why}"
             else:

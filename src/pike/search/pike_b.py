@@ -1,6 +1,7 @@
 """PIKE-B: the paper's phase-based, exploit-heavy branching over :class:`~pike.search.taskrun.TaskRun`.
 
-Every knob is a field of :class:`pike.config.SearchConfig`, so the paper's ablations are presets.
+Its knobs are the ``search.pike_b`` section (:class:`pike.config.PikeBConfig`) and the shared ones of ``search``, so the
+paper's ablations are presets.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class PikeB:
     compile_variants = False
 
     def __init__(self, cfg):
-        self.cfg = cfg.search
+        self.search = cfg.search  # what the strategies share (retime_top)
+        self.cfg = cfg.search.pike_b
 
     def parents(self, run: TaskRun, phase: int) -> list[Solution | None]:
         c = self.cfg
@@ -98,9 +100,9 @@ class PikeB:
                     ideas = list(dict.fromkeys([*ideas, *directions(run.device_kind, run.prompt_dir)]))[: c.num_branches]
                 jobs = [(seed, idea) for idea in resize_ideas(ideas, c.num_branches)]
             else:
-                if c.retime_top > 1:
+                if self.search.retime_top > 1:
                     # Parents are chosen after their contenders were timed side by side.
-                    await run.retime(run.contenders(c.retime_top))
+                    await run.retime(run.contenders(self.search.retime_top))
                 parents = self.parents(run, phase)
                 jobs = []
                 for parent, n in zip(parents, split_branches(c.num_branches, len(parents))):

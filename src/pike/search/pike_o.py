@@ -12,9 +12,9 @@ has fitness 1 / eager runtime. The library is stored in the task's state (``stat
 every change, so a killed run resumes with the same islands, archive and random stream; iterations in
 flight at the kill are finished from the store by :meth:`TaskRun.slot`, never asked again.
 
-Every knob is a field of :class:`pike.config.SearchConfig`: ``islands``, ``population`` (per island),
+Its knobs are the ``search.pike_o`` section (:class:`pike.config.PikeOConfig`): ``islands``, ``population`` (per island),
 ``archive``, ``elite_ratio``, ``exploration``, ``exploitation``, ``top_programs``,
-``migration_interval``, ``migration_rate`` and ``max_fix_attempts``; with ``feature_grid`` on, each
+``migration_interval`` and ``migration_rate`` (and ``search.max_fix_attempts``, ``search.retime_top``); with ``feature_grid`` on, each
 island is a MAP-Elites grid over ``grid_features`` with ``grid_bins`` bins (one program per cell; see
 :mod:`pike.search.library`), each program's features measured here when its iteration is folded.
 """
@@ -62,7 +62,8 @@ class PikeO:
 
     def __init__(self, cfg, rng: random.Random | None = None):
         self.full_cfg = cfg
-        self.cfg = cfg.search
+        self.search = cfg.search  # what the strategies share (retime_top)
+        self.cfg = cfg.search.pike_o
         self.rng = rng if rng is not None else random.Random(cfg.seed)
         self.lib: Library | None = None
         self.next_iteration = 0
@@ -145,8 +146,8 @@ class PikeO:
             grid = self.lib.grid
             features = self._features(run, grid, child.id) if grid is not None and fitness else None
             self.lib.add(island, child.id, fitness, features)
-            if fitness and self.cfg.retime_top > 1:
-                self.top_changed |= child.id in {s.id for s in run.contenders(self.cfg.retime_top)}
+            if fitness and self.search.retime_top > 1:
+                self.top_changed |= child.id in {s.id for s in run.contenders(self.search.retime_top)}
             moves = self.lib.finished_iteration(island, self.cfg.migration_interval, self.cfg.migration_rate)
             if moves:
                 run.notify("migration", copies=len(moves))
@@ -156,7 +157,7 @@ class PikeO:
         """Before the next parent is drawn: the contenders timed side by side with eager; their
         confirmed figures become their fitness, so one lucky search timing does not breed alone."""
         self.top_changed = False
-        await run.retime(run.contenders(self.cfg.retime_top))
+        await run.retime(run.contenders(self.search.retime_top))
         for sid in self.lib.members():
             if sid != REFERENCE:
                 self.lib.fitness[sid] = self._fitness(run, sid) or 0.0

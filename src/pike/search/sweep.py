@@ -33,7 +33,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pike.config import RunConfig, SearchConfig, preset, resolve_device
+from pike.config import RunConfig, SearchConfig, migrate, preset, preset_name, resolve_device
 
 KEYS = ("suite", "size", "tasks", "seeds", "base", "configs")
 
@@ -105,13 +105,13 @@ def build_config(exp: Experiment, name: str, seed: int) -> RunConfig:
         if "seed" in d:
             raise ValueError(f"{where}: seeds come from the experiment's `seeds` list, not from `seed`")
     strategy = own.get("search", {}).get("strategy") or exp.base.get("search", {}).get("strategy") or SearchConfig.strategy
-    layers = [{"search": {**preset(strategy), "strategy": strategy}}]
+    layers = [{"search": {**preset(strategy), "strategy": preset_name(strategy)}}]
     if exp.size:
         layers.append({"eval": {"size": exp.size}})
     layers += [exp.base, own, {"seed": seed}]
     merged: dict = {}
     for layer in layers:
-        merged = _deep_merge(merged, layer)
+        merged = _deep_merge(merged, migrate(layer))  # earlier flat keys at their place before layers meet
     try:
         cfg = RunConfig.from_dict(merged)
     except ValueError as e:
