@@ -225,6 +225,14 @@ def test_a_stored_flat_config_reads_as_the_sections(tmp_path):
     assert resume_config(tmp_path) == cfg
 
 
+def test_a_stored_config_with_a_renamed_value_resumes_with_its_successor():
+    stored = {"eval": {"start_method": "forkserver", "trials": 3}}
+    cfg = cfgmod.RunConfig.from_dict(stored)
+    assert (cfg.eval.start_method, cfg.eval.trials) == ("warm", 3)
+    with pytest.raises(ValueError, match="start_method"):  # only stored configs are read this way
+        cfgmod.apply_overrides(cfgmod.RunConfig(), ["eval.start_method=forkserver"])
+
+
 def test_readme_lists_every_key_in_its_section():
     import re
     from pathlib import Path

@@ -350,11 +350,20 @@ def nest(flat: dict[str, Any]) -> dict:
     return out
 
 
+# Values that were renamed: a stored run that names the old one resumes with its successor.
+RENAMED_VALUES = {
+    "eval.start_method": {"forkserver": "warm"},  # warm is the fork server plus pre-started sandboxes
+}
+
+
 def migrate(d: dict, *, stored: bool = True) -> dict:
     """A config as nested plain values, with the keys of :data:`MOVED` at their new place (a key given
     both ways: the later one wins) and, in a ``stored`` config, those of :data:`RETIRED` dropped (one
-    that is set now is refused as unknown)."""
-    return nest({MOVED.get(k, k): v for k, v in dotted(d).items() if not (stored and k in RETIRED)})
+    that is set now is refused as unknown) and the values of :data:`RENAMED_VALUES` renamed."""
+    flat = {MOVED.get(k, k): v for k, v in dotted(d).items() if not (stored and k in RETIRED)}
+    if stored:
+        flat = {k: RENAMED_VALUES.get(k, {}).get(v, v) if isinstance(v, str) else v for k, v in flat.items()}
+    return nest(flat)
 
 
 @functools.cache
