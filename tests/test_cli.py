@@ -228,13 +228,14 @@ def test_nothing_ran_then_resume_changes_only_what_it_may(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_some_failed_winner_named_and_80_columns(tmp_path):
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     shutil.copy(TASK, tasks / "ln_mlp.py")
     (tasks / "bad_init.py").write_text(BAD_INIT)
     out = tmp_path / "r"
-    p = pike("optimize", tasks, "--out", out, "--time-limit", "20s", "--set", "search.final_compile_modes=default",
+    p = pike("optimize", tasks, "--out", out, "--time-limit", "90s", "--set", "search.final_compile_modes=default",
              env={"PIKE_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "80"}, timeout=600)
     assert p.returncode == exit_codes.TASKS_FAILED, p.stderr[-3000:]
     doc = json.loads((out / "summary.json").read_text())
