@@ -340,7 +340,8 @@ class Store:
                         " paired, samples, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (task_id, window, purpose, r.get("solution_id"), r.get("baseline"),
                          stats.median(samples) if samples else None, ci.value if ci else None, ci.lo if ci else None,
-                         ci.hi if ci else None, len(samples), None if ci is None else int(ci.paired), json.dumps(samples),
+                         ci.hi if ci else None, ci.n if ci else len(samples), None if ci is None else int(ci.paired),
+                         json.dumps(samples),
                          now))
                 self._db.execute("COMMIT")
             except BaseException:
