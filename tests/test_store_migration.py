@@ -8,13 +8,18 @@ import random
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from pike.config import RunConfig
 from pike.evaluate.stats import Interval
 from pike.knobs import VariantKnobs
 from pike.search.library import Grid, Library
+from pike.search.pike_o import PikeO
+from pike.search.taskrun import TaskRun
 from pike.store import SCHEMA_VERSION, Store
+from pike.task import load_task
 
 # The DDL of version 1 (main before schema versions), as its first stores had it: exchanges without the
 # columns added later (unusable, reask_of, batch_round).
@@ -75,7 +80,8 @@ def make_v1(path) -> dict:
     db.execute("INSERT INTO tasks(id, name, source, state, status) VALUES (1, 'relu', 'src', ?, 'done')", (json.dumps(state),))
     rows = [(1, "offline", "bf16_autocast+compile:default", None, None), (2, "coa", "fuse", 0, 0),
             (3, "efa", "fuse", 0, 0), (4, "coa", None, 1, 0), (5, "offline", "eager", None, None),
-            (6, "offline", "a knob of the future", None, None)]
+            (6, "offline", "a knob of the future", None, None),
+            *((sid, "coa", None, sid, 0) for sid in range(7, 12))]  # the rest of the library's programs
     for sid, origin, idea, phase, branch in rows:
         db.execute("INSERT INTO solutions(id, task_id, origin, idea, code, code_hash, phase, slot, status, runtime_ms)"
                    " VALUES (?, 1, ?, ?, 'code', 'h', ?, ?, 'ok', 5.0)", (sid, origin, idea, phase, branch))
@@ -150,3 +156,22 @@ def test_pike_show_reads_a_version_1_run(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "bf16_autocast+compile:default" in p.stdout
+
+
+def test_version_1_pike_o_run_resumes_with_its_library(tmp_path):
+    """PIKE-O resumed on a migrated store: the same islands, archive, pending iteration and random stream."""
+    path = tmp_path / "run.db"
+    old = make_v1(path)["pike_o"]
+    store = Store(path)
+    task = load_task(Path(__file__).parent / "tasks" / "ln_mlp.py")
+    run = TaskRun(task, 1, RunConfig(), store, pool=None, eager_ms=10.0)
+    strategy = PikeO(RunConfig())
+    strategy._restore(run, 0)
+    lib = strategy.lib
+    assert (lib.islands, lib.migrants, lib.archive, lib.generations) == (old["islands"], old["migrants"], old["archive"], old["generations"])
+    assert lib.grid.cells == old["grid"]["cells"] and lib.grid.anchors == old["grid"]["anchors"]
+    assert strategy.pending == {12: 0} and strategy.parents == {12: 3}
+    version, internal, gauss = old["rng"]
+    assert strategy.rng.getstate() == (version, tuple(internal), gauss)
+    assert strategy.next_iteration == 12  # never an iteration number the store already holds
+    store.close()

@@ -1,8 +1,10 @@
 """The run store: one SQLite file per run holding everything needed to report, resume and replay.
 
-Tables: ``meta`` (config, prices, versions, device), ``tasks``, ``solutions`` (code and lineage),
-``evaluations`` (every evaluator result, re-timings included) and ``exchanges`` (every LLM exchange
-with tokens, cost and latency; a row is written *before* its request is sent, so a run killed with the
+Tables: ``meta`` (config, prices, versions, device), ``tasks``, ``solutions`` (code and lineage; the
+search's ``phase`` and ``branch``), ``variants`` (an offline solution's knobs), ``evaluations`` (every
+evaluator result), ``retimings`` (every side-by-side re-timing: ``contenders`` during the search,
+``final`` for the final table), PIKE-O's ``pike_o*`` (:mod:`pike.store_pike_o`) and ``exchanges``
+(every LLM exchange with tokens, cost and latency; a row is written *before* its request is sent, so a run killed with the
 request in flight still counts it as spent when it resumes). An exchange leads to its candidate
 (``solution_id``: the extracted code and, through the solution, its verdict) or says why its reply
 was unusable (``unusable``); a re-ask names the exchange it repeats (``reask_of``).
@@ -11,6 +13,10 @@ A batch round (``rounds``, :mod:`pike.llm.rounds`) lists the exchanges that went
 where they went (a file, a provider's batch id); its exchanges name it (``batch_round``).
 
 Writes are committed immediately (WAL mode): a ``kill -9`` loses nothing that had finished.
+
+The schema's version is the file's ``PRAGMA user_version`` (``SCHEMA_VERSION``); a store of an older
+version is migrated when it is opened (:mod:`pike.store_migration`): in place by a writer, in a copy in
+memory by a read-only reader.
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pike import store_pike_o
 from pike.evaluate import stats
 from pike.evaluate.result import EvalResult
-from pike import store_pike_o
 from pike.knobs import FLAGS, VariantKnobs
 from pike.store_migration import insert_variant, migrate
 
@@ -154,6 +160,8 @@ def _version(db: sqlite3.Connection) -> int:
 def _upgrade(db: sqlite3.Connection) -> None:
     """A new store gets the schema; an older one is migrated in place, in one transaction."""
     version = _version(db)
+    if version == SCHEMA_VERSION:
+        return
     if version > SCHEMA_VERSION:
         raise sqlite3.DatabaseError(f"{SCHEMA_VERSION=} of this PIKE is older than the store's ({version}):"
                                     " read it with the PIKE that wrote it")
