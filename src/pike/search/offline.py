@@ -87,8 +87,10 @@ class Offline:
                 if run.out_of_time:
                     late.append(v.name)
                     return
-                sid = sol.id if sol is not None else run.store.add_solution(run.task_id, v.source, "offline", idea=v.name,
-                                                                                 knobs=VariantKnobs.of(v.knobs))
+                if sol is not None:
+                    sid = sol.id
+                else:
+                    sid = run.store.add_solution(run.task_id, v.source, "offline", idea=v.name, knobs=VariantKnobs.of(v.knobs))
                 if await run.evaluate(sid, trusted=True, until_deadline=True) is None:
                     late.append(v.name)  # stopped at the time limit
 

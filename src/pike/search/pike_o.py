@@ -35,7 +35,7 @@ __all__ = ["REFERENCE", "Grid", "Library", "PikeO"]
 # -------------------------------------------------------------------- prompt history
 
 async def branch_with_history(run: TaskRun, phase: int, parent: Solution | None, island: int,
-                            history: list[HistoryEntry]) -> Solution | None:
+                              history: list[HistoryEntry]) -> Solution | None:
     """One iteration's COA query (and fixes), showing the island's top programs in the prompt."""
     return await run.branch(phase, 0, parent, None, island=island, history=history)
 
