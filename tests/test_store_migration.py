@@ -175,3 +175,30 @@ def test_version_1_pike_o_run_resumes_with_its_library(tmp_path):
     assert strategy.rng.getstate() == (version, tuple(internal), gauss)
     assert strategy.next_iteration == 12  # never an iteration number the store already holds
     store.close()
+
+
+def test_a_pike_o_run_made_by_version_1_code_migrates(tmp_path):
+    """A real PIKE-O run of the code before schema versions (kept in benchmarks/results): its library,
+    re-timings and branches read back the same after the migration, and its report does not change."""
+    import shutil
+
+    from pike.report.data import load_run
+
+    src = Path(__file__).parent.parent / "benchmarks" / "results" / "llm-cpu-2026-12-04" / "run.db"
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(src, run / "run.db")
+    db = sqlite3.connect(run / "run.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+    state = json.loads(db.execute("SELECT state FROM tasks WHERE id = 1").fetchone()[0])
+    slots = db.execute("SELECT id, phase, slot FROM solutions ORDER BY id").fetchall()
+    db.close()
+    assert state["pike_o"]["islands"] and state["confirmed"]
+    before = load_run(run).summary  # read-only: through a migrated copy in memory
+    store = Store(run / "run.db")
+    lib, want = json.loads(json.dumps(store.pike_o(1))), state["pike_o"]
+    assert {k: lib[k] for k in want} == want
+    assert {k: v.value for k, v in store.confirmed(1).items()} == {int(k): v["value"] for k, v in state["confirmed"].items()}
+    assert [(s.id, s.phase, s.branch) for s in store.solutions(1)] == slots
+    store.close()
+    assert load_run(run).summary == before
