@@ -152,7 +152,7 @@ def connect_readonly(db: Path, **kw) -> sqlite3.Connection:
 def _version(db: sqlite3.Connection) -> int:
     """The store's schema version: PRAGMA user_version, where 0 with tables is a store of before versions (1)."""
     v = db.execute("PRAGMA user_version").fetchone()[0]
-    if v == 0 and db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'solutions'").fetchone():
+    if v == 0 and db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'").fetchone():
         return 1
     return v
 

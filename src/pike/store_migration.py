@@ -30,9 +30,9 @@ def migrate(db: sqlite3.Connection, version: int, create_schema: Callable[[], No
 
 
 def _v1_to_v2(db: sqlite3.Connection, create_schema: Callable[[], None]) -> None:
-    have = _columns(db, "exchanges")
+    have = _columns(db, "exchanges")  # empty where the table is missing: created below, complete
     for name, kind in (("unusable", "TEXT"), ("reask_of", "INTEGER"), ("batch_round", "INTEGER")):
-        if name not in have:  # columns added to version 1 over time
+        if have and name not in have:  # columns added to version 1 over time
             db.execute(f"ALTER TABLE exchanges ADD COLUMN {name} {kind}")
     for table in ("solutions", "exchanges"):
         if "slot" in _columns(db, table):
