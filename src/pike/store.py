@@ -159,18 +159,18 @@ def _version(db: sqlite3.Connection) -> int:
 
 def _upgrade(db: sqlite3.Connection) -> None:
     """A new store gets the schema; an older one is migrated in place, in one transaction."""
-    version = _version(db)
-    if version == SCHEMA_VERSION:
+    if _version(db) == SCHEMA_VERSION:
         return
-    if version > SCHEMA_VERSION:
-        raise sqlite3.DatabaseError(f"{SCHEMA_VERSION=} of this PIKE is older than the store's ({version}):"
-                                    " read it with the PIKE that wrote it")
     db.execute("BEGIN IMMEDIATE")
     try:
-        if version and version < SCHEMA_VERSION:
-            migrate(db, version, lambda: _script(db, SCHEMA))
-        else:
+        version = _version(db)  # again under the write lock: another process may have just upgraded it
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"{SCHEMA_VERSION=} of this PIKE is older than the store's ({version}):"
+                                        " read it with the PIKE that wrote it")
+        if version == 0:
             _script(db, SCHEMA)
+        elif version < SCHEMA_VERSION:
+            migrate(db, version, lambda: _script(db, SCHEMA))
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
