@@ -71,7 +71,7 @@ class Setup:
                                 request_body=lambda m, t, temp: chat_body(model, m, t, temp), max_tokens=100)
 
     async def ask(self, slot: int):
-        rec = StoreRecorder(self.store, {"task_id": 1, "phase": 0, "slot": slot})
+        rec = StoreRecorder(self.store, {"task_id": 1, "phase": 0, "branch": slot})
         messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": f"slot {slot}"}]
         return await self.client.ask("coa", messages, budget=BudgetGroup(self.budget), recorder=rec)
 

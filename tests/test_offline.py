@@ -11,6 +11,7 @@ from pathlib import Path
 
 from llm_server import FakeLLMServer, Reply, last_user_message
 
+from pike.knobs import VariantKnobs
 from pike.search.variants import promising, variants
 from pike.task import load_task
 
@@ -131,10 +132,10 @@ def test_final_table_reuses_the_portfolios_compile_results_and_respects_the_time
     from pike.search.output import compile_plan
 
     results = {1: EvalResult(status="ok"), 2: EvalResult(status="timeout"), 3: EvalResult(status="ok")}
-    sols = [SimpleNamespace(id=1, origin="offline", idea="compile:default"),
-            SimpleNamespace(id=2, origin="offline", idea="compile:max-autotune-no-cudagraphs"),
-            SimpleNamespace(id=3, origin="offline", idea="tf32+compile:reduce-overhead"),  # a combination: not the baseline
-            SimpleNamespace(id=4, origin="coa", idea="compile:reduce-overhead")]  # an LLM's: not PIKE's own code
+    sols = [SimpleNamespace(id=1, origin="offline", knobs=VariantKnobs("default")),
+            SimpleNamespace(id=2, origin="offline", knobs=VariantKnobs("max-autotune-no-cudagraphs")),
+            SimpleNamespace(id=3, origin="offline", knobs=VariantKnobs("reduce-overhead", tf32=True)),  # a combination: not the baseline
+            SimpleNamespace(id=4, origin="coa", idea="compile:reduce-overhead", knobs=None)]  # an LLM's: not PIKE's own code
     modes = ("default", "max-autotune-no-cudagraphs", "reduce-overhead")
 
     def fake_run(stopped):
@@ -183,8 +184,10 @@ def test_a_compile_variant_is_timed_once_as_its_baseline(monkeypatch):
     def ok(ms):
         return EvalResult(status="ok", timing=Timing(median_ms=ms, iqr_ms=0.0, runs=5), durations_s={"total_s": 1.0})
 
-    sols = [SimpleNamespace(id=1, origin="offline", idea="compile:default", code="variant", runtime_ms=9.0, tags=[]),
-            SimpleNamespace(id=2, origin="offline", idea="tf32", code="tf32 variant", runtime_ms=9.5, tags=[])]
+    sols = [SimpleNamespace(id=1, origin="offline", idea="compile:default", knobs=VariantKnobs("default"), code="variant",
+                            runtime_ms=9.0, tags=[]),
+            SimpleNamespace(id=2, origin="offline", idea="tf32", knobs=VariantKnobs(tf32=True), code="tf32 variant",
+                            runtime_ms=9.5, tags=[])]
     evals = {1: ok(9.0), 2: ok(9.5)}
     asked = {}
 
@@ -199,10 +202,11 @@ def test_a_compile_variant_is_timed_once_as_its_baseline(monkeypatch):
     async def reference_meta(task):
         return {}
 
-    state = {}
+    state, windows = {}, []
     run = SimpleNamespace(
         task=SimpleNamespace(source="eager source", name="t"), task_id=1, eager_ms=20.0, solutions=sols,
-        store=SimpleNamespace(evaluation=evals.get, task_json=lambda *a: {}, set_task=lambda *a, **k: None),
+        store=SimpleNamespace(evaluation=evals.get, task_json=lambda *a: {}, set_task=lambda *a, **k: None,
+                              add_retiming=lambda tid, purpose, rows: windows.append((purpose, rows))),
         pool=SimpleNamespace(retime=retime, baseline=baseline, reference_meta=reference_meta),
         contenders=lambda n: sols, ok_solutions=lambda: sols, state=lambda: state,
         save_state=lambda **v: state.update(v), notify=lambda *a, **k: None,
@@ -213,6 +217,11 @@ def test_a_compile_variant_is_timed_once_as_its_baseline(monkeypatch):
     assert final["best_solution"] == 1 and final["best_ms"] == final["compile_ms"]["default"] == 10.0
     assert final["best_is_compile"] == "default" and final["finalists_ms"] == {"1": 10.0, "2": 10.4}
     assert final["delivered"] == "compile:default" and final["intervals"]["eager"]["lo"] > 1.9
+    # The final re-timing is kept in the store: each entry's samples, the speedup vs eager of all but eager.
+    [(purpose, rows)] = windows
+    by = {r.get("baseline") or f"solution:{r['solution_id']}": r for r in rows}
+    assert purpose == "final" and set(by) == set(asked) and by["eager"]["speedup"] is None
+    assert by["compile:default"]["speedup"].lo > 1.9 and all(len(r["samples"]) > 1 for r in rows)
 
 
 def _rounds(ms: float, n: int = 20) -> list[float]:
@@ -252,7 +261,9 @@ def test_a_stopped_offline_run_adopts_the_compile_baseline_it_measured(tmp_path,
         store = Store(tmp_path / f"{strategy}.db")
         tid = store.add_task(task.name, str(task.path), task.size, task.source, task.key)
         for idea, ms in [("eager", 20.0), ("tf32", 15.0)]:
-            store.record_evaluation(store.add_solution(tid, task.source if idea == "eager" else f"# {idea}", "offline", idea=idea), ok(ms))
+            knobs = VariantKnobs.of(() if idea == "eager" else (idea,))
+            store.record_evaluation(store.add_solution(tid, task.source if idea == "eager" else f"# {idea}", "offline",
+                                                       idea=idea, knobs=knobs), ok(ms))
         cfg = RunConfig()
         cfg.search.strategy = strategy
         pool = SimpleNamespace(baseline=baseline, retime=retime, reference_meta=reference_meta)

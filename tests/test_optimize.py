@@ -276,8 +276,9 @@ def test_improved_preset_feedback_then_replay(tmp_path, prices):
     assert row["candidates"] == con.execute("SELECT COUNT(*) FROM solutions WHERE origin IN ('coa', 'efa')").fetchone()[0]
     assert row["queries"] == 6 and row["valid_rate"] == row["valid"] / (row["evaluated"] + len(unusable))
     assert "reply unusable: no code block" in (tmp_path / "stderr.log").read_text()
-    state = json.loads(con.execute("SELECT state FROM tasks").fetchone()[0])
-    assert state.get("confirmed") and state.get("window")  # contenders re-timed beside eager before parents are chosen
+    # Contenders re-timed beside eager before parents are chosen: one window, eager and solutions.
+    timed = con.execute("SELECT window, solution_id, baseline, speedup FROM retimings WHERE purpose = 'contenders'").fetchall()
+    assert any(r[2] == "eager" for r in timed) and len([r for r in timed if r[1] is not None and r[3]]) >= 2
     env = {**os.environ, "PIKE_CACHE_DIR": str(tmp_path / "cache")}
     r = subprocess.run([sys.executable, "-m", "pike", "replay", str(out), "--device", "cpu", "--json"], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

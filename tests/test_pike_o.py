@@ -23,6 +23,7 @@ from scripted import TASK, FUSED, BROKEN, SLOW, fenced
 from pike.config import PRESETS, apply_overrides, dotted, load
 from pike.search.library import Grid, backend, complexity, distance
 from pike.search.pike_o import REFERENCE, Library, PikeO
+from pike.store import Store
 
 HERE = Path(__file__).parent
 
@@ -346,7 +347,13 @@ def read(out):
     con.row_factory = sqlite3.Row
     sols = con.execute("SELECT * FROM solutions ORDER BY id").fetchall()
     ex = con.execute("SELECT * FROM exchanges ORDER BY id").fetchall()
-    state = json.loads(con.execute("SELECT state FROM tasks").fetchone()[0])
+    con.close()
+    store = Store(out / "run.db", readonly=True)
+    try:  # the run state PIKE-O keeps in the store's tables
+        state = {"lib": store.pike_o(1), "iterations": [dict(r) for r in store.pike_o_iterations(1)],
+                 "retimings": [dict(r) for r in store.retimings(1)]}
+    finally:
+        store.close()
     return sols, ex, state
 
 
@@ -364,10 +371,18 @@ def test_pike_o_islands_migration_fixes_and_budget(tmp_path, prices, cache):
     charged = [e for e in ex if e["role"] in ("coa", "efa")]
     assert len(charged) == 14 and doc["queries"] == 14  # the budget stops exactly
     assert not [e for e in ex if e["role"] == "iba"]  # OpenEvolve has no brainstorming
-    lib = state["pike_o"]
+    lib = state["lib"]
     by_id = {s["id"]: s for s in sols}
-    # Every candidate carries its iteration (phase, slot 0) and island; iteration i runs on island i % 2.
-    assert all(s["slot"] == 0 and s["island"] == s["phase"] % 2 for s in sols)
+    # Every candidate carries its iteration (phase, branch 0) and island; iteration i runs on island i % 2.
+    assert all(s["branch"] == 0 and s["island"] == s["phase"] % 2 for s in sols)
+    # Each iteration is a row: its island, where its parent was drawn from, and the chain's final child.
+    its = state["iterations"]
+    assert len(its) >= len({s["phase"] for s in sols}) and all(i["island"] == i["n"] % 2 for i in its)
+    assert all(i["status"] == "done" and i["drawn_from"] in ("explore", "exploit", "random") for i in its)
+    for i in its:
+        chain = [s for s in sols if s["phase"] == i["n"]]
+        assert i["child_id"] == (max(s["id"] for s in chain) if chain else None)
+        assert chain == [] or chain[0]["parent_id"] == (i["parent_id"] or None)
     coa = [s for s in sols if s["origin"] == "coa"]
     assert len({s["phase"] for s in coa}) == len(coa)  # one COA per iteration
     # Broken candidates were fixed inside their iteration (same phase), within max_fix_attempts.
@@ -392,7 +407,8 @@ def test_pike_o_islands_migration_fixes_and_budget(tmp_path, prices, cache):
     assert doc["rows"][0]["valid"] >= 1 and (out / "best" / "ln_mlp.py").exists()
     # Before parents were drawn, the contenders were re-timed side by side with eager (the preset's
     # retime_top): their confirmed figures are in the state, for the library's fitness.
-    assert len(state.get("confirmed", {})) >= 2 and state.get("window")
+    timed = [r for r in state["retimings"] if r["solution_id"] is not None]
+    assert len({r["solution_id"] for r in timed}) >= 2 and all(r["samples"] and r["speedup"] for r in timed)
 
 
 def test_pike_o_kill_then_resume(tmp_path, prices, cache):
@@ -426,8 +442,8 @@ def test_pike_o_kill_then_resume(tmp_path, prices, cache):
     assert {s["id"]: (s["phase"], s["code"]) for s in sols if s["id"] in old} == old
     assert set(Counter(e["phase"] for e in ex if e["role"] == "coa").values()) == {1}
     assert all(s["status"] != "pending" for s in sols)
-    assert not state["pike_o"]["pending"]
-    assert state["pike_o"]["next_iteration"] >= state_before["pike_o"]["next_iteration"]
+    assert not state["lib"]["pending"] and all(i["status"] in ("done", "lost") for i in state["iterations"])
+    assert state["lib"]["next_iteration"] >= state_before["lib"]["next_iteration"]
     assert json.loads(r.stdout)["rows"][0]["valid"] >= 1
 
 
@@ -442,7 +458,7 @@ def test_pike_o_map_elites_end_to_end(tmp_path, prices, cache):
     doc = json.loads(p.stdout)
     sols, ex, state = read(out)
     assert len([e for e in ex if e["role"] in ("coa", "efa")]) == 8 and doc["queries"] == 8  # the budget stops exactly
-    lib = state["pike_o"]
+    lib = state["lib"]
     by_id = {s["id"]: s for s in sols}
     g = lib["grid"]
     assert (g["features"], g["bins"], g["anchors"][0]) == (["complexity", "diversity"], 10, REFERENCE)

@@ -58,7 +58,7 @@ def run_engine(cfg, run_dir: Path, events=()):
 
 
 def outcomes(con) -> list[tuple]:
-    return sorted(con.execute("SELECT phase, slot, origin, attempt, status FROM solutions").fetchall())
+    return sorted(con.execute("SELECT phase, branch, origin, attempt, status FROM solutions").fetchall())
 
 
 def test_ray_executor_gives_the_local_executor_results(ray_instance, tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ import pytest
 
 from pike.config import RunConfig
 from pike.evaluate.result import EvalResult, Timing
+from pike.evaluate.stats import Interval
 from pike.report.build import load_report
 from pike.report.curves import band, config_summary, fix_histogram, geomean_curve, group_runs
 from pike.report.data import load_run
@@ -63,7 +64,7 @@ class Builder:
 
     def query(self, role: str, usd: float, *, result: EvalResult | None = None, **sol) -> int | None:
         ex = self.store.start_exchange(role, "test/model", [{"role": "user", "content": "x"}], reserved_usd=1.0,
-                                       meta={"task_id": self.tid, "phase": sol.get("phase"), "slot": sol.get("slot")})
+                                       meta={"task_id": self.tid, "phase": sol.get("phase"), "branch": sol.get("branch")})
         self.store.finish_exchange(ex, SimpleNamespace(text="reply", input_tokens=100, output_tokens=50, cost_usd=usd, latency_s=0.1), None, 1)
         if result is None:
             return None
@@ -78,7 +79,10 @@ class Builder:
         return sid
 
     def final(self, best: int | None, best_ms: float, confirmed: dict | None = None) -> None:
-        self.store.set_task(self.tid, status="done", state={"confirmed": confirmed or {}, "final": {
+        if confirmed:  # a side-by-side re-timing of the search: solution id -> its speedup vs eager
+            self.store.add_retiming(self.tid, "contenders", [{"solution_id": sid, "speedup": ci, "samples": [1.0] * ci.n}
+                                                             for sid, ci in confirmed.items()])
+        self.store.set_task(self.tid, status="done", state={"final": {
             "eager_ms": EAGER, "compile_ms": {"default": 8.0, "max-autotune-no-cudagraphs": 6.0},
             "compile_status": {"default": "ok", "max-autotune-no-cudagraphs": "ok"}, "best_ms": best_ms,
             "best_solution": best, "retimed": True, "fallback": best is None, "retimed_slower": False, "best_is_eager": False}})
@@ -101,29 +105,29 @@ def make_run(run_dir: Path, seed: int = 0, strategy: str = "pike-b", budget: int
     ids = {}
     fast = Builder(store, "fast")
     fast.query("iba", 0.001)
-    s1 = fast.query("coa", 0.01, result=ok(5.0 * x), idea="fuse the relu", phase=0, slot=0)
-    s2 = fast.query("coa", 0.01, result=fail("mismatch"), parent_id=s1, phase=1, slot=0)
-    s3 = fast.query("efa", 0.005, result=fail("build_error"), parent_id=s1, fix_of=s2, attempt=1, phase=1, slot=0)
-    s4 = fast.query("efa", 0.005, result=ok(2.5 * x), parent_id=s1, fix_of=s3, attempt=2, phase=1, slot=0,
+    s1 = fast.query("coa", 0.01, result=ok(5.0 * x), idea="fuse the relu", phase=0, branch=0)
+    s2 = fast.query("coa", 0.01, result=fail("mismatch"), parent_id=s1, phase=1, branch=0)
+    s3 = fast.query("efa", 0.005, result=fail("build_error"), parent_id=s1, fix_of=s2, attempt=1, phase=1, branch=0)
+    s4 = fast.query("efa", 0.005, result=ok(2.5 * x), parent_id=s1, fix_of=s3, attempt=2, phase=1, branch=0,
                     code=code("efa").replace("    def forward", "    # fused\n    def forward"))
-    s5 = fast.query("coa", 0.01, result=ok(4.0 * x), parent_id=s4, phase=2, slot=0)
+    s5 = fast.query("coa", 0.01, result=ok(4.0 * x), parent_id=s4, phase=2, branch=0)
     # The search's side-by-side re-timing put the first 2x at 1.8x; the final table the 4x at 10/2.6.
-    fast.final(s4, 2.6 * x, confirmed={str(s1): {"value": 1.8 / x, "lo": 1.7 / x, "hi": 1.9 / x, "n": 30}})
+    fast.final(s4, 2.6 * x, confirmed={s1: Interval(1.8 / x, 1.7 / x, 1.9 / x, 30)})
     ids["fast"] = [s1, s2, s3, s4, s5]
     broken = Builder(store, "broken")
-    b1 = broken.query("coa", 0.02, result=fail("runtime_error"), phase=0, slot=0)
-    b2 = broken.query("efa", 0.01, result=fail("runtime_error"), fix_of=b1, attempt=1, phase=0, slot=0)
-    b3 = broken.query("efa", 0.01, result=fail("mismatch"), fix_of=b2, attempt=2, phase=0, slot=0)
-    b4 = broken.query("coa", 0.02, result=fail("mismatch"), phase=0, slot=1)
+    b1 = broken.query("coa", 0.02, result=fail("runtime_error"), phase=0, branch=0)
+    b2 = broken.query("efa", 0.01, result=fail("runtime_error"), fix_of=b1, attempt=1, phase=0, branch=0)
+    b3 = broken.query("efa", 0.01, result=fail("mismatch"), fix_of=b2, attempt=2, phase=0, branch=0)
+    b4 = broken.query("coa", 0.02, result=fail("mismatch"), phase=0, branch=1)
     broken.final(None, EAGER)
     ids["broken"] = [b1, b2, b3, b4]
     off = Builder(store, "offline")
     o1 = off.offline(ok(EAGER / 1.5), "cuda_graphs")
-    o2 = off.query("coa", 0.03, result=ok(EAGER / 1.2), phase=0, slot=0)
+    o2 = off.query("coa", 0.03, result=ok(EAGER / 1.2), phase=0, branch=0)
     off.final(o1, EAGER / 1.5)
     ids["offline"] = [o1, o2]
     slow = Builder(store, "slow")
-    w1 = slow.query("coa", 0.02, result=ok(20.0, tags=["bf16"]), phase=0, slot=0)
+    w1 = slow.query("coa", 0.02, result=ok(20.0, tags=["bf16"]), phase=0, branch=0)
     slow.final(None, EAGER)
     ids["slow"] = [w1]
     store.close()
@@ -354,7 +358,7 @@ def test_killed_run_and_unlinked_solutions(tmp_path):
     store = Store(d / "run.db")
     store.set_meta("config", RunConfig().to_dict())
     b = Builder(store, "t")
-    s1 = b.query("coa", 0.01, result=ok(5.0), phase=0, slot=0)
+    s1 = b.query("coa", 0.01, result=ok(5.0), phase=0, branch=0)
     store.start_exchange("coa", "test/model", [], reserved_usd=0.25, meta={"task_id": b.tid})  # in flight at the kill
     s2 = store.add_solution(b.tid, code("unlinked"), "coa", parent_id=s1)
     store.record_evaluation(s2, ok(2.0))
@@ -420,8 +424,9 @@ def test_report_reads_without_writing(run, tmp_path):
 
 
 def test_store_older_than_a_column_reads(run, tmp_path):
-    """A store written before `exchanges.unusable` existed is read (read-only, so the column cannot be
-    added as a resumed run adds it): no unusable replies, every other figure as before."""
+    """A store of the schema before versions, written before `exchanges.unusable` existed and with
+    branches in `slot` columns, is read (read-only: through a migrated copy in memory): no unusable
+    replies, every other figure as before."""
     import shutil
     import sqlite3
 
@@ -430,6 +435,9 @@ def test_store_older_than_a_column_reads(run, tmp_path):
     shutil.copytree(d, old)
     conn = sqlite3.connect(old / "run.db")
     conn.execute("ALTER TABLE exchanges DROP COLUMN unusable")
+    for table in ("solutions", "exchanges"):
+        conn.execute(f"ALTER TABLE {table} RENAME COLUMN branch TO slot")
+    conn.execute("PRAGMA user_version = 0")
     conn.commit()
     conn.close()
     assert load_run(old).summary == load_run(d).summary  # make_run has no unusable reply

@@ -24,11 +24,11 @@ BREAKOUT = "</script><script>alert(1)</script>"
 CODE = "class ModelNew(nn.Module):\n    def forward(self, x):\n        return torch.relu(x).mul(2)  # {tag}\n"
 
 
-def _exchange(store: Store, tid: int, role: str, prompt: str, reply: str, *, phase=0, slot=None, reask_of=None,
+def _exchange(store: Store, tid: int, role: str, prompt: str, reply: str, *, phase=0, branch=None, reask_of=None,
               tokens=(100, 50), usd=0.01) -> int:
     ex = store.start_exchange(role, "test/model", [{"role": "system", "content": "You are a tester."},
                                                     {"role": "user", "content": prompt}], reserved_usd=1.0,
-                              meta={"task_id": tid, "phase": phase, "slot": slot, "reask_of": reask_of})
+                              meta={"task_id": tid, "phase": phase, "branch": branch, "reask_of": reask_of})
     store.finish_exchange(ex, SimpleNamespace(text=reply, input_tokens=tokens[0], output_tokens=tokens[1], cost_usd=usd,
                                               latency_s=1.5), None, 1)
     return ex
@@ -50,17 +50,17 @@ def make_run(d: Path) -> dict:
     a = store.add_task("alpha", "/t/alpha.py", None, "ref", "alpha")
     b = store.add_task("beta", "/t/beta.py", None, "ref", "beta")
     ids["iba"] = _exchange(store, a, "iba", "Brainstorm ideas for <em>alpha</em>", "1. fuse\n2. [bold]tile[/bold]")
-    ids["prose"] = _exchange(store, a, "coa", "Optimise alpha", "I would fuse the ops, but here is no code.", slot=0)
+    ids["prose"] = _exchange(store, a, "coa", "Optimise alpha", "I would fuse the ops, but here is no code.", branch=0)
     store.mark_unusable(ids["prose"], "no code block in the reply")
     ids["reask"] = _exchange(store, a, "coa", "Optimise alpha (reply with one ```python block)",
-                             "```python\n" + CODE.format(tag="bad") + "```", slot=0, reask_of=ids["prose"])
+                             "```python\n" + CODE.format(tag="bad") + "```", branch=0, reask_of=ids["prose"])
     ids["bad"] = _candidate(store, a, ids["reask"], "bad", EvalResult("mismatch", message="max abs error 0.5 > 1e-4", eager_ms=8.0),
-                            phase=0, slot=0)
-    ids["fix"] = _exchange(store, a, "efa", "Fix this candidate: max abs error 0.5", "```python\nfixed\n```", phase=0, slot=0,
+                            phase=0, branch=0)
+    ids["fix"] = _exchange(store, a, "efa", "Fix this candidate: max abs error 0.5", "```python\nfixed\n```", phase=0, branch=0,
                            tokens=(300, 120), usd=0.03)
     ids["fixed"] = _candidate(store, a, ids["fix"], "fixed", EvalResult("ok", message="correct", eager_ms=8.0,
                               timing=Timing(median_ms=2.0, iqr_ms=0.1, runs=10)), origin="efa", fix_of=ids["bad"], attempt=1)
-    ids["beta"] = _exchange(store, b, "coa", "Optimise beta <model>", "Here: " + BREAKOUT + "\n```python\nx\n```", slot=1)
+    ids["beta"] = _exchange(store, b, "coa", "Optimise beta <model>", "Here: " + BREAKOUT + "\n```python\nx\n```", branch=1)
     ids["beta_sol"] = _candidate(store, b, ids["beta"], "beta", EvalResult("ok", message="correct", eager_ms=6.0,
                                  timing=Timing(median_ms=3.0, iqr_ms=0.1, runs=10)))
     store.close()
@@ -185,7 +185,7 @@ def test_live_run_is_readable(tmp_path):
     ids = make_run(d)
     store = Store(d / "run.db")
     try:
-        new = _exchange(store, store.task_id("beta"), "coa", "Optimise beta again", "thinking", slot=2)
+        new = _exchange(store, store.task_id("beta"), "coa", "Optimise beta again", "thinking", branch=2)
         assert (d / "run.db-wal").exists()
         rc, out = pike("show", str(d), "--json")
         assert rc == 0 and [e["id"] for e in json.loads(out)][-2:] == [ids["beta"], new]

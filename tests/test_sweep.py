@@ -83,7 +83,7 @@ def test_plan_layers_preset_base_config_and_seed(tmp_path, prices):
 
 def spent(run_dir: Path) -> list[tuple]:
     con = sqlite3.connect(run_dir / "run.db")
-    return con.execute("SELECT id, role, phase, slot, status FROM exchanges ORDER BY id").fetchall()
+    return con.execute("SELECT id, role, phase, branch, status FROM exchanges ORDER BY id").fetchall()
 
 
 def test_sweep_killed_then_resumed_redoes_nothing(tmp_path, prices):

@@ -1,8 +1,10 @@
 """The run store: one SQLite file per run holding everything needed to report, resume and replay.
 
-Tables: ``meta`` (config, prices, versions, device), ``tasks``, ``solutions`` (code and lineage),
-``evaluations`` (every evaluator result, re-timings included) and ``exchanges`` (every LLM exchange
-with tokens, cost and latency; a row is written *before* its request is sent, so a run killed with the
+Tables: ``meta`` (config, prices, versions, device), ``tasks``, ``solutions`` (code and lineage; the
+search's ``phase`` and ``branch``), ``variants`` (an offline solution's knobs), ``evaluations`` (every
+evaluator result), ``retimings`` (every side-by-side re-timing: ``contenders`` during the search,
+``final`` for the final table), PIKE-O's ``pike_o*`` (:mod:`pike.store_pike_o`) and ``exchanges``
+(every LLM exchange with tokens, cost and latency; a row is written *before* its request is sent, so a run killed with the
 request in flight still counts it as spent when it resumes). An exchange leads to its candidate
 (``solution_id``: the extracted code and, through the solution, its verdict) or says why its reply
 was unusable (``unusable``); a re-ask names the exchange it repeats (``reask_of``).
@@ -11,6 +13,10 @@ A batch round (``rounds``, :mod:`pike.llm.rounds`) lists the exchanges that went
 where they went (a file, a provider's batch id); its exchanges name it (``batch_round``).
 
 Writes are committed immediately (WAL mode): a ``kill -9`` loses nothing that had finished.
+
+The schema's version is the file's ``PRAGMA user_version`` (``SCHEMA_VERSION``); a store of an older
+version is migrated when it is opened (:mod:`pike.store_migration`): in place by a writer, in a copy in
+memory by a read-only reader.
 """
 
 from __future__ import annotations
@@ -24,8 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pike import store_pike_o
+from pike.evaluate import stats
 from pike.evaluate.result import EvalResult
+from pike.knobs import FLAGS, VariantKnobs
+from pike.store_migration import insert_variant, migrate
 
+SCHEMA_VERSION = 2  # PRAGMA user_version of a store this code writes; older stores are migrated on open
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -35,28 +46,63 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE TABLE IF NOT EXISTS solutions (
     id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL REFERENCES tasks(id), parent_id INTEGER,
     origin TEXT NOT NULL, idea TEXT, code TEXT NOT NULL, code_hash TEXT NOT NULL,
-    phase INTEGER, slot INTEGER, island INTEGER, fix_of INTEGER, attempt INTEGER DEFAULT 0,
+    phase INTEGER, branch INTEGER, island INTEGER, fix_of INTEGER, attempt INTEGER DEFAULT 0,
     status TEXT DEFAULT 'pending', runtime_ms REAL, speedup_eager REAL, tags TEXT, created REAL
 );
-CREATE INDEX IF NOT EXISTS solutions_task ON solutions(task_id, phase, slot);
+CREATE INDEX IF NOT EXISTS solutions_task ON solutions(task_id, phase, branch);
+CREATE TABLE IF NOT EXISTS variants (
+    solution_id INTEGER PRIMARY KEY REFERENCES solutions(id), compile_mode TEXT, autocast TEXT,
+    tf32 INTEGER NOT NULL DEFAULT 0, cuda_graph INTEGER NOT NULL DEFAULT 0,
+    channels_last INTEGER NOT NULL DEFAULT 0, cudnn_benchmark INTEGER NOT NULL DEFAULT 0, precision TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS evaluations (
     id INTEGER PRIMARY KEY, solution_id INTEGER NOT NULL REFERENCES solutions(id), kind TEXT,
     status TEXT, result TEXT NOT NULL, created REAL
 );
+CREATE TABLE IF NOT EXISTS retimings (
+    id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL REFERENCES tasks(id), window INTEGER NOT NULL,
+    purpose TEXT NOT NULL, solution_id INTEGER, baseline TEXT, ms REAL, speedup REAL, lo REAL, hi REAL,
+    rounds INTEGER, paired INTEGER, samples TEXT, created REAL
+);
+CREATE INDEX IF NOT EXISTS retimings_task ON retimings(task_id, purpose, window);
 CREATE TABLE IF NOT EXISTS exchanges (
     id INTEGER PRIMARY KEY, task_id INTEGER, solution_id INTEGER, role TEXT, model TEXT,
-    phase INTEGER, slot INTEGER, prompt TEXT, response TEXT, input_tokens INTEGER, output_tokens INTEGER,
+    phase INTEGER, branch INTEGER, prompt TEXT, response TEXT, input_tokens INTEGER, output_tokens INTEGER,
     cost_usd REAL, reserved_usd REAL, latency_s REAL, attempts INTEGER, error TEXT,
-    status TEXT DEFAULT 'pending', created REAL, finished REAL, unusable TEXT, reask_of INTEGER
+    status TEXT DEFAULT 'pending', created REAL, finished REAL, unusable TEXT, reask_of INTEGER,
+    batch_round INTEGER
 );
 CREATE INDEX IF NOT EXISTS exchanges_task ON exchanges(task_id);
+CREATE TABLE IF NOT EXISTS pike_o (
+    task_id INTEGER PRIMARY KEY REFERENCES tasks(id), next_iteration INTEGER NOT NULL, last_migration INTEGER NOT NULL,
+    migrations INTEGER NOT NULL, grid_features TEXT, grid_bins INTEGER, rng TEXT
+);
+CREATE TABLE IF NOT EXISTS pike_o_iterations (
+    task_id INTEGER NOT NULL REFERENCES tasks(id), n INTEGER NOT NULL, island INTEGER NOT NULL, parent_id INTEGER,
+    drawn_from TEXT, child_id INTEGER, status TEXT NOT NULL, PRIMARY KEY (task_id, n)
+);
+CREATE TABLE IF NOT EXISTS pike_o_islands (
+    task_id INTEGER NOT NULL REFERENCES tasks(id), island INTEGER NOT NULL, generations INTEGER NOT NULL,
+    PRIMARY KEY (task_id, island)
+);
+CREATE TABLE IF NOT EXISTS pike_o_members (
+    task_id INTEGER NOT NULL REFERENCES tasks(id), island INTEGER, position INTEGER NOT NULL,
+    solution_id INTEGER NOT NULL, migrant INTEGER, cell TEXT
+);
+CREATE INDEX IF NOT EXISTS pike_o_members_task ON pike_o_members(task_id);
+CREATE TABLE IF NOT EXISTS pike_o_moves (
+    task_id INTEGER NOT NULL REFERENCES tasks(id), n INTEGER NOT NULL, solution_id INTEGER NOT NULL,
+    source INTEGER NOT NULL, target INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pike_o_features (
+    task_id INTEGER NOT NULL REFERENCES tasks(id), solution_id INTEGER NOT NULL, complexity INTEGER, diversity REAL,
+    backend TEXT, anchor INTEGER, PRIMARY KEY (task_id, solution_id)
+);
 CREATE TABLE IF NOT EXISTS rounds (
     n INTEGER PRIMARY KEY, mode TEXT NOT NULL, ref TEXT, status TEXT DEFAULT 'sending', exchanges TEXT,
     error TEXT, created REAL, submitted REAL, collected REAL
 );
 """
-# Columns added since the first stores; a resumed older store gets them (empty).
-ADDED_COLUMNS = {"exchanges": {"unusable": "TEXT", "reask_of": "INTEGER", "batch_round": "INTEGER"}}
 
 
 def code_hash(code: str) -> str:
@@ -71,8 +117,8 @@ class Solution:
     origin: str  # reference, offline, iba, coa, efa, seed
     idea: str | None
     code: str
-    phase: int | None
-    slot: int | None
+    phase: int | None  # PIKE-B: the phase; PIKE-O: the iteration
+    branch: int | None  # PIKE-B: the branch of its phase (PIKE-O: 0); a chain of fixes shares it
     island: int | None
     fix_of: int | None
     attempt: int
@@ -81,6 +127,7 @@ class Solution:
     speedup_eager: float | None
     tags: list[str]
     created: float
+    knobs: VariantKnobs | None = None  # an offline variant's knobs (None: not an offline variant)
 
     @property
     def ok(self) -> bool:
@@ -91,12 +138,74 @@ def connect_readonly(db: Path, **kw) -> sqlite3.Connection:
     """A connection that cannot write. Where no ``-wal`` file exists no connection is writing the
     store, so it is opened as immutable (a read-only connection to a WAL database would otherwise
     leave ``-wal`` and ``-shm`` files behind); a live run is read through SQLite's read-only locking.
+    A store of an older schema is read through a migrated copy in memory (it is never written to).
     sqlite3.Error where the file is not a readable store."""
     live = db.with_name(db.name + "-wal").exists()
     uri = f"{db.resolve().as_uri()}?mode=ro" + ("" if live else "&immutable=1")
     conn = sqlite3.connect(uri, uri=True, **kw)
     conn.row_factory = sqlite3.Row
+    if 0 < _version(conn) < SCHEMA_VERSION:
+        return _migrated_copy(conn, **kw)
     return conn
+
+
+def _version(db: sqlite3.Connection) -> int:
+    """The store's schema version: PRAGMA user_version, where 0 with tables is a store of before versions (1)."""
+    v = db.execute("PRAGMA user_version").fetchone()[0]
+    if v == 0 and db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'").fetchone():
+        return 1
+    return v
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """A new store gets the schema; an older one is migrated in place, in one transaction."""
+    if _version(db) == SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = _version(db)  # again under the write lock: another process may have just upgraded it
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"{SCHEMA_VERSION=} of this PIKE is older than the store's ({version}):"
+                                        " read it with the PIKE that wrote it")
+        if version == 0:
+            _script(db, SCHEMA)
+        elif version < SCHEMA_VERSION:
+            migrate(db, version, lambda: _script(db, SCHEMA))
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _script(db: sqlite3.Connection, script: str) -> None:
+    """The statements of ``script`` inside the caller's transaction (executescript would commit it)."""
+    for stmt in script.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+
+
+def _migrated_copy(db: sqlite3.Connection, **kw) -> sqlite3.Connection:
+    """An older store read without writing to it: migrated in a copy in memory, which cannot be written."""
+    mem = sqlite3.connect(":memory:", **{**kw, "isolation_level": None})
+    db.backup(mem)
+    db.close()
+    mem.row_factory = sqlite3.Row
+    _upgrade(mem)
+    mem.execute("PRAGMA query_only = ON")
+    return mem
+
+
+def confirmed_speedups(conn: sqlite3.Connection, task_id: int) -> dict[int, stats.Interval]:
+    """Solution id -> its speedup vs eager from the latest side-by-side re-timing of the search that had it."""
+    rows = conn.execute("SELECT solution_id, speedup, lo, hi, rounds, paired FROM retimings WHERE task_id = ?"
+                        " AND purpose = 'contenders' AND speedup IS NOT NULL AND solution_id IS NOT NULL"
+                        " ORDER BY window, id", (task_id,)).fetchall()
+    return {r[0]: stats.Interval(r[1], r[2], r[3], r[4], bool(r[5])) for r in rows}
+
+
+_SOLUTIONS = ("SELECT s.*, v.compile_mode, v.autocast, v.tf32, v.cuda_graph, v.channels_last, v.cudnn_benchmark,"
+              " v.precision FROM solutions s LEFT JOIN variants v ON v.solution_id = s.id")
 
 
 class Store:
@@ -107,24 +216,15 @@ class Store:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._claimed: set[int] = set()  # round exchanges claimed back by this invocation
-        self._missing: set[tuple[str, str]] = set()  # columns of ADDED_COLUMNS an older store lacks
         if readonly:
             self._db = connect_readonly(self.path, check_same_thread=False)
-            for table, columns in ADDED_COLUMNS.items():
-                have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
-                self._missing |= {(table, name) for name in columns if name not in have}
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        for table, columns in ADDED_COLUMNS.items():
-            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
-            for name, kind in columns.items():
-                if name not in have:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+        _upgrade(self._db)
 
     def _x(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -180,14 +280,24 @@ class Store:
 
     def add_solution(
         self, task_id: int, code: str, origin: str, *, parent_id: int | None = None, idea: str | None = None,
-        phase: int | None = None, slot: int | None = None, island: int | None = None,
-        fix_of: int | None = None, attempt: int = 0,
+        phase: int | None = None, branch: int | None = None, island: int | None = None,
+        fix_of: int | None = None, attempt: int = 0, knobs: VariantKnobs | None = None,
     ) -> int:
-        cur = self._x(
-            "INSERT INTO solutions(task_id, parent_id, origin, idea, code, code_hash, phase, slot, island, fix_of, attempt, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (task_id, parent_id, origin, idea, code, code_hash(code), phase, slot, island, fix_of, attempt, time.time()),
-        )
+        """A new solution; ``knobs``: an offline variant's, recorded with it in one step."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                cur = self._db.execute(
+                    "INSERT INTO solutions(task_id, parent_id, origin, idea, code, code_hash, phase, branch, island, fix_of,"
+                    " attempt, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (task_id, parent_id, origin, idea, code, code_hash(code), phase, branch, island, fix_of, attempt,
+                     time.time()))
+                if knobs is not None:
+                    insert_variant(self._db, cur.lastrowid, knobs)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         return cur.lastrowid
 
     def record_evaluation(self, solution_id: int, result: EvalResult, kind: str = "search") -> None:
@@ -204,17 +314,77 @@ class Store:
     def _solution(self, row: sqlite3.Row) -> Solution:
         return Solution(
             id=row["id"], task_id=row["task_id"], parent_id=row["parent_id"], origin=row["origin"], idea=row["idea"],
-            code=row["code"], phase=row["phase"], slot=row["slot"], island=row["island"], fix_of=row["fix_of"],
+            code=row["code"], phase=row["phase"], branch=row["branch"], island=row["island"], fix_of=row["fix_of"],
             attempt=row["attempt"], status=row["status"], runtime_ms=row["runtime_ms"], speedup_eager=row["speedup_eager"],
             tags=json.loads(row["tags"]) if row["tags"] else [], created=row["created"],
+            knobs=None if row["precision"] is None else VariantKnobs(
+                row["compile_mode"], row["autocast"], **{k: bool(row[k]) for k in FLAGS}),
         )
 
     def solutions(self, task_id: int) -> list[Solution]:
-        rows = self._x("SELECT * FROM solutions WHERE task_id = ? ORDER BY id", (task_id,)).fetchall()
+        rows = self._x(f"{_SOLUTIONS} WHERE s.task_id = ? ORDER BY s.id", (task_id,)).fetchall()
         return [self._solution(r) for r in rows]
 
     def solution(self, solution_id: int) -> Solution:
-        return self._solution(self._x("SELECT * FROM solutions WHERE id = ?", (solution_id,)).fetchone())
+        return self._solution(self._x(f"{_SOLUTIONS} WHERE s.id = ?", (solution_id,)).fetchone())
+
+    # ------------------------------------------------------------ side-by-side re-timings
+
+    def add_retiming(self, task_id: int, purpose: str, rows: list[dict]) -> int:
+        """One re-timing window: its entries timed side by side (``purpose``: ``contenders`` during the
+        search, ``final`` for the final table). Each row: ``solution_id`` or ``baseline`` (eager,
+        compile:MODE), ``samples`` (ms per round) and ``speedup`` (an Interval vs eager, if any).
+        Returns the window's number (per task and purpose, from 1)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                window = self._db.execute("SELECT COALESCE(MAX(window), 0) + 1 FROM retimings WHERE task_id = ? AND purpose = ?",
+                                          (task_id, purpose)).fetchone()[0]
+                now = time.time()
+                for r in rows:
+                    ci, samples = r.get("speedup"), r.get("samples") or []
+                    self._db.execute(
+                        "INSERT INTO retimings(task_id, window, purpose, solution_id, baseline, ms, speedup, lo, hi, rounds,"
+                        " paired, samples, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (task_id, window, purpose, r.get("solution_id"), r.get("baseline"),
+                         stats.median(samples) if samples else None, ci.value if ci else None, ci.lo if ci else None,
+                         ci.hi if ci else None, ci.n if ci else len(samples), None if ci is None else int(ci.paired),
+                         json.dumps(samples),
+                         now))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return window
+
+    def confirmed(self, task_id: int) -> dict[int, stats.Interval]:
+        with self._lock:
+            return confirmed_speedups(self._db, task_id)
+
+    def retimings(self, task_id: int, purpose: str = "contenders") -> list[sqlite3.Row]:
+        """A task's re-timing rows of ``purpose``, oldest window first."""
+        return self._x("SELECT * FROM retimings WHERE task_id = ? AND purpose = ? ORDER BY window, id",
+                       (task_id, purpose)).fetchall()
+
+    # ------------------------------------------------------------ PIKE-O
+
+    def pike_o(self, task_id: int) -> dict | None:
+        """PIKE-O's library and iterations of a task (:mod:`pike.store_pike_o`), None before its first save."""
+        with self._lock:
+            return store_pike_o.read(self._db, task_id)
+
+    def save_pike_o(self, task_id: int, state: dict) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                store_pike_o.write(self._db, task_id, state)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def pike_o_iterations(self, task_id: int) -> list[sqlite3.Row]:
+        return self._x("SELECT * FROM pike_o_iterations WHERE task_id = ? ORDER BY n", (task_id,)).fetchall()
 
     def evaluation(self, solution_id: int, kind: str = "search") -> EvalResult | None:
         row = self._x(
@@ -234,9 +404,9 @@ class Store:
     def start_exchange(self, role: str, model: str, messages: list[dict], reserved_usd: float, meta: dict | None = None) -> int:
         meta = meta or {}
         cur = self._x(
-            "INSERT INTO exchanges(task_id, solution_id, role, model, phase, slot, prompt, reserved_usd, status, created, reask_of)"
+            "INSERT INTO exchanges(task_id, solution_id, role, model, phase, branch, prompt, reserved_usd, status, created, reask_of)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-            (meta.get("task_id"), meta.get("solution_id"), role, model, meta.get("phase"), meta.get("slot"),
+            (meta.get("task_id"), meta.get("solution_id"), role, model, meta.get("phase"), meta.get("branch"),
              json.dumps(messages), reserved_usd, time.time(), meta.get("reask_of")),
         )
         return cur.lastrowid
@@ -281,13 +451,13 @@ class Store:
         return [dict(r) for r in self._x("SELECT * FROM rounds ORDER BY n").fetchall()]
 
     def claim_exchange(self, role: str, meta: dict) -> tuple[int, float, int] | None:
-        """The query a batch round holds for this place in the search (task, role, phase, slot, re-ask)
+        """The query a batch round holds for this place in the search (task, role, phase, branch, re-ask)
         still waiting for its reply, if any: (exchange id, reserved USD, round). Each once."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, reserved_usd, batch_round FROM exchanges WHERE status = 'pending' AND batch_round IS NOT NULL"
-                " AND role = ? AND task_id IS ? AND phase IS ? AND slot IS ? AND reask_of IS ? ORDER BY id",
-                (role, meta.get("task_id"), meta.get("phase"), meta.get("slot"), meta.get("reask_of"))).fetchall()
+                " AND role = ? AND task_id IS ? AND phase IS ? AND branch IS ? AND reask_of IS ? ORDER BY id",
+                (role, meta.get("task_id"), meta.get("phase"), meta.get("branch"), meta.get("reask_of"))).fetchall()
             for r in rows:
                 if r["id"] not in self._claimed:
                     self._claimed.add(r["id"])
@@ -300,8 +470,6 @@ class Store:
 
     def unusable(self, task_id: int, roles: tuple[str, ...] = ("coa", "efa")) -> list[str]:
         """The reasons of a task's replies that gave nothing usable, in order."""
-        if ("exchanges", "unusable") in self._missing:  # a store older than the column: none recorded
-            return []
         rows = self._x(f"SELECT unusable FROM exchanges WHERE task_id = ? AND unusable IS NOT NULL"
                        f" AND role IN ({', '.join('?' * len(roles))}) ORDER BY id", (task_id, *roles)).fetchall()
         return [r["unusable"] for r in rows]
@@ -333,7 +501,7 @@ class Store:
 
 
 class StoreRecorder:
-    """The LLM client's recorder, writing to the store with the caller's context (task, phase, slot)."""
+    """The LLM client's recorder, writing to the store with the caller's context (task, phase, branch)."""
 
     def __init__(self, store: Store, meta: dict | None = None):
         self.store = store

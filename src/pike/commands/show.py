@@ -50,7 +50,7 @@ def _money(usd: float) -> str:
 
 def _table(selected: list, title: str) -> Table:
     t = Table(title=title, title_justify="left")
-    for col in ("id", "task", "role", "phase/slot", "status", "candidate", "speedup", "tokens in/out", "cost $", "latency s", "note"):
+    for col in ("id", "task", "role", "phase/branch", "status", "candidate", "speedup", "tokens in/out", "cost $", "latency s", "note"):
         t.add_column(col, justify="right" if col in ("id", "speedup", "tokens in/out", "cost $", "latency s") else "left")
     for e in selected:
         c = e.candidate
@@ -74,7 +74,7 @@ def _section(title: str, text: str | None) -> None:
 
 
 def _print_full(e) -> None:
-    head = f"exchange #{e.id} · task {e.task or '-'} · {e.role} · phase/slot {e.where()} · {e.status}"
+    head = f"exchange #{e.id} · task {e.task or '-'} · {e.role} · phase/branch {e.where()} · {e.status}"
     console.print(f"[bold]{_plain(head)}[/]", highlight=False)
     latency = f"{e.latency_s:.1f} s" if e.latency_s is not None else "-"
     console.print(f"model {e.model} · tokens {e.input_tokens} in / {e.output_tokens} out · ${_money(e.cost_usd)}"
@@ -180,7 +180,7 @@ def show_cmd(
     as_json: bool = typer.Option(False, "--json", help="Machine output: the selected exchanges (prompts and replies included), or the --candidate."),
 ) -> None:
     """A run in the terminal: the final table, every candidate (time, interval, status, message, tags,
-    the candidate it came from), each task's lineage tree and every LLM exchange (role, phase/slot,
+    the candidate it came from), each task's lineage tree and every LLM exchange (role, phase/branch,
     verdict, tokens, cost, why a reply held no code); --role/--exchange show the exchanges only.
     Reads the store without writing it; `pike report RUN --html FILE` writes the same as one page."""
     from pike.report.exchanges import select

@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pike.store import connect_readonly
+from pike.store import confirmed_speedups, connect_readonly
 
 
 @dataclass
@@ -27,7 +27,7 @@ class CandidateRow:
     parent_id: int | None
     fix_of: int | None
     phase: int | None
-    slot: int | None
+    branch: int | None
     status: str
     message: str  # the evaluator's verdict line
     runtime_ms: float | None  # search timing (the objective's figure)
@@ -82,9 +82,9 @@ def diff(a: str, b: str, a_name: str, b_name: str) -> str:
     return "".join(difflib.unified_diff(a.splitlines(keepends=True), b.splitlines(keepends=True), fromfile=a_name, tofile=b_name))
 
 
-def _interval(state: dict, sid: int, result: dict) -> tuple[float, float, float] | None:
-    """The latest side-by-side re-timing of the search (the task's state), else the evaluation's own."""
-    c = (state.get("confirmed") or {}).get(str(sid)) or result.get("speedup_interval")
+def _interval(confirmed: dict, sid: int, result: dict) -> tuple[float, float, float] | None:
+    """The latest side-by-side re-timing of the search, else the evaluation's own."""
+    c = confirmed[sid].to_json() if sid in confirmed else result.get("speedup_interval")
     if c and all(c.get(k) is not None for k in ("value", "lo", "hi")):
         return float(c["value"]), float(c["lo"]), float(c["hi"])
     return None
@@ -104,6 +104,7 @@ def read(conn: sqlite3.Connection) -> list[TaskCandidates]:
     for t in conn.execute("SELECT * FROM tasks ORDER BY id").fetchall():
         state = json.loads(t["state"]) if t["state"] else {}
         final = state.get("final") or {}
+        confirmed = confirmed_speedups(conn, t["id"])
         rows = []
         for s in conn.execute("SELECT * FROM solutions WHERE task_id = ? ORDER BY id", (t["id"],)):
             result, at = results.get(s["id"], ({}, None))
@@ -112,9 +113,9 @@ def read(conn: sqlite3.Connection) -> list[TaskCandidates]:
             rows.append(CandidateRow(
                 id=s["id"], task=t["name"], origin=s["origin"], idea=s["idea"],
                 base=s["fix_of"] if s["fix_of"] is not None else s["parent_id"], parent_id=s["parent_id"],
-                fix_of=s["fix_of"], phase=s["phase"], slot=s["slot"], status=s["status"],
+                fix_of=s["fix_of"], phase=s["phase"], branch=s["branch"], status=s["status"],
                 message=result.get("message", ""), runtime_ms=s["runtime_ms"], iqr_ms=timing.get("iqr_ms"),
-                speedup=s["speedup_eager"] if ok else None, interval=_interval(state, s["id"], result) if ok else None,
+                speedup=s["speedup_eager"] if ok else None, interval=_interval(confirmed, s["id"], result) if ok else None,
                 tags=json.loads(s["tags"]) if s["tags"] else [],
                 evaluated_s=(at - t0) if (at and t0) else None, code=s["code"]))
         tc = TaskCandidates(t["name"], t["source"], final.get("best_solution"), rows)

@@ -139,10 +139,10 @@ def _speedup(s: Solution) -> float | None:
     return s.speedup_eager if s.ok and s.speedup_eager else None
 
 
-def confirmed_figures(state: dict) -> tuple[dict[int, float], float | None]:
+def confirmed_figures(store: Store, task_id: int, state: dict) -> tuple[dict[int, float], float | None]:
     """(solution id -> speedup vs eager of its latest side-by-side re-timing, the final table's
-    speedup of the delivered result) from a task's state."""
-    confirmed = {int(k): v["value"] for k, v in state.get("confirmed", {}).items()}
+    speedup of the delivered result) from the store's re-timings and the task's state."""
+    confirmed = {sid: ci.value for sid, ci in store.confirmed(task_id).items()}
     final = state.get("final") or {}
     cap = final["eager_ms"] / final["best_ms"] if final.get("eager_ms") and final.get("best_ms") else None
     return confirmed, cap
@@ -339,7 +339,7 @@ def load_run(run_dir: str | Path) -> RunData:
             evaluated = [s for s in sols if s.status != "pending"]
             llm = [s for s in evaluated if s.origin in LLM_ORIGINS]
             unusable = len(store.unusable(t["id"]))  # replies with no code: invalid attempts too
-            figures = confirmed_figures(state)
+            figures = confirmed_figures(store, t["id"], state)
             tasks.append(TaskReport(
                 name=t["name"], status=t["status"],
                 curve=task_curve(t["name"], sols, store.exchanges(t["id"]), t0, *figures),

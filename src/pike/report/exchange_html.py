@@ -25,7 +25,7 @@ CSS = """
 .warn { color: #aa6600; }
 """
 
-HEAD = ["id", "task", "role", "phase/slot", "status", "candidate", "speedup", "tokens in/out", "cost $", "latency s", "note"]
+HEAD = ["id", "task", "role", "phase/branch", "status", "candidate", "speedup", "tokens in/out", "cost $", "latency s", "note"]
 
 SCRIPT = """
 (function () {

@@ -52,7 +52,7 @@ class Exchange:
     role: str
     model: str
     phase: int | None
-    slot: int | None
+    branch: int | None
     status: str  # pending (in flight at a kill), done, failed
     error: str | None  # why the request failed
     unusable: str | None  # why the reply held no usable code
@@ -91,7 +91,7 @@ class Exchange:
         return f"{c.speedup:.2f}x" if c and c.speedup else ""
 
     def where(self) -> str:
-        return "/".join("-" if v is None else str(v) for v in (self.phase, self.slot))
+        return "/".join("-" if v is None else str(v) for v in (self.phase, self.branch))
 
     def to_json(self) -> dict:
         return asdict(self) | {"note": self.note()}
@@ -143,11 +143,10 @@ def read(conn: sqlite3.Connection) -> tuple[list[str], list[Exchange]]:
     names = {r["id"]: r["name"] for r in conn.execute("SELECT id, name FROM tasks ORDER BY id")}
     candidates = _candidates(conn)
     rows = conn.execute("SELECT * FROM exchanges ORDER BY id").fetchall()
-    get = lambda r, k: r[k] if k in r.keys() else None  # noqa: E731 (stores older than a column)
-    reasked = {get(r, "reask_of"): r["id"] for r in rows if get(r, "reask_of") is not None}
+    reasked = {r["reask_of"]: r["id"] for r in rows if r["reask_of"] is not None}
     out = [Exchange(
         id=r["id"], task=names.get(r["task_id"]), role=r["role"], model=r["model"] or "", phase=r["phase"],
-        slot=r["slot"], status=r["status"], error=r["error"], unusable=get(r, "unusable"), reask_of=get(r, "reask_of"),
+        branch=r["branch"], status=r["status"], error=r["error"], unusable=r["unusable"], reask_of=r["reask_of"],
         reasked_by=reasked.get(r["id"]), input_tokens=r["input_tokens"] or 0, output_tokens=r["output_tokens"] or 0,
         cost_usd=exchange_usd(r),
         latency_s=r["latency_s"], attempts=r["attempts"], prompt=_prompt(r["prompt"]), response=r["response"],

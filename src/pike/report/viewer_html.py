@@ -200,7 +200,7 @@ def panel(run: int, c: CandidateRow, pre, diff_pre) -> str:
              + (f" · re-timed beside eager {escape(c.interval_text())}" if c.interval else "")
              + (f" · tags {escape(', '.join(c.tags))}" if c.tags else ""),
              f"made from {base}" + (" (fixes it)" if c.fix_of is not None else "") + f" · led to {kids}"
-             + (f" · phase/slot {c.phase if c.phase is not None else '-'}/{c.slot if c.slot is not None else '-'}")]
+             + (f" · phase/branch {c.phase if c.phase is not None else '-'}/{c.branch if c.branch is not None else '-'}")]
     what = "the task's source" if c.base is None else f"#{c.base}"
     return (f'<section class="cand" id="{anchor(run, c.id)}"><h4>Candidate #{c.id} ({escape(c.task)})</h4>'
             + "".join(f"<p>{f}</p>" for f in facts)

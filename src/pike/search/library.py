@@ -182,6 +182,7 @@ class Library:
     migrations: int = 0
     moves: list[list[int]] = field(default_factory=list)  # [program, from island, to island] of every copy
     grid: Grid | None = None  # the MAP-Elites feature grid, when on
+    drawn_from: str | None = field(default=None, compare=False)  # where the last parent came from: explore, exploit, random
     # (a, b) -> a is faster than b beyond the measurement's noise; None: any higher fitness. Who may
     # displace whom (a cell's occupant, the archive's worst); not persisted.
     beats: Callable[[int, int], bool] | None = field(default=None, repr=False, compare=False)
@@ -299,10 +300,13 @@ class Library:
         pop = self.islands[island]
         if r < exploration:
             pool = self.grid.occupants(island) if self.grid is not None else pop
+            self.drawn_from = "explore"
         elif r < exploration + exploitation:
             pool = [m for m in self.archive if m in pop] or list(self.archive)
+            self.drawn_from = "exploit"
         else:
             pool = self.members()
+            self.drawn_from = "random"
         pool = pool or pop or [REFERENCE]
         return rng.choice(pool)
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+from pike.knobs import VariantKnobs
 from pike.search.taskrun import TaskRun
 from pike.store import Solution
+
+
+def _done(run: TaskRun) -> dict[tuple[str, ...], Solution]:
+    """The task's offline solutions by their knobs (in KNOB_ORDER; eager: none)."""
+    return {s.knobs.names: s for s in run.solutions if s.origin == "offline" and s.knobs is not None}
 
 
 class Offline:
@@ -13,7 +19,7 @@ class Offline:
 
     Four stages, cheapest first (``variants.stages``): eager and the knobs that need no compile,
     their combinations, the compile modes, the combinations with the fastest mode. With
-    ``offline_combos = "promising"``, a combination is tried only if each of its knobs helped on
+    ``search.offline.combos = "promising"``, a combination is tried only if each of its knobs helped on
     its own (``variants.promising``)."""
 
     kind = "offline"
@@ -50,14 +56,14 @@ class Offline:
         if run.out_of_time:
             return combos  # _evaluate records them as "not tried: time limit"
         skipped = run.state().get("skipped", {})
-        done = {s.idea: s for s in run.solutions if s.origin == "offline"}
-        alone = {s.idea: (s.status == "ok", s.runtime_ms) for s in done.values() if "+" not in (s.idea or "")}
-        eager = done.get("eager")
+        done = _done(run)
+        alone = {names[0]: (s.status == "ok", s.runtime_ms) for names, s in done.items() if len(names) == 1}
+        eager = done.get(())
         eager_ms = eager.runtime_ms if eager is not None and eager.status == "ok" else run.eager_ms
         keep = []
         for v in combos:
             why = "" if self.cfg.search.offline.combos == "all" else promising(v.knobs, alone, eager_ms)
-            if why and v.name not in done:
+            if why and v.knobs not in done:
                 skipped[v.name] = f"not tried: {why}"
             else:
                 skipped.pop(v.name, None)  # a reason from before a resume no longer holds
@@ -67,21 +73,24 @@ class Offline:
 
     @staticmethod
     async def _evaluate(run: TaskRun, todo) -> None:
-        done = {s.idea: s for s in run.solutions if s.origin == "offline"}
+        done = _done(run)
         # No more in flight than the pool has slots, so that the time limit is checked when a
         # variant is about to start, not when it was queued.
         bound = asyncio.Semaphore(max(1, getattr(run.pool, "size", 1)))
         late: list[str] = []
 
         async def one(v):
-            sol = done.get(v.name)
+            sol = done.get(v.knobs)
             if sol is not None and sol.status != "pending":
                 return  # evaluated before a resume
             async with bound:
                 if run.out_of_time:
                     late.append(v.name)
                     return
-                sid = sol.id if sol is not None else run.store.add_solution(run.task_id, v.source, "offline", idea=v.name)
+                if sol is not None:
+                    sid = sol.id
+                else:
+                    sid = run.store.add_solution(run.task_id, v.source, "offline", idea=v.name, knobs=VariantKnobs.of(v.knobs))
                 if await run.evaluate(sid, trusted=True, until_deadline=True) is None:
                     late.append(v.name)  # stopped at the time limit
 

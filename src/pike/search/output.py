@@ -17,6 +17,7 @@ from pike.evaluate.compare import Tolerance, eager_atol
 from pike.evaluate.devices import driver_version
 from pike.evaluate.static import lowered_precision
 from pike.evaluate import stats
+from pike.knobs import VariantKnobs
 from pike.search import select
 from pike.search.progress import candidate_text
 from pike.search.strategies import strategy_class
@@ -36,8 +37,8 @@ def compile_plan(run, modes: tuple[str, ...]) -> tuple[dict, list[str], list[str
     compile but default (the table's "vs compile" column)."""
     known: dict = {}
     for s in run.solutions:
-        mode = (s.idea or "").removeprefix("compile:")
-        if s.origin == "offline" and s.idea == f"compile:{mode}" and mode in modes and mode not in known:
+        mode = s.knobs.compile_mode if s.knobs is not None and s.knobs.only_compile else None
+        if s.origin == "offline" and mode in modes and mode not in known:
             result = run.store.evaluation(s.id)
             if result is not None:
                 known[mode] = result
@@ -52,11 +53,13 @@ def adopt_compile_baselines(run, compiles: dict) -> list[int]:
     measured as baselines: the same program, checked and timed by the same evaluator, so they join
     the portfolio as its own evaluations and can win. Without this a stopped run could end slower
     than the torch.compile it measured (rwkv_time_mix: eager kept at 0.58x of compile default)."""
-    have = {s.idea for s in run.solutions if s.origin == "offline"}
+    have = {s.knobs for s in run.solutions if s.origin == "offline"}
     added = []
     for mode, result in compiles.items():
-        if result.ok and f"compile:{mode}" not in have:
-            sid = run.store.add_solution(run.task_id, baseline_source(run.task, mode), "offline", idea=f"compile:{mode}")
+        knobs = VariantKnobs(compile_mode=mode)
+        if result.ok and knobs not in have:
+            sid = run.store.add_solution(run.task_id, baseline_source(run.task, mode), "offline",
+                                         idea=knobs.name, knobs=knobs)
             run.store.record_evaluation(sid, result)
             added.append(sid)
     return added
@@ -65,9 +68,9 @@ def adopt_compile_baselines(run, compiles: dict) -> list[int]:
 def same_program_mode(best, measured) -> str | None:
     """The compile mode whose baseline is the same program as ``best`` (the offline ``compile:MODE``
     variant), when that baseline was measured (``measured``: the modes, or a dict keyed by them)."""
-    if best is None or best.origin != "offline" or not (best.idea or "").startswith("compile:"):
+    if best is None or best.origin != "offline" or best.knobs is None or not best.knobs.only_compile:
         return None
-    mode = best.idea.removeprefix("compile:")
+    mode = best.knobs.compile_mode
     return mode if mode in measured else None
 
 
@@ -97,6 +100,18 @@ def _final_contenders(run, entries: dict[str, str], samples: dict[str, list[floa
             order = FINAL_ORDER.get(name, -999.0 + i)
         out.append(select.contender(name, samples[name], code, order, tags.get(name)))
     return out
+
+
+def _record_final_retiming(run, timings: dict) -> None:
+    """The final table's re-timing into the store's ``retimings``: each entry's samples and speedup vs eager."""
+    base = timings["eager"].samples_ms
+    rows = []
+    for name, t in timings.items():
+        samples = [round(x, 6) for x in t.samples_ms]
+        where = {"solution_id": int(name.split(":")[1])} if name.startswith("solution:") else {"baseline": name}
+        rows.append({**where, "samples": samples,
+                     "speedup": None if name == "eager" or not (base and t.samples_ms) else stats.speedup(base, t.samples_ms)})
+    run.store.add_retiming(run.task_id, "final", rows)
 
 
 def _intervals(samples: dict[str, list[float]], best: str, baselines: list[str], paired: bool) -> dict:
@@ -136,6 +151,8 @@ async def finalize_task(run, run_dir: Path, *, modes: tuple[str, ...], retime: b
         timeout = retime_timeout(run, compiles, finalists)
         timings = await run.pool.retime(task, entries, max_time_s=run.cfg.eval.final_retime_s, timeout_s=timeout)
     retimed = bool(timings)
+    if retimed:
+        _record_final_retiming(run, timings)
     # Back to back (do_bench style), beside the latency, for every entry that has it.
     throughput = {k: t.throughput_ms for k, t in timings.items() if getattr(t, "throughput_ms", None)}
     if retimed:

@@ -111,7 +111,7 @@ class PikeB:
                         ideas[1:] = resize_ideas(fresh_ideas(run, parent, n - 1), n - 1)
                     jobs += [(parent, idea) for idea in ideas]
             plan = branch_plan(jobs) if c.diverse_branches else [None] * len(jobs)
-            done = await asyncio.gather(*(run.slot(phase, i, p, idea, branch=plan[i]) for i, (p, idea) in enumerate(jobs)))
+            done = await asyncio.gather(*(run.branch(phase, i, p, idea, siblings=plan[i]) for i, (p, idea) in enumerate(jobs)))
             run.notify("phase", phase=phase, candidates=sum(1 for d in done if d is not None))
             if all(d is None for d in done) and run.exhausted:
                 break

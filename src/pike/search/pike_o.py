@@ -3,14 +3,15 @@
 A :class:`~pike.search.library.Library` of correct programs organised in islands (each with a capped population) plus one
 elite archive shared by all islands. One *iteration* = one parent sampled from an island, one COA
 query from it (with the island's top programs in the prompt), then up to ``max_fix_attempts`` EFA
-repairs (:meth:`TaskRun.slot`); the final child joins the island when it is correct. Every
+repairs (:meth:`TaskRun.branch`); the final child joins the island when it is correct. Every
 ``migration_interval`` iterations of an island, each island copies its best programs to its ring
 neighbours. Iterations run concurrently (a bounded number in flight) until the task's budget is spent.
 
 Fitness is 1 / runtime (ms) of a correct program; the reference (the initial program, parent None)
-has fitness 1 / eager runtime. The library is stored in the task's state (``state["pike_o"]``) after
-every change, so a killed run resumes with the same islands, archive and random stream; iterations in
-flight at the kill are finished from the store by :meth:`TaskRun.slot`, never asked again.
+has fitness 1 / eager runtime. The library and the iterations are stored in the run store's
+``pike_o*`` tables (:mod:`pike.store_pike_o`) after every change, so a killed run resumes with the same
+islands, archive and random stream; iterations in flight at the kill are finished from the store by
+:meth:`TaskRun.branch`, never asked again.
 
 Its knobs are the ``search.pike_o`` section (:class:`pike.config.PikeOConfig`): ``islands``, ``population`` (per island),
 ``archive``, ``elite_ratio``, ``exploration``, ``exploitation``, ``top_programs``,
@@ -33,10 +34,10 @@ __all__ = ["REFERENCE", "Grid", "Library", "PikeO"]
 
 # -------------------------------------------------------------------- prompt history
 
-async def slot_with_history(run: TaskRun, phase: int, parent: Solution | None, island: int,
-                            history: list[HistoryEntry]) -> Solution | None:
+async def branch_with_history(run: TaskRun, phase: int, parent: Solution | None, island: int,
+                              history: list[HistoryEntry]) -> Solution | None:
     """One iteration's COA query (and fixes), showing the island's top programs in the prompt."""
-    return await run.slot(phase, 0, parent, None, island=island, history=history)
+    return await run.branch(phase, 0, parent, None, island=island, history=history)
 
 
 def describe(s: Solution) -> str:
@@ -69,6 +70,8 @@ class PikeO:
         self.next_iteration = 0
         self.pending: dict[int, int] = {}  # iteration -> island: launched, not yet folded into the library
         self.parents: dict[int, int] = {}  # iteration -> its parent's id (REFERENCE for the reference)
+        self.drawn: dict[int, str] = {}  # iteration -> where its parent was drawn from (explore, exploit, random)
+        self.finished: dict[int, tuple[str, int | None]] = {}  # left `pending` since the last save: (status, child)
         self.top_changed = False  # a child entered the search-time top since the last side-by-side re-timing
         self.grid_features = parse_features(self.cfg.grid_features) if self.cfg.feature_grid else None
 
@@ -91,15 +94,17 @@ class PikeO:
 
     def _save(self, run: TaskRun) -> None:
         version, internal, gauss = self.rng.getstate()
-        run.save_state(pike_o={
-            **self.lib.to_json(), "next_iteration": self.next_iteration,
-            "pending": {str(k): v for k, v in self.pending.items()}, "rng": [version, list(internal), gauss],
-            "parents": {str(k): v for k, v in self.parents.items() if k in self.pending},
+        run.store.save_pike_o(run.task_id, {
+            **self.lib.to_json(), "next_iteration": self.next_iteration, "pending": dict(self.pending),
+            "rng": [version, list(internal), gauss], "finished": self.finished,
+            "parents": {k: v for k, v in self.parents.items() if k in self.pending},
+            "drawn": {k: v for k, v in self.drawn.items() if k in self.pending},
         })
+        self.finished = {}
 
     def _restore(self, run: TaskRun, initial: int) -> None:
         c = self.cfg
-        st = run.state().get("pike_o")
+        st = run.store.pike_o(run.task_id)
         if st is None:
             grid = Grid(self.grid_features, c.grid_bins) if self.grid_features else None
             features = self._features(run, grid, initial) if grid else None
@@ -111,11 +116,12 @@ class PikeO:
             self.next_iteration = st.get("next_iteration", 0)
             self.pending = {int(k): v for k, v in st.get("pending", {}).items()}
             self.parents = {int(k): v for k, v in st.get("parents", {}).items()}
+            self.drawn = {int(k): v for k, v in st.get("drawn", {}).items()}
             if st.get("rng"):
                 version, internal, gauss = st["rng"]
                 self.rng.setstate((version, tuple(internal), gauss))
         self.lib.beats = run.beats  # a program displaces another only by a win beyond the noise
-        # Never reuse an iteration number the store already holds (its (phase, slot) must stay unique).
+        # Never reuse an iteration number the store already holds (its (phase, branch) must stay unique).
         phases = [s.phase for s in run.solutions if s.phase is not None]
         self.next_iteration = max([self.next_iteration] + [p + 1 for p in phases])
 
@@ -141,6 +147,8 @@ class PikeO:
         that saves the state, so a resumed run never folds it twice."""
         self.pending.pop(iteration, None)
         self.parents.pop(iteration, None)
+        self.drawn.pop(iteration, None)
+        self.finished[iteration] = ("done", child.id if child is not None else None)
         if child is not None:
             fitness = self._fitness(run, child.id)
             grid = self.lib.grid
@@ -166,9 +174,9 @@ class PikeO:
                        history: list[HistoryEntry] | None) -> Solution | None:
         run.notify("phase", phase=iteration)
         if history is None:  # resuming a chain already in the store: no new COA prompt is built
-            child = await run.slot(iteration, 0, parent, None, island=island)
+            child = await run.branch(iteration, 0, parent, None, island=island)
         else:
-            child = await slot_with_history(run, iteration, parent, island, history)
+            child = await branch_with_history(run, iteration, parent, island, history)
         self._fold(run, iteration, island, child)
         return child
 
@@ -191,7 +199,7 @@ class PikeO:
                 bound.release()
 
         # Iterations that were in flight when the run stopped: finish their chains from the store.
-        held = {s.phase for s in run.solutions if s.slot == 0}
+        held = {s.phase for s in run.solutions if s.branch == 0}
         for iteration, island in sorted(self.pending.items()):
             if iteration in held:
                 await bound.acquire()
@@ -205,6 +213,7 @@ class PikeO:
                 tasks.append(asyncio.create_task(bounded(self._iterate(run, iteration, island, parent, []))))
             else:
                 self.pending.pop(iteration)  # its query (if sent) was paid; nothing came back
+                self.finished[iteration] = ("lost", None)
         self._save(run)
 
         # New iterations until the budget is spent. A run of iterations that produce nothing (provider
@@ -229,6 +238,7 @@ class PikeO:
             self.next_iteration += 1
             self.pending[iteration] = island
             self.parents[iteration] = parent_id
+            self.drawn[iteration] = self.lib.drawn_from
             self._save(run)  # before the query: a resumed run never reuses this iteration number
             tasks.append(asyncio.create_task(bounded(self._iterate(run, iteration, island, parent, history))))
         await asyncio.gather(*tasks)

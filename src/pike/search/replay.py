@@ -26,7 +26,7 @@ class Replay:
 
     async def run(self, run: TaskRun, seed: Solution | None = None) -> None:
         async def one(s: Solution):
-            sid = run.store.add_solution(run.task_id, s.code, s.origin, idea=s.idea, phase=s.phase, slot=s.slot)
+            sid = run.store.add_solution(run.task_id, s.code, s.origin, idea=s.idea, phase=s.phase, branch=s.branch, knobs=s.knobs)
             await run.evaluate(sid, trusted=s.origin in ("offline", "reference"))
 
         await asyncio.gather(*(one(s) for s in self.solutions.get(run.task.name, [])))

@@ -9,6 +9,7 @@ it happens, and each primitive first looks in the store, so a resumed run picks 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field, replace
 
@@ -26,9 +27,18 @@ from pike.store import Solution, Store, StoreRecorder
 from pike.task import Task
 
 
+@dataclass
+class Retimed:
+    """What the search's side-by-side re-timings say (the ``retimings`` rows of purpose ``contenders``)."""
+
+    confirmed: dict[int, stats.Interval] = field(default_factory=dict)  # solution -> speedup vs eager, latest
+    ms: dict[int, float] = field(default_factory=dict)  # solution -> ms, rows without an interval (older runs)
+    window: dict[int, list[float]] = field(default_factory=dict)  # the latest window's samples per member
+
+
 class _Asker:
     """What the agents call: the run's LLM client with this task's budget and a recorder that files the
-    exchange under this task, phase and slot."""
+    exchange under this task, phase and branch."""
 
     def __init__(self, client, budget: BudgetGroup, store: Store, meta: dict):
         self.client, self.budget, self.recorder = client, budget, StoreRecorder(store, meta)
@@ -105,10 +115,10 @@ class TaskRun:
     def save_state(self, **values) -> None:
         self.store.set_task(self.task_id, state={**self.state(), **values})
 
-    def waiting_in_round(self, phase: int, slot: int) -> bool:
+    def waiting_in_round(self, phase: int, branch: int) -> bool:
         """A COA query of this place went out in a batch round and waits for its reply (a resume claims it)."""
         return any(e["status"] == "pending" and e["batch_round"] is not None and e["role"] == "coa"
-                   and (e["phase"], e["slot"]) == (phase, slot) for e in self.store.exchanges(self.task_id))
+                   and (e["phase"], e["branch"]) == (phase, branch) for e in self.store.exchanges(self.task_id))
 
     def ok_solutions(self) -> list[Solution]:
         return [s for s in self.solutions if s.ok and s.runtime_ms]
@@ -116,33 +126,50 @@ class TaskRun:
     def best(self, n: int = 1) -> list[Solution]:
         return self.ranked(self.ok_solutions())[:n]
 
+    def retimed(self) -> Retimed:
+        """The search's side-by-side re-timings, read from the store."""
+        out = Retimed()
+        rows = self.store.retimings(self.task_id, "contenders")
+        latest = max((r["window"] for r in rows), default=None)
+        for r in rows:  # oldest window first: a later re-timing of a solution replaces an earlier one
+            sid = r["solution_id"]
+            if sid is None:
+                continue  # eager, the base of the window's speedups
+            if r["speedup"] is not None:
+                out.confirmed[sid] = stats.Interval(r["speedup"], r["lo"], r["hi"], r["rounds"], bool(r["paired"]))
+            elif r["ms"] is not None:
+                out.ms[sid] = r["ms"]
+            if r["window"] == latest and latest > 0 and r["samples"]:
+                out.window[sid] = json.loads(r["samples"])
+        return out
+
     def confirmed(self) -> dict[int, stats.Interval]:
         """Speedups vs eager re-timed side by side with eager (the latest re-timing of each solution)."""
-        return {int(k): stats.Interval.from_json(v) for k, v in self.state().get("confirmed", {}).items()}
+        return self.retimed().confirmed
 
-    def rank_ms(self, s: Solution, state: dict | None = None) -> float:
+    def rank_ms(self, s: Solution, retimed: Retimed | None = None) -> float:
         """Runtime used to rank: from the speedup vs eager of its latest side-by-side re-timing (a
         ratio measured in one window carries over to another), else the search timing."""
-        state = self.state() if state is None else state
-        ci = state.get("confirmed", {}).get(str(s.id)) if self.eager_ms else None
+        retimed = self.retimed() if retimed is None else retimed
+        ci = retimed.confirmed.get(s.id) if self.eager_ms else None
         if ci is not None:
-            return self.eager_ms / ci["value"]
-        retimed = state.get("retimed", {}).get(str(s.id))  # runs from before intervals
-        return retimed if retimed else s.runtime_ms
+            return self.eager_ms / ci.value
+        ms = retimed.ms.get(s.id)  # runs from before intervals
+        return ms if ms else s.runtime_ms
 
     def ranked(self, sols: list[Solution]) -> list[Solution]:
         """Fastest first by ``rank_ms``; the members of the latest re-timing keep the places they
         hold together, in the noise-aware order of that window (``select.rank``)."""
-        state = self.state()
-        order = sorted(sols, key=lambda s: (self.rank_ms(s, state), s.id))
-        window = state.get("window", {})
-        members = [s for s in order if str(s.id) in window]
+        retimed = self.retimed()
+        order = sorted(sols, key=lambda s: (self.rank_ms(s, retimed), s.id))
+        window = retimed.window
+        members = [s for s in order if s.id in window]
         if len(members) < 2:
             return order
         by_name = {f"solution:{s.id}": s for s in members}
-        ranked = select.rank([select.contender(name, window[str(s.id)], s.code, s.id, s.tags) for name, s in by_name.items()])
+        ranked = select.rank([select.contender(name, window[s.id], s.code, s.id, s.tags) for name, s in by_name.items()])
         it = iter(by_name[c.name] for c in ranked)
-        return [next(it) if str(s.id) in window else s for s in order]
+        return [next(it) if s.id in window else s for s in order]
 
     def estimate_range(self, s: Solution) -> tuple[float, float]:
         """(fast, slow) ms a solution's time is believed to lie in: its confirmed interval, else its
@@ -166,9 +193,9 @@ class TaskRun:
     def beats(self, a: int, b: int) -> bool:
         """Solution ``a`` is faster than ``b`` beyond the noise (0: the task's own Model): paired in
         the latest re-timing when both were in it, else their ranges do not overlap."""
-        window = self.state().get("window", {})
-        if str(a) in window and str(b) in window:
-            return select.beats(select.Contender(str(a), window[str(a)]), select.Contender(str(b), window[str(b)]))
+        window = self.retimed().window
+        if a in window and b in window:
+            return select.beats(select.Contender(str(a), window[a]), select.Contender(str(b), window[b]))
 
         def rng(sid):
             if sid == 0:
@@ -210,15 +237,14 @@ class TaskRun:
         entries = {"eager": self.task.source, **{f"solution:{s.id}": s.code for s in sols}}
         timings = await self.pool.retime(self.task, entries)
         base = timings["eager"].samples_ms
-        confirmed = self.state().get("confirmed", {})
-        window = {}
+        rows = [{"baseline": "eager", "samples": [round(x, 6) for x in base]}]
         for s in sols:
             samples = timings[f"solution:{s.id}"].samples_ms
-            confirmed[str(s.id)] = stats.speedup(base, samples).to_json()
-            window[str(s.id)] = [round(x, 6) for x in samples]
-        self.save_state(confirmed=confirmed, window=window)
+            rows.append({"solution_id": s.id, "samples": [round(x, 6) for x in samples],
+                         "speedup": stats.speedup(base, samples)})
+        self.store.add_retiming(self.task_id, "contenders", rows)
         ranked = self.ranked(sols)
-        top = stats.Interval.from_json(confirmed[str(ranked[0].id)])
+        top = next(r["speedup"] for r in rows if r.get("solution_id") == ranked[0].id)
         self.notify("confirmed", solution=ranked[0].id, speedup=top)
         return ranked
 
@@ -320,7 +346,7 @@ class TaskRun:
         sols = self.solutions
         out = []
         for child in (s for s in sols if s.parent_id == parent.id and s.origin == "coa"):
-            last = max((s for s in sols if (s.phase, s.slot) == (child.phase, child.slot)), key=lambda s: s.id)
+            last = max((s for s in sols if (s.phase, s.branch) == (child.phase, child.branch)), key=lambda s: s.id)
             fixes = f" after {last.attempt} fix(es)" if last.attempt else ""
             if last.status == "pending":
                 continue  # in flight in this phase: a sibling, described by the branch section
@@ -336,14 +362,14 @@ class TaskRun:
         return [HistoryEntry(self.eager_ms / self.rank_ms(s), s.idea or f"solution {s.id}: a change of the optimiser's own choosing")
                 for s in self.best(n)]
 
-    async def slot(self, phase: int, slot: int, parent: Solution | None, idea: str | None, *, island: int | None = None,
-                   history: list[HistoryEntry] | None = None, branch: Branch | None = None) -> Solution | None:
+    async def branch(self, phase: int, branch: int, parent: Solution | None, idea: str | None, *, island: int | None = None,
+                   history: list[HistoryEntry] | None = None, siblings: Branch | None = None) -> Solution | None:
         """One branch of a phase: a COA candidate from ``parent`` (None: the reference) with ``idea``,
         then up to ``max_fix_attempts`` EFA repairs. Resumes a chain already in the store.
         ``history``: programs to show in the prompt instead of the task's best so far (PIKE-O shows
-        its island's top programs); shown whatever the best_history flag says. ``branch``: what the
+        its island's top programs); shown whatever the best_history flag says. ``siblings``: what the
         sibling branches of this phase try."""
-        chain = [s for s in self.solutions if s.phase == phase and s.slot == slot]
+        chain = [s for s in self.solutions if s.phase == phase and s.branch == branch]
         if not chain:
             if self.exhausted:
                 return None
@@ -352,13 +378,13 @@ class TaskRun:
                 history = self.history() if self.flags.best_history else None
             info = await self.parent_info(parent)
             reply, exchange = await self._query(
-                "coa", lambda asker: optimise(asker, self.context, info, idea, flags, self.hardware, history, branch=branch,
+                "coa", lambda asker: optimise(asker, self.context, info, idea, flags, self.hardware, history, branch=siblings,
                                          prompt_dir=self.prompt_dir),
-                phase=phase, slot=slot)
+                phase=phase, branch=branch)
             if reply is None or reply.code is None:
                 return None
             sid = self.store.add_solution(self.task_id, reply.code, "coa", parent_id=parent.id if parent else None,
-                                          idea=idea, phase=phase, slot=slot, island=island)
+                                          idea=idea, phase=phase, branch=branch, island=island)
             self.store.link_exchange(exchange, sid)
             chain = [self.store.solution(sid)]
         last = chain[-1]
@@ -369,13 +395,13 @@ class TaskRun:
             reply, exchange = await self._query(
                 "efa", lambda asker: fix(asker, self.context, last.code, result, attempt, self.flags, self.hardware,
                                     prompt_dir=self.prompt_dir),
-                phase=phase, slot=slot)
+                phase=phase, branch=branch)
             if reply is None and self.exhausted:
                 break
             if reply is None or reply.code is None:
                 continue  # the attempt is spent; try again from the same code
             sid = self.store.add_solution(self.task_id, reply.code, "efa", parent_id=last.parent_id, idea=last.idea,
-                                          phase=phase, slot=slot, island=island, fix_of=last.id, attempt=attempt)
+                                          phase=phase, branch=branch, island=island, fix_of=last.id, attempt=attempt)
             self.store.link_exchange(exchange, sid)
             last = self.store.solution(sid)
             result = await self.evaluate(sid)

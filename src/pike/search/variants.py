@@ -42,11 +42,9 @@ from dataclasses import dataclass
 
 from pike.evaluate.baselines import compile_modes
 from pike.evaluate.static import check_source
+from pike.knobs import KNOB_ORDER, VariantKnobs
 from pike.task import Task
 
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
-KNOB_ORDER = ("channels_last", "cudnn_benchmark", "tf32", "bf16_autocast", "fp16_autocast",
-              *(f"compile:{m}" for m in COMPILE_MODES), "cuda_graph")
 AUTOCAST_DTYPES = {"bf16_autocast": "bfloat16", "fp16_autocast": "float16"}
 CUDA_ONLY = {
     "cuda_graph": "CUDA graphs need a CUDA device",
@@ -104,10 +102,7 @@ def variant_name(knobs: tuple[str, ...]) -> str:
 
 
 def precision_of(knobs: tuple[str, ...]) -> str:
-    for knob, precision in (("fp16_autocast", "fp16"), ("bf16_autocast", "bf16"), ("tf32", "tf32")):
-        if knob in knobs:
-            return precision
-    return "fp32"
+    return VariantKnobs.of(knobs).precision
 
 
 @dataclass(frozen=True)
