@@ -6,9 +6,10 @@ decided, for refactorings that must change nothing (issue #23 item 6):
 1. The README's main job (the offline strategy on the shipped example, on the CPU), with a search
    time limit (`--minutes`, default 30: the whole portfolio): which variants were tried and each
    one's verdict.
-2. PIKE-B (budget 12, the preset's branches) on tests/tasks/ln_mlp.py against the scripted chat-completions
+2. PIKE-B (budget 12, 3 branches, top 2: several phases) on tests/tasks/ln_mlp.py against the scripted chat-completions
    server of the tests, whose replies depend only on the prompt: every solution's phase, branch,
-   origin, attempt, verdict and code hash, and the prompts' hashes.
+   origin, attempt, verdict and code hash, and the hashes of the prompts (paths in tracebacks
+   replaced).
 
 Timings differ from run to run, so they are left out; with two branches of equal speed a tie may
 still be broken either way, which the output would show as a changed parent.
@@ -46,6 +47,13 @@ def responder(req):
     return Reply(f"```python\n{FUSED}\n```")
 
 
+def normalise(prompt: str) -> str:
+    """A fix prompt's traceback names the tree's and the job's paths: the same in any two runs once
+    those are replaced."""
+    prompt = re.sub(r"/\S*?/src/pike/", "<pike>/", prompt)
+    return re.sub(r"/\S*?/pike-eval-\w+/jobs/\d+/", "<job>/", prompt)
+
+
 def md5(text: str | None) -> str:
     return hashlib.md5((text or "").encode()).hexdigest()[:10]
 
@@ -80,9 +88,11 @@ def pike_b(src: str, out: Path) -> dict:
     run = out / "pike_b"
     with FakeLLMServer(responder) as server:
         pike(src, str(TASK), "--out", str(run), "--strategy", "pike-b", "--budget", "12", "--llm", server.model_string("m"),
-             "--set", "eval.size=small", cache=out / "cache")
-        prompts = sorted(md5(last_user_message(r["body"])) for r in server.requests if r["path"].endswith("/chat/completions"))
+             "--set", "eval.size=small",
+             # the flat keys of before the config's sections, which later trees still read
+             "--set", "search.num_branches=3", "--set", "search.top_k=2", cache=out / "cache")
     con = sqlite3.connect(run / "run.db")
+    prompts = sorted(md5(normalise(p)) for (p,) in con.execute("SELECT prompt FROM exchanges"))
     sols = rows(con, "solutions")
     branch = lambda s: s.get("branch", s.get("slot"))  # noqa: E731
     return {"solutions": sorted((s["phase"], branch(s), s["origin"], s["attempt"], s["status"], md5(s.get("code"))) for s in sols),
@@ -94,14 +104,17 @@ def main() -> None:
     ap.add_argument("--src", action="append", required=True, help="a tree's src directory (give two)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--minutes", type=float, default=30.0, help="the offline search's time limit")
+    ap.add_argument("--parts", default="offline,pike_b", help="comma list of offline, pike_b")
     a = ap.parse_args()
     results = []
     for i, src in enumerate(a.src):
         out = a.out / f"tree{i}"
-        results.append({"src": src, "offline": offline(src, out, a.minutes), "pike_b": pike_b(src, out)})
+        parts = a.parts.split(",")
+        results.append({"src": src, **({"offline": offline(src, out, a.minutes)} if "offline" in parts else {}),
+                        **({"pike_b": pike_b(src, out)} if "pike_b" in parts else {})})
         print(json.dumps(results[-1]), flush=True)
     if len(results) == 2:
-        for part in ("offline", "pike_b"):
+        for part in parts:
             same = results[0][part] == results[1][part]
             print(f"{part}: {'same' if same else 'DIFFERENT'}")
 

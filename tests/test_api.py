@@ -19,6 +19,8 @@ import pike
 from pike.evaluate.evaluator import EvalConfig, Evaluator
 from pike.task import load_task
 
+pytestmark = pytest.mark.slow  # every test here evaluates candidates or runs a search
+
 BLOCKS = """
 import torch
 import torch.nn as nn

@@ -165,6 +165,7 @@ def test_bad_input_is_one_line_and_leaves_no_run_directory(tmp_path, args, env, 
     assert not out.exists()  # the corrected command may use it
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA machine can run --device cuda")
 def test_device_without_cuda_is_one_line(tmp_path):
     p = pike("optimize", TASK, "--device", "cuda", "--out", tmp_path / "r")
@@ -175,6 +176,7 @@ def test_device_without_cuda_is_one_line(tmp_path):
     assert p.returncode == exit_codes.USAGE
 
 
+@pytest.mark.slow
 def test_unwritable_out_and_html_are_one_line(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")

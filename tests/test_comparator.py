@@ -21,6 +21,8 @@ from pike.evaluate.evaluator import EvalConfig, Evaluator
 from pike.evaluate.timing import TimingConfig
 from pike.task import load_task
 
+pytestmark = pytest.mark.slow  # every test here evaluates candidates or runs a search
+
 HERE = Path(__file__).parent
 FAST = TimingConfig(warmup_ms=5, max_time_s=0.1)
 

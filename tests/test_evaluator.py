@@ -16,6 +16,8 @@ from pike.evaluate.timing import TimingConfig
 from pike.evaluate.weights import compatible, rerandomised_state_dict
 from pike.task import TaskError, apply_overrides, discover, load_task
 
+pytestmark = pytest.mark.slow  # every test here evaluates candidates or runs a search
+
 HERE = Path(__file__).parent
 TASKS = HERE / "tasks"
 CANDS = HERE / "candidates"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from llm_server import FakeLLMServer, Reply, last_user_message
 
 from pike.knobs import VariantKnobs
@@ -26,6 +27,7 @@ def run(tmp_path, *args, env=None):
     return p
 
 
+@pytest.mark.slow
 def test_offline_optimize_writes_best_and_table(tmp_path):
     out = tmp_path / "run"
     p = run(tmp_path, str(TASK), "--out", str(out), "--json")
@@ -71,6 +73,7 @@ def test_offline_optimize_writes_best_and_table(tmp_path):
     assert baselines["compile:default"]["runtime_ms"] == ms
 
 
+@pytest.mark.slow
 def test_offline_winner_seeds_the_llm_search(tmp_path):
     fused = (HERE / "candidates" / "ln_fused.py").read_text()
     seen_parents = []
@@ -98,6 +101,7 @@ def test_offline_winner_seeds_the_llm_search(tmp_path):
     assert json.loads(p.stdout)["queries"] == 2
 
 
+@pytest.mark.slow
 def test_time_limit_stops_the_portfolio_and_a_resume_finishes_it(tmp_path):
     out = tmp_path / "run"
     # The limit is over before the portfolio starts (the eager baseline comes first): nothing is
@@ -229,6 +233,7 @@ def _rounds(ms: float, n: int = 20) -> list[float]:
     return [ms * (1 + 0.01 * (i % 3 - 1)) for i in range(n)]
 
 
+@pytest.mark.slow
 def test_a_stopped_offline_run_adopts_the_compile_baseline_it_measured(tmp_path, monkeypatch):
     """The time limit came before the portfolio's compile:default; the final table measured it as a
     baseline (checked and timed by the same evaluator): it joins the portfolio and wins, so the
@@ -302,6 +307,7 @@ def _offline_run(tmp_path, name, pool, deadline=None):
     return cfg, store, tid, run
 
 
+@pytest.mark.slow
 def test_the_portfolio_runs_its_cheap_combinations_before_any_compile(tmp_path):
     """A GPU portfolio's order, through the strategy itself: eager and the knobs that need no compile,
     their combinations, then the compile modes, then combinations with the fastest of them. A time
@@ -364,6 +370,7 @@ def test_the_portfolio_runs_its_cheap_combinations_before_any_compile(tmp_path):
     store.close()
 
 
+@pytest.mark.slow
 def test_a_variant_in_flight_at_the_time_limit_is_stopped_there_and_resumed_later(tmp_path):
     """The evaluation under way at the limit gets only the time left (not the evaluator's 300 s: a
     max-autotune compile started just before a 1.5-minute limit held an H200 run for 5 minutes); it

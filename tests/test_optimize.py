@@ -64,6 +64,7 @@ def db(out: Path) -> sqlite3.Connection:
     return con
 
 
+@pytest.mark.slow
 def test_pike_b_parents_fixes_budget_and_costs(tmp_path, prices):
     script = Script([fenced(FUSED), fenced(BROKEN), fenced(SLOW), "I would rather not write code today."])
     with FakeLLMServer(script) as server:
@@ -113,6 +114,7 @@ def test_pike_b_parents_fixes_budget_and_costs(tmp_path, prices):
 IDEAS_LIST = ["Fuse the bias add into the matmul with addmm.", "Use F.layer_norm directly.", "Apply ReLU in place."]
 
 
+@pytest.mark.slow
 def test_provider_faults_are_survived_and_recorded(tmp_path, prices):
     # One request at a time, so each query meets the faults in this order (None: a good reply).
     faults = iter([Reply.error(429, retry_after=0), None, Reply.error(500), Reply.error(500), Reply.error(500),
@@ -138,6 +140,7 @@ def test_provider_faults_are_survived_and_recorded(tmp_path, prices):
     assert doc["rows"][0]["valid"] >= 1  # the run went on and found a correct candidate
 
 
+@pytest.mark.slow
 def test_kill_then_resume_finishes_within_budget(tmp_path, prices):
     def responder(req):
         text = last_user_message(req)
@@ -179,6 +182,7 @@ def test_kill_then_resume_finishes_within_budget(tmp_path, prices):
     assert json.loads(r.stdout)["rows"][0]["valid"] >= 1
 
 
+@pytest.mark.slow
 def test_cmd_provider_end_to_end(tmp_path, prices):
     script = tmp_path / "model.py"
     script.write_text(
@@ -208,6 +212,7 @@ def test_missing_key_is_an_error_before_any_work(tmp_path):
     assert not (tmp_path / "r" / "best").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["pike-b", "pike-o"])
 def test_time_limit_stops_the_llm_search(tmp_path, prices, strategy):
     with FakeLLMServer(Script([fenced(FUSED)])) as server:
@@ -231,6 +236,7 @@ def test_bad_setting_is_an_error_before_any_work(tmp_path, setting, message):
     assert not (tmp_path / "r").exists()  # no run directory to get in the way of the corrected command
 
 
+@pytest.mark.slow
 def test_improved_preset_feedback_then_replay(tmp_path, prices):
     """pike-b-plus puts measured feedback in the prompts (eager and compile times, profiles, speedups,
     best history) from the brainstorm on, gives sibling branches distinct prompts, asks again once

@@ -10,6 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # every test here evaluates candidates or runs a search
+
 HERE = Path(__file__).parent
 
 ASKER = """

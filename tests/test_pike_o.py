@@ -357,6 +357,7 @@ def read(out):
     return sols, ex, state
 
 
+@pytest.mark.slow
 def test_pike_o_islands_migration_fixes_and_budget(tmp_path, prices, cache):
     script = Script([fenced(FUSED), fenced(BROKEN), fenced(SLOW), "No code from me this time."])
     with FakeLLMServer(script) as server:
@@ -411,6 +412,7 @@ def test_pike_o_islands_migration_fixes_and_budget(tmp_path, prices, cache):
     assert len({r["solution_id"] for r in timed}) >= 2 and all(r["samples"] and r["speedup"] for r in timed)
 
 
+@pytest.mark.slow
 def test_pike_o_kill_then_resume(tmp_path, prices, cache):
     script = Script([fenced(SLOW), fenced(BROKEN)], delay=0.3)
     with FakeLLMServer(script) as server:
@@ -447,6 +449,7 @@ def test_pike_o_kill_then_resume(tmp_path, prices, cache):
     assert json.loads(r.stdout)["rows"][0]["valid"] >= 1
 
 
+@pytest.mark.slow
 def test_pike_o_map_elites_end_to_end(tmp_path, prices, cache):
     script = Script([fenced(FUSED), fenced(BROKEN), fenced(SLOW), "No code from me this time."])
     with FakeLLMServer(script) as server:

@@ -77,6 +77,7 @@ def ev(tmp_path_factory):
         yield e
 
 
+@pytest.mark.slow
 def test_one_order_of_stages(ev, ln_task):
     place = Recording(ev)
     r = pipeline.run_now(pipeline.evaluate(place, ln_task, cand("ln_fused.py")))
@@ -86,6 +87,7 @@ def test_one_order_of_stages(ev, ln_task):
     assert r.status == "rejected" and r.stage == "static" and place.calls == []  # nothing past the static check
 
 
+@pytest.mark.slow
 def test_a_candidates_job_directory_holds_only_what_it_may_see(ev, ln_task):
     before = set(ev.workdir.rglob("job.json"))
     assert ev.evaluate(ln_task, cand("ln_fused.py")).ok
@@ -120,6 +122,7 @@ def _strings(obj):
         yield obj
 
 
+@pytest.mark.slow
 def test_a_reference_changed_on_disk_is_found_and_computed_again(tmp_path, ln_task):
     cfg = EvalConfig(cache_dir=tmp_path / "cache", timeout_s=60, timing=FAST)
     with Evaluator(cfg) as e:

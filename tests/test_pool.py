@@ -35,6 +35,7 @@ def test_a_job_in_progress_counts_as_held():
     assert st.jobs == 1 and st.held() == held
 
 
+@pytest.mark.slow
 def test_pool_stats_and_record_follow_the_evaluations(tmp_path):
     task = load_task(TASK)
 
@@ -154,6 +155,7 @@ class ModelNew(Model):
 """
 
 
+@pytest.mark.slow
 def test_lanes_prepare_the_next_candidates_outside_the_device(tmp_path):
     """With two lanes, a candidate's import and construction run while another holds the device, and the
     device's held time is only what the gated part took; with one lane the slot is held throughout."""
@@ -296,6 +298,7 @@ class ModelNew(Model):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("share", [True, False])
 def test_lanes_share_the_checks_and_time_alone(tmp_path, share):
     """With two lanes and shared checks, two candidates' checks overlap on the device while every
@@ -329,6 +332,7 @@ class ModelNew(Model):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("share", [True, False])
 def test_a_candidate_out_of_memory_while_sharing_is_evaluated_again_alone(tmp_path, share):
     task = load_task(Path(__file__).parent / "tasks" / "ln_mlp.py", size="small")

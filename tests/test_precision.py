@@ -3,6 +3,7 @@ words in its source; the static tags stay as hints only where the forward could 
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -83,6 +84,7 @@ MATMUL_AUTOCAST = MATMUL_FP32.replace(
     "        return torch.relu(a @ b)", "        with torch.autocast('cpu', dtype=torch.bfloat16):\n            c = a @ b\n        return torch.relu(c.float())")
 
 
+@pytest.mark.slow
 def test_the_evaluator_tags_what_the_child_saw(tmp_path):
     from pathlib import Path
 

@@ -16,6 +16,8 @@ from pike import config as cfgmod  # noqa: E402
 from pike.search.engine import Engine  # noqa: E402
 from pike.task import load_task  # noqa: E402
 
+pytestmark = pytest.mark.slow  # every test here evaluates candidates or runs a search
+
 IDEAS = "1. Fuse the bias add into the matmul.\n2. Use F.layer_norm directly.\n3. Apply ReLU in place."
 
 

@@ -312,6 +312,7 @@ def _registered() -> bool:
     return any(c.name == "report" for c in app.registered_commands)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(run, tmp_path):
     d, _ = run
     md, html = tmp_path / "out.md", tmp_path / "out.html"

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here evaluates candidates or runs a search
+
 HERE = Path(__file__).parent
 TASKS = HERE / "tasks"
 CANDS = HERE / "candidates"

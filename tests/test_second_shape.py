@@ -36,6 +36,7 @@ def pike_eval(cache: Path, task: Path, solution: Path) -> dict:
     return json.loads(p.stdout)
 
 
+@pytest.mark.slow
 def test_the_task_itself_passes_at_another_batch_size(cache):
     r = pike_eval(cache, TASK, TASK)
     assert r["status"] == "ok" and "also checked at batch 3" in r["message"], r["message"]
@@ -43,12 +44,14 @@ def test_the_task_itself_passes_at_another_batch_size(cache):
     assert meta[0]["batch_alt"]["batch"] == 6 and meta[0]["batch_alt"]["input_shapes"] == [[3, 8, 32]]
 
 
+@pytest.mark.slow
 def test_a_shape_hard_coded_solution_is_rejected(cache):
     r = pike_eval(cache, TASK, HERE / "candidates" / "token_mixer_hardcoded.py")
     assert r["status"] != "ok"
     assert "batch 3" in r["stage"], (r["stage"], r["message"])
 
 
+@pytest.mark.slow
 def test_a_model_tied_to_its_batch_has_no_second_shape_and_still_passes(cache, tmp_path):
     task = tmp_path / "fixed_batch.py"
     task.write_text(TASK.read_text().replace("b, t, d = x.shape", "b, t, d = 6, x.shape[1], x.shape[2]"))

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from pike.evaluate.progress import Progress, Watcher, describe
 
 HUGE = '''
@@ -32,6 +34,7 @@ def get_init_inputs():
 '''
 
 
+@pytest.mark.slow
 def test_a_model_that_cannot_fit_is_one_clear_error_before_it_is_built(tmp_path):
     task = tmp_path / "huge.py"
     task.write_text(HUGE)

@@ -177,6 +177,7 @@ def test_version_1_pike_o_run_resumes_with_its_library(tmp_path):
     store.close()
 
 
+@pytest.mark.slow
 def test_a_pike_o_run_made_by_version_1_code_migrates(tmp_path):
     """A real PIKE-O run of the code before schema versions (kept in benchmarks/results): its library,
     re-timings and branches read back the same after the migration, and its report does not change."""

@@ -19,6 +19,8 @@ from llm_server import FakeLLMServer, Reply, last_user_message
 from scripted import TASK, FUSED, BROKEN
 from pike.search.sweep import Sweep, load_experiment, plan
 
+pytestmark = pytest.mark.slow  # every test here evaluates candidates or runs a search
+
 
 
 def sweep_command() -> list[str]:

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from pike.task import load_task
 
 DATACLASS_TASK = '''
@@ -111,6 +113,7 @@ def pike(tmp_path, *args, cwd):
     return subprocess.run([sys.executable, "-m", "pike", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=900)
 
 
+@pytest.mark.slow
 def test_dataclass_init_inputs_and_package_imports_optimize(tmp_path):
     tasks = write(tmp_path)
     elsewhere = tmp_path / "elsewhere"
@@ -143,6 +146,7 @@ def test_static_loading_finds_names_in_if_and_try_blocks(tmp_path):
     assert load_task(f).name == "guarded"
 
 
+@pytest.mark.slow
 def test_a_task_that_cannot_load_names_the_file_line_and_cause(tmp_path):
     f = tmp_path / "broken.py"
     f.write_text("import torch\nimport no_such_module_anywhere\n\nclass Model(torch.nn.Module):\n    pass\n\n"

@@ -36,6 +36,7 @@ def pike_eval(cache: Path, solution: Path) -> dict:
     return json.loads(p.stdout)
 
 
+@pytest.mark.slow
 def test_eager_under_pytorch_defaults_passes_against_itself(cache):
     r = pike_eval(cache, TASK)
     assert r["status"] == "ok", r["message"]
@@ -47,6 +48,7 @@ def test_eager_under_pytorch_defaults_passes_against_itself(cache):
     assert 1e-2 < measured["atol_needed"]["default"] < 1 and measured["integer_mismatch"] == 0
 
 
+@pytest.mark.slow
 def test_a_wrong_candidate_still_fails(cache):
     r = pike_eval(cache, HERE / "candidates" / "tf32_eager_off.py")
     assert r["status"] == "mismatch", r["message"]

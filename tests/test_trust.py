@@ -70,6 +70,7 @@ def test_a_tie_goes_to_same_precision_then_simpler_then_earlier():
     assert [c.name for c in select.rank([base, within, beyond])] == ["solution:9", "compile:default", "solution:7"]
 
 
+@pytest.mark.slow
 def test_contenders_include_one_timed_under_load(tmp_path):
     """A candidate whose search timing was inflated by load (a wide IQR) still gets a place in the
     side-by-side re-timing beside the best few by estimate."""
@@ -140,6 +141,7 @@ def _final_run(tmp_path, strategy: str, search_ms: dict, final_ms: dict, jitter:
     return TaskRun(task, tid, cfg, store, pool, eager_ms=final_ms["eager"]), store, sid_of
 
 
+@pytest.mark.slow
 def test_a_winner_that_loses_to_compile_in_the_final_table_delivers_compile(tmp_path):
     """The search timed the rewrite at 4 ms (2.5x); side by side, it takes 9 ms against compile's 6:
     best/ is the compile baseline, a module applying torch.compile to the task's Model."""
@@ -160,6 +162,7 @@ def test_a_winner_that_loses_to_compile_in_the_final_table_delivers_compile(tmp_
     store.close()
 
 
+@pytest.mark.slow
 def test_a_win_within_the_noise_does_not_displace_a_baseline(tmp_path):
     """1% faster than compile in rounds that vary by 20% (a busy machine): a tie, and the baseline is
     delivered; 30% faster is a win, delivered with its interval in the header."""
@@ -182,6 +185,7 @@ def test_a_win_within_the_noise_does_not_displace_a_baseline(tmp_path):
 # ---------------------------------------------------------------- statistics out of the candidate's reach
 
 
+@pytest.mark.slow
 def test_patched_statistics_do_not_change_the_figure(tmp_path):
     """A candidate that patches statistics.median and numpy's median and percentile in its own process
     (trusted: past the static check, which refuses numpy patches) is timed like its honest twin: the

@@ -368,6 +368,7 @@ def _cpu_cases():
             ("conv", "bf16_autocast+compile:default"), ("conv", "channels_last+compile:default")]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(ON_GPU, reason="the CPU portfolio is checked on CPU")
 @pytest.mark.parametrize("key,name", _cpu_cases())
 def test_cpu_variants_pass_the_evaluator(tasks, ev, key, name):
