@@ -233,7 +233,6 @@ def _rounds(ms: float, n: int = 20) -> list[float]:
     return [ms * (1 + 0.01 * (i % 3 - 1)) for i in range(n)]
 
 
-@pytest.mark.slow
 def test_a_stopped_offline_run_adopts_the_compile_baseline_it_measured(tmp_path, monkeypatch):
     """The time limit came before the portfolio's compile:default; the final table measured it as a
     baseline (checked and timed by the same evaluator): it joins the portfolio and wins, so the
@@ -307,7 +306,6 @@ def _offline_run(tmp_path, name, pool, deadline=None):
     return cfg, store, tid, run
 
 
-@pytest.mark.slow
 def test_the_portfolio_runs_its_cheap_combinations_before_any_compile(tmp_path):
     """A GPU portfolio's order, through the strategy itself: eager and the knobs that need no compile,
     their combinations, then the compile modes, then combinations with the fastest of them. A time
@@ -370,7 +368,6 @@ def test_the_portfolio_runs_its_cheap_combinations_before_any_compile(tmp_path):
     store.close()
 
 
-@pytest.mark.slow
 def test_a_variant_in_flight_at_the_time_limit_is_stopped_there_and_resumed_later(tmp_path):
     """The evaluation under way at the limit gets only the time left (not the evaluator's 300 s: a
     max-autotune compile started just before a 1.5-minute limit held an H200 run for 5 minutes); it
