@@ -30,22 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from llm_server import FakeLLMServer, Reply, last_user_message  # noqa: E402
-from scripted import BROKEN, FUSED, TASK  # noqa: E402
-
-IDEAS = "1. Fuse the bias add into the matmul.\n2. Use F.layer_norm directly.\n3. Apply ReLU in place."
-
-
-def responder(req):
-    text = last_user_message(req)
-    if text.startswith("Brainstorm"):
-        return Reply(IDEAS)
-    if text.startswith("A solution for the task below failed"):
-        return Reply(f"```python\n{FUSED}\n```")
-    if "Use F.layer_norm directly" in text.split("## Optimisation to apply")[-1].split("##")[0]:
-        return Reply(f"```python\n{BROKEN}\n```")
-    return Reply(f"```python\n{FUSED}\n```")
-
+from llm_server import FakeLLMServer  # noqa: E402
+from scripted import TASK, by_prompt  # noqa: E402
 
 def normalise(prompt: str) -> str:
     """A fix prompt's traceback names the tree's and the job's paths: the same in any two runs once
@@ -86,7 +72,7 @@ def offline(src: str, out: Path, minutes: float) -> dict:
 
 def pike_b(src: str, out: Path) -> dict:
     run = out / "pike_b"
-    with FakeLLMServer(responder) as server:
+    with FakeLLMServer(by_prompt) as server:
         pike(src, str(TASK), "--out", str(run), "--strategy", "pike-b", "--budget", "12", "--llm", server.model_string("m"),
              "--set", "eval.size=small",
              # the flat keys of before the config's sections, which later trees still read

@@ -10,28 +10,13 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from llm_server import FakeLLMServer, Reply, last_user_message  # noqa: E402
-from scripted import TASK, FUSED, BROKEN  # noqa: E402
+from llm_server import FakeLLMServer  # noqa: E402
+from scripted import TASK, by_prompt  # noqa: E402
 from pike import config as cfgmod  # noqa: E402
 from pike.search.engine import Engine  # noqa: E402
 from pike.task import load_task  # noqa: E402
 
 pytestmark = pytest.mark.slow  # every test here evaluates candidates or runs a search
-
-IDEAS = "1. Fuse the bias add into the matmul.\n2. Use F.layer_norm directly.\n3. Apply ReLU in place."
-
-
-def responder(req):
-    """Replies depend only on the prompt, so any executor and any order give the same candidates."""
-    text = last_user_message(req)
-    if text.startswith("Brainstorm"):
-        return Reply(IDEAS)
-    if text.startswith("A solution for the task below failed"):
-        return Reply(f"```python\n{FUSED}\n```")
-    if "Use F.layer_norm directly" in text.split("## Optimisation to apply")[-1].split("##")[0]:
-        return Reply(f"```python\n{BROKEN}\n```")
-    return Reply(f"```python\n{FUSED}\n```")
-
 
 @pytest.fixture(scope="module")
 def ray_instance():
@@ -66,7 +51,7 @@ def outcomes(con) -> list[tuple]:
 def test_ray_executor_gives_the_local_executor_results(ray_instance, tmp_path, monkeypatch):
     monkeypatch.setenv("PIKE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    with FakeLLMServer(responder) as server:
+    with FakeLLMServer(by_prompt) as server:
         local = run_engine(make_cfg(server, "local", tmp_path), tmp_path / "local")
         remote = run_engine(make_cfg(server, "ray", tmp_path), tmp_path / "ray")
     assert outcomes(local) == outcomes(remote)
@@ -87,7 +72,7 @@ def test_worker_killed_mid_run_and_every_candidate_is_evaluated(ray_instance, tm
             ray.kill(actor, no_restart=True)
             killed.append(actor)
 
-    with FakeLLMServer(responder) as server:
+    with FakeLLMServer(by_prompt) as server:
         con = run_engine(make_cfg(server, "ray", tmp_path), tmp_path / "run", events=[kill_one])
     assert killed
     statuses = [r[0] for r in con.execute("SELECT status FROM solutions")]
